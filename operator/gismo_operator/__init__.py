@@ -1,0 +1,1 @@
+"""The Gismo Kubernetes operator: hands CXL appliance memory (GismoPools) to KubeRay Ray pods."""
