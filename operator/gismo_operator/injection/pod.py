@@ -1,0 +1,80 @@
+"""Assemble the injected pod from the per-object builders.
+
+The result is a whole new pod body; the webhook hands it to kopf, which diffs it against the
+admitted pod and answers with the JSON patch. Working on whole bodies keeps the builders pure
+and lets tests assert on the pod the kubelet would see. Cost: one deep copy of the pod spec.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from gismo_operator.injection.affinity import merge_node_affinity
+from gismo_operator.injection.containers import build_agent_container, extend_ray_container
+from gismo_operator.injection.plan import AGENT_CONTAINER, ANN_REGION, ANN_SKIPPED, InjectionPlan
+from gismo_operator.injection.volumes import build_pool_volume, build_socket_volume, merge_volumes
+
+
+class InjectionError(ValueError):
+    """The pod cannot take the agent as it is; the message names the offending field."""
+
+
+def is_injected(pod: Mapping[str, Any]) -> bool:
+    """Whether Gismo already handled this pod: injected (agent or region annotation) or skipped.
+
+    Webhook reinvocation (``reinvocationPolicy: IfNeeded``) and retried admissions must not add a
+    second agent nor take a second region.
+    """
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if ANN_REGION in annotations or ANN_SKIPPED in annotations:
+        return True
+    spec = pod.get("spec") or {}
+    names = {c.get("name") for c in (spec.get("initContainers") or []) + (spec.get("containers") or [])}
+    return AGENT_CONTAINER in names
+
+
+def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
+    """The pod with the agent, volumes, env, affinity and annotations added; unchanged if already injected.
+
+    The Ray container is ``containers[0]`` (KubeRay's rule): the agent never goes before it. As a
+    native sidecar it is appended after the existing initContainers, so init steps the user
+    wrote (e.g. waiting for the GCS) still run first; otherwise it becomes the last container.
+    """
+    if is_injected(pod):
+        return copy.deepcopy(dict(pod))
+    result = copy.deepcopy(dict(pod))
+    spec = result.get("spec")
+    if not isinstance(spec, dict):
+        raise InjectionError("spec: the pod has no spec")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise InjectionError(
+            "spec.containers: the pod has no containers (containers[0] must be the Ray container)"
+        )
+
+    try:
+        containers[0] = extend_ray_container(containers[0], plan, "spec.containers[0]")
+        spec["volumes"] = merge_volumes(spec.get("volumes"), [build_pool_volume(plan), build_socket_volume()])
+    except ValueError as exc:
+        raise InjectionError(str(exc)) from exc
+    agent = build_agent_container(plan)
+    if plan.agent.native_sidecar:
+        spec["initContainers"] = [*(spec.get("initContainers") or []), agent]
+    else:
+        containers.append(agent)
+    if plan.node_selector:
+        spec["affinity"] = merge_node_affinity(spec.get("affinity"), plan.node_selector)
+
+    metadata = result.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), **plan.annotations()}
+    return result
+
+
+def mark_skipped(pod: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """The pod unchanged except for ``gismo.io/skipped: <reason>``: it runs on Ray's own object store."""
+    result = copy.deepcopy(dict(pod))
+    metadata = result.setdefault("metadata", {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), ANN_SKIPPED: reason}
+    return result
