@@ -1,0 +1,438 @@
+"""Ray integration: `put` objects into Gismo shared memory once, `get` them in place on any node.
+
+Why: Ray copies an object into every node's store that reads it (raylet transfer, several
+copies). With Gismo the object is written once into this node's region of the shared slice and
+any node reads it in place through its own mapping; only a small `ObjRef` travels through Ray
+(task arguments and return values, actors, nested tasks).
+
+Which agent: a process talks to the agent of the Ray node it runs on, found from its environment
+(`GISMO_SOCKET` and the other `GISMO_*` variables). On Kubernetes the operator's webhook puts those
+in the Ray container, which Ray workers inherit; the local harness (`gismo.testing.LocalCluster`)
+starts each raylet with its node's variables, so it works the same way.
+
+Fallback: with no agent in reach (no `GISMO_SOCKET`, agent down, pod started without Gismo), or
+when the store is full, `put` uses `ray.put` and the `ObjRef` carries the Ray ref and the reason;
+`get` of such a ref is `ray.get`. Each fallback is counted in `stats()` (per process) and is
+visible on the ref (`ref.fallback`). A Gismo ref read on a node that has no agent is fetched by
+a small task on the owner node and shipped through Ray (counted as `remote_fetch`).
+
+Freeing: Gismo objects live until deleted. Only the owner node's agent may delete (one writer
+per region), so `free(refs)` deletes locally what this node owns and runs a zero-CPU task on each
+other owner node for the rest. `Group` collects refs and frees them together (context manager);
+the shuffle helper uses it so a shuffle leaves nothing behind.
+
+Cost: `put` = one copy of the object's buffers into shared memory plus one agent round-trip;
+`get` = one agent/validation round-trip and page faults on first touch, no copy of the data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+__all__ = [
+    "Group",
+    "ObjRef",
+    "cluster_stats",
+    "free",
+    "get",
+    "group",
+    "put",
+    "reset",
+    "stats",
+]
+
+# After a failed connect, don't retry for this long (each retry costs a socket round-trip).
+RECONNECT_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjRef:
+    """A small picklable handle to an object in Gismo, or in Ray's store after a fallback.
+
+    Attributes:
+        gismo_ref: the store's `gismo.Ref` (region, slot, generation, offset, size), or None.
+        ray_ref: the `ray.ObjectRef` when the object fell back to Ray's store, else None.
+        node_id: the Ray node whose agent owns the object (deletes are routed there).
+        nbytes: payload size in bytes when known (numpy/bytes-like), else 0.
+        fallback: why the object is in Ray's store ("no-agent", "store-full", "agent-error"), or None.
+    """
+
+    gismo_ref: Any | None
+    ray_ref: Any | None
+    node_id: str
+    nbytes: int = 0
+    fallback: str | None = None
+
+    @property
+    def in_gismo(self) -> bool:
+        return self.gismo_ref is not None
+
+
+@dataclass
+class _State:
+    pid: int = -1
+    client: Any | None = None
+    socket: str | None = None
+    retry_at: float = 0.0
+    counters: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_state = _State()
+
+
+def _st() -> _State:
+    global _state
+    if _state.pid != os.getpid():  # forked: never share a client connection with the parent
+        _state = _State(pid=os.getpid())
+    return _state
+
+
+def reset() -> None:
+    """Drop this process's cached agent connection and counters (tests, harness teardown)."""
+    global _state
+    old = _state
+    _state = _State(pid=os.getpid())
+    if old.client is not None and old.pid == os.getpid():
+        with contextlib.suppress(Exception):
+            old.client.close()
+
+
+def _client() -> Any | None:
+    """This node's agent client, connecting lazily; None when no agent is reachable."""
+    st = _st()
+    sock = os.environ.get("GISMO_SOCKET")
+    if not sock:
+        return None
+    with st.lock:
+        if st.client is not None and st.socket == sock:
+            return st.client
+        if st.socket == sock and time.monotonic() < st.retry_at:
+            return None
+        if st.client is not None:
+            with contextlib.suppress(Exception):
+                st.client.close()
+            st.client = None
+        st.socket = sock
+        try:
+            import gismo
+
+            st.client = gismo.connect()
+            st.counters["connects"] += 1
+            return st.client
+        except Exception:
+            st.counters["connect_failures"] += 1
+            st.retry_at = time.monotonic() + RECONNECT_BACKOFF_S
+            return None
+
+
+def _drop_client() -> None:
+    st = _st()
+    with st.lock:
+        if st.client is not None:
+            with contextlib.suppress(Exception):
+                st.client.close()
+        st.client = None
+        st.retry_at = time.monotonic() + RECONNECT_BACKOFF_S
+
+
+def _node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else ""
+
+
+def _nbytes(obj: Any) -> int:
+    n = getattr(obj, "nbytes", None)
+    if isinstance(n, int):
+        return n
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return len(obj)
+    return 0
+
+
+def _errors() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
+    """(StoreFull, AgentUnavailable, GismoError) from the store, or stand-ins if it is absent."""
+    try:
+        from gismo.errors import AgentUnavailable, GismoError, StoreFull
+
+        return StoreFull, AgentUnavailable, GismoError
+    except ImportError:
+
+        class _Never(Exception):
+            pass
+
+        return _Never, _Never, _Never
+
+
+def put(obj: Any) -> ObjRef:
+    """Store `obj` in this node's Gismo region; fall back to `ray.put` if that is not possible.
+
+    Cost: one copy of the object's (pickle-5 out-of-band) buffers into shared memory; on fallback,
+    whatever `ray.put` costs.
+    """
+    import ray
+
+    st = _st()
+    node = _node_id()
+    client = _client()
+    reason = "no-agent"
+    if client is not None:
+        store_full, agent_unavailable, gismo_error = _errors()
+        try:
+            gref = client.put(obj)
+            st.counters["puts"] += 1
+            size = getattr(gref, "size", None)
+            return ObjRef(gref, None, node, size if isinstance(size, int) else _nbytes(obj))
+        except store_full:
+            reason = "store-full"
+        except (agent_unavailable, OSError):
+            reason = "agent-error"
+            _drop_client()
+        except gismo_error:
+            reason = "agent-error"
+    st.counters["fallback_puts"] += 1
+    st.counters[f"fallback_puts_{reason}"] += 1
+    return ObjRef(None, ray.put(obj), node, _nbytes(obj), reason)
+
+
+def _read_here(gref: Any) -> Any:
+    client = _client()
+    if client is None:
+        raise RuntimeError("no Gismo agent on this node")
+    return client.get(gref)
+
+
+def _remote_read(ref: ObjRef) -> Any:
+    """Read a Gismo object from a node without an agent: a task on the owner node ships it via Ray."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    _st().counters["remote_fetches"] += 1
+    task = _remote_fn("read")
+    strategy = NodeAffinitySchedulingStrategy(node_id=ref.node_id, soft=False)
+    return ray.get(task.options(scheduling_strategy=strategy).remote(ref.gismo_ref))
+
+
+def get(ref: ObjRef | Sequence[ObjRef] | Any) -> Any:
+    """The object behind `ref` (or a list of objects for a list/tuple of refs).
+
+    Gismo objects are read in place: numpy arrays and buffers come back as read-only views over
+    the shared mapping (no copy). A plain `ray.ObjectRef` is accepted and passed to `ray.get`.
+    """
+    import ray
+
+    if isinstance(ref, list | tuple):
+        return _get_many(ref)
+    st = _st()
+    if not isinstance(ref, ObjRef):
+        st.counters["ray_gets"] += 1
+        return ray.get(ref)
+    if ref.gismo_ref is None:
+        st.counters["ray_gets"] += 1
+        return ray.get(ref.ray_ref)
+    client = _client()
+    if client is None:
+        return _remote_read(ref)
+    _, agent_unavailable, _ = _errors()
+    try:
+        value = client.get(ref.gismo_ref)
+    except (agent_unavailable, OSError):
+        _drop_client()
+        return _remote_read(ref)
+    st.counters["gets"] += 1
+    return value
+
+
+def _get_many(refs: Sequence[Any]) -> list[Any]:
+    """Batch form: Ray fallbacks are fetched with one `ray.get` (parallel pulls)."""
+    import ray
+
+    out: list[Any] = [None] * len(refs)
+    ray_idx: list[int] = []
+    ray_refs: list[Any] = []
+    for i, r in enumerate(refs):
+        if isinstance(r, ObjRef) and r.gismo_ref is not None:
+            out[i] = get(r)
+        else:
+            ray_idx.append(i)
+            ray_refs.append(r.ray_ref if isinstance(r, ObjRef) else r)
+    if ray_refs:
+        _st().counters["ray_gets"] += len(ray_refs)
+        for i, value in zip(ray_idx, ray.get(ray_refs), strict=True):
+            out[i] = value
+    return out
+
+
+def _delete_here(grefs: Iterable[Any]) -> int:
+    """Delete refs owned by this node's agent; already-gone objects are not an error."""
+    client = _client()
+    if client is None:
+        raise RuntimeError("no Gismo agent on this node")
+    try:
+        from gismo.errors import ObjectNotFound, StaleRef
+
+        gone: tuple[type[BaseException], ...] = (ObjectNotFound, StaleRef)
+    except ImportError:
+        gone = ()
+    n = 0
+    for g in grefs:
+        try:
+            client.delete(g)
+            n += 1
+        except gone:
+            pass
+    return n
+
+
+_remote_fns: dict[str, Any] = {}
+
+
+def _remote_fn(kind: str) -> Any:
+    """Zero-CPU helper tasks (so they never wait behind busy CPU slots), created lazily."""
+    import ray
+
+    if kind not in _remote_fns:
+        fns = {"read": _read_here, "delete": _delete_here, "stats": _node_report}
+        _remote_fns[kind] = ray.remote(num_cpus=0, max_retries=0)(fns[kind])
+    return _remote_fns[kind]
+
+
+def free(refs: Iterable[ObjRef]) -> int:
+    """Free a set of objects now; returns how many Gismo objects were deleted.
+
+    Gismo objects are deleted by their owner node's agent (locally, or by a zero-CPU task pinned
+    to that node); Ray fallbacks are freed with Ray's internal free. Objects whose owner node is
+    gone are skipped (their region is released with the node). Cost: one agent round-trip per
+    object plus one small task per other owner node.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = _node_id()
+    by_node: dict[str, list[Any]] = {}
+    ray_refs: list[Any] = []
+    for r in refs:
+        if r.gismo_ref is not None:
+            by_node.setdefault(r.node_id, []).append(r.gismo_ref)
+        elif r.ray_ref is not None:
+            ray_refs.append(r.ray_ref)
+    deleted = 0
+    pending = []
+    st = _st()
+    for node, grefs in by_node.items():
+        if node == here and _client() is not None:
+            deleted += _delete_here(grefs)
+        else:
+            strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
+            pending.append(_remote_fn("delete").options(scheduling_strategy=strategy).remote(grefs))
+    for p in pending:
+        try:
+            deleted += int(ray.get(p))
+        except Exception:
+            st.counters["free_failures"] += 1
+    if ray_refs:
+        with contextlib.suppress(Exception):
+            from ray._private.internal_api import free as ray_free
+
+            ray_free(ray_refs)
+    st.counters["freed"] += deleted
+    return deleted
+
+
+class Group:
+    """Refs made for one job, freed together (explicitly or at the end of a `with` block).
+
+    Refs made in remote tasks are added with `add()` once they reach the driver.
+    """
+
+    def __init__(self) -> None:
+        self.refs: list[ObjRef] = []
+        self._lock = threading.Lock()
+
+    def put(self, obj: Any) -> ObjRef:
+        ref = put(obj)
+        self.add(ref)
+        return ref
+
+    def add(self, refs: ObjRef | Iterable[ObjRef]) -> None:
+        with self._lock:
+            if isinstance(refs, ObjRef):
+                self.refs.append(refs)
+            else:
+                self.refs.extend(refs)
+
+    def summary(self) -> dict[str, int]:
+        """How many refs are in Gismo vs fell back to Ray, and their known bytes."""
+        with self._lock:
+            refs = list(self.refs)
+        return {
+            "refs": len(refs),
+            "in_gismo": sum(r.in_gismo for r in refs),
+            "fallbacks": sum(not r.in_gismo for r in refs),
+            "bytes": sum(r.nbytes for r in refs),
+        }
+
+    def free(self) -> int:
+        with self._lock:
+            refs, self.refs = self.refs, []
+        return free(refs)
+
+    def __enter__(self) -> Group:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.free()
+
+
+@contextlib.contextmanager
+def group() -> Iterator[Group]:
+    """`with gismo.ray.group() as g: ref = g.put(x) ...` -- everything in `g` is freed on exit."""
+    g = Group()
+    try:
+        yield g
+    finally:
+        g.free()
+
+
+def stats() -> dict[str, Any]:
+    """This process's counters (puts, gets, fallback_puts[_<reason>], remote_fetches, ...)."""
+    st = _st()
+    out: dict[str, Any] = dict(st.counters)
+    out["fallbacks"] = st.counters["fallback_puts"]
+    out["socket"] = os.environ.get("GISMO_SOCKET")
+    out["connected"] = st.client is not None
+    return out
+
+
+def _node_report() -> dict[str, Any]:
+    report: dict[str, Any] = {"node_id": _node_id(), "socket": os.environ.get("GISMO_SOCKET")}
+    client = _client()
+    report["agent"] = dict(client.stats()) if client is not None else None
+    return report
+
+
+def cluster_stats() -> list[dict[str, Any]]:
+    """Every alive Ray node's agent stats (`None` where there is no agent), via zero-CPU tasks."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    tasks = []
+    for node in ray.nodes():
+        if node.get("Alive"):
+            strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
+            tasks.append(_remote_fn("stats").options(scheduling_strategy=strategy).remote())
+    return list(ray.get(tasks))

@@ -1,0 +1,397 @@
+"""A local multi-node Ray cluster with one Gismo agent per Ray node, for tests, benchmarks and demos.
+
+Why: Gismo's point is reading objects made on another node in place. On one machine we emulate
+that with `ray.cluster_utils.Cluster` (several raylets, each a Ray "node") and one emulation file
+in /dev/shm standing in for the CXL appliance: every node's agent maps the same file and owns one
+region of it, exactly as on Kubernetes where the operator hands each Ray pod a region and the
+agent sidecar sets `GISMO_*` in the Ray container.
+
+How a node's tasks find their own agent: each raylet is started with that node's `GISMO_*`
+environment (`env_vars`), and Ray workers inherit the raylet's environment, so `gismo.ray` inside
+a task reads `GISMO_SOCKET` etc. from `os.environ` -- the same mechanism as in a Kubernetes pod.
+The driver (this process) is attached to node 0; while the cluster is up its `os.environ` carries
+node 0's `GISMO_*` (restored on exit).
+
+Usage::
+
+    from gismo.testing import LocalCluster
+
+    with LocalCluster(nodes=3, region_bytes=256 << 20) as lc:
+        @ray.remote
+        def f(): ...
+        ray.get(f.options(scheduling_strategy=lc.on_node(1)).remote())
+
+Cleanup is unconditional (also on errors, KeyboardInterrupt in the body, or a failed start):
+the driver disconnects, every raylet/worker/agent started here is stopped (stragglers are found
+by a marker in their environment and killed by pid), the emulation file and the temporary
+directory are removed, and the driver's environment is restored.
+
+Cost: starting takes ~3-6 s per cluster (mostly Ray), stopping ~2-5 s. Memory is only what is
+touched: object stores and the slice file are tmpfs pages, allocated on first write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+GISMO_ENV_KEYS = (
+    "GISMO_POOL",
+    "GISMO_BACKEND",
+    "GISMO_DEVICE",
+    "GISMO_SLICE_OFFSET",
+    "GISMO_SLICE_SIZE",
+    "GISMO_REGION",
+    "GISMO_REGION_OFFSET",
+    "GISMO_REGION_SIZE",
+    "GISMO_SOCKET",
+)
+# Set in the environment of every process this harness starts (raylets, workers, agents), so
+# stragglers can be found after shutdown even when Ray has rewritten their process titles.
+MARKER_ENV = "GISMO_TESTING_CLUSTER"
+
+MiB = 1 << 20
+
+
+@dataclass
+class AgentProcess:
+    """One `gismo agent` daemon serving one Ray node's region."""
+
+    index: int
+    env: dict[str, str]
+    socket_path: str
+    log_path: str
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of the agent's combined stdout/stderr (for error messages)."""
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
+
+
+def _proc_environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read()
+    except OSError:
+        return False
+
+
+def leftover_processes(marker: str) -> list[int]:
+    """PIDs (other than this one) whose initial environment carries `MARKER_ENV=<marker>`.
+
+    Cost: one read of /proc/<pid>/environ per process on the machine (a few ms).
+    """
+    needle = f"{MARKER_ENV}={marker}\0".encode()
+    me = os.getpid()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me and _proc_environ_has(int(entry), needle):
+            pids.append(int(entry))
+    return pids
+
+
+class LocalCluster:
+    """N Ray nodes (raylets) on this machine, each with its own Gismo agent and region.
+
+    Args:
+        nodes: number of Ray nodes; node 0 is the head and the driver's node.
+        cpus_per_node: `num_cpus` of each node.
+        object_store_bytes: Ray object store size per node.
+        agents: start one Gismo agent per node (False: a plain Ray cluster, no `GISMO_*` anywhere).
+        region_bytes: size of each node's region; the emulation file is `nodes * region_bytes`.
+        shm_dir: where the emulation file lives (a tmpfs).
+        tmp_root: parent of the temporary directory (kept short: Unix socket paths < 108 chars).
+        agent_start_timeout: seconds to wait for each agent's socket to accept a client.
+        connect: `ray.init` the driver to the cluster on start.
+        ray_env: extra environment for every raylet (e.g. Ray system config overrides).
+    """
+
+    def __init__(
+        self,
+        nodes: int = 3,
+        *,
+        cpus_per_node: int = 1,
+        object_store_bytes: int = 512 * MiB,
+        agents: bool = True,
+        region_bytes: int = 256 * MiB,
+        shm_dir: str = "/dev/shm",
+        tmp_root: str = "/tmp",
+        agent_start_timeout: float = 30.0,
+        connect: bool = True,
+        ray_env: dict[str, str] | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("nodes must be >= 1")
+        self.nodes = nodes
+        self.cpus_per_node = cpus_per_node
+        self.object_store_bytes = object_store_bytes
+        self.with_agents = agents
+        self.region_bytes = region_bytes
+        self.shm_dir = shm_dir
+        self.tmp_root = tmp_root
+        self.agent_start_timeout = agent_start_timeout
+        self.connect = connect
+        self.ray_env = dict(ray_env or {})
+        self.tmpdir = ""
+        self.slice_path = ""
+        self.marker = ""
+        self.agents: list[AgentProcess] = []
+        self.node_ids: list[str] = []
+        self.cluster: Any = None
+        self._saved_env: dict[str, str | None] = {}
+        self._started = False
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def start(self) -> LocalCluster:
+        """Create the file, start the agents, the raylets, and connect the driver.
+
+        On any failure everything already started is torn down before the error propagates.
+        """
+        if self._started:
+            raise RuntimeError("LocalCluster already started")
+        self._started = True
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
+        import ray
+        from ray.cluster_utils import Cluster
+
+        if ray.is_initialized():
+            raise RuntimeError("ray is already initialized in this process; shut it down first")
+        self.tmpdir = tempfile.mkdtemp(prefix="gr-", dir=self.tmp_root)
+        self.marker = os.path.basename(self.tmpdir)
+        # The driver's env: no inherited GISMO_* (raylets inherit ours), Ray's temp dir inside ours.
+        for key in (*GISMO_ENV_KEYS, "RAY_TMPDIR", MARKER_ENV):
+            self._saved_env[key] = os.environ.pop(key, None)
+        os.environ["RAY_TMPDIR"] = self.tmpdir
+        os.environ[MARKER_ENV] = self.marker
+
+        if self.with_agents:
+            self._start_agents()
+
+        self.cluster = Cluster(shutdown_at_exit=False)
+        for i in range(self.nodes):
+            node_env = dict(self.ray_env)
+            node_env[MARKER_ENV] = self.marker
+            if self.with_agents:
+                node_env.update(self.agents[i].env)
+            kwargs: dict[str, Any] = {
+                "num_cpus": self.cpus_per_node,
+                "object_store_memory": self.object_store_bytes,
+                "env_vars": node_env,
+                "resources": {f"gismo_node_{i}": 1000},
+            }
+            if i == 0:
+                kwargs["include_dashboard"] = False
+                kwargs["temp_dir"] = os.path.join(self.tmpdir, "ray")
+            node = self.cluster.add_node(**kwargs)
+            self.node_ids.append(node.node_id)
+        self.cluster.wait_for_nodes()
+
+        if self.with_agents:
+            os.environ.update(self.agents[0].env)
+        _reset_gismo_ray()
+        if self.connect:
+            ray.init(address=self.cluster.address, log_to_driver=True)
+
+    def _start_agents(self) -> None:
+        size = self.nodes * self.region_bytes
+        self.slice_path = os.path.join(self.shm_dir, f"gismo-{self.marker}.slice")
+        fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        for i in range(self.nodes):
+            sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
+            env = {
+                "GISMO_POOL": "local",
+                "GISMO_BACKEND": "shm",
+                "GISMO_DEVICE": self.slice_path,
+                "GISMO_SLICE_OFFSET": "0",
+                "GISMO_SLICE_SIZE": str(size),
+                "GISMO_REGION": str(i),
+                "GISMO_REGION_OFFSET": str(i * self.region_bytes),
+                "GISMO_REGION_SIZE": str(self.region_bytes),
+                "GISMO_SOCKET": sock,
+            }
+            agent = AgentProcess(i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"))
+            self.agents.append(agent)
+            proc_env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+            proc_env.update(env)
+            proc_env[MARKER_ENV] = self.marker
+            with open(agent.log_path, "wb") as log:
+                agent.proc = subprocess.Popen(
+                    [sys.executable, "-m", "gismo.cli", "agent"],
+                    env=proc_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        for agent in self.agents:
+            self._wait_agent(agent)
+
+    def _wait_agent(self, agent: AgentProcess) -> None:
+        import gismo
+
+        deadline = time.monotonic() + self.agent_start_timeout
+        last: BaseException | None = None
+        while time.monotonic() < deadline:
+            assert agent.proc is not None
+            if agent.proc.poll() is not None:
+                raise RuntimeError(
+                    f"gismo agent {agent.index} exited with {agent.proc.returncode}:\n{agent.log_tail()}"
+                )
+            if os.path.exists(agent.socket_path):
+                try:
+                    client = gismo.connect(socket_path=agent.socket_path)
+                    client.close()
+                    return
+                except Exception as e:
+                    last = e
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"gismo agent {agent.index} not ready after {self.agent_start_timeout}s ({last!r}):\n"
+            f"{agent.log_tail()}"
+        )
+
+    def close(self) -> None:
+        """Stop everything this cluster started and remove its files. Idempotent, never raises."""
+        if not self._started:
+            return
+        self._started = False
+        with contextlib.suppress(Exception):
+            _reset_gismo_ray()
+        with contextlib.suppress(Exception):
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        if self.cluster is not None:
+            with contextlib.suppress(Exception):
+                self.cluster.shutdown()
+            self.cluster = None
+        for agent in self.agents:
+            _stop(agent.proc)
+        if self.marker:
+            for pid in leftover_processes(self.marker):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            _wait_gone(self.marker, timeout=10.0)
+        if self.slice_path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.slice_path)
+        if self.tmpdir:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    # ----------------------------------------------------------------- helpers for callers
+
+    def on_node(self, index: int, soft: bool = False) -> Any:
+        """A Ray scheduling strategy that pins a task/actor to node `index`."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        return NodeAffinitySchedulingStrategy(node_id=self.node_ids[index], soft=soft)
+
+    def node_env(self, index: int) -> dict[str, str]:
+        """The `GISMO_*` environment of node `index` (empty without agents)."""
+        return dict(self.agents[index].env) if self.with_agents else {}
+
+    def agent_stats(self) -> list[dict[str, Any]]:
+        """`Client.stats()` of every node's agent, in node order (connects to each socket)."""
+        import gismo
+
+        out: list[dict[str, Any]] = []
+        for agent in self.agents:
+            client = gismo.connect(socket_path=agent.socket_path)
+            try:
+                out.append(dict(client.stats()))
+            finally:
+                client.close()
+        return out
+
+    def leftovers(self) -> list[str]:
+        """What this cluster left behind (processes, files); empty after a clean `close()`."""
+        left = [f"pid {pid}" for pid in leftover_processes(self.marker)] if self.marker else []
+        left += [p for p in (self.slice_path, self.tmpdir) if p and os.path.exists(p)]
+        return left
+
+    @contextlib.contextmanager
+    def driver_on_node(self, index: int) -> Iterator[None]:
+        """Temporarily make the driver use node `index`'s agent (for tests of cross-node reads)."""
+        saved = {k: os.environ.get(k) for k in GISMO_ENV_KEYS}
+        os.environ.update(self.node_env(index))
+        _reset_gismo_ray()
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            _reset_gismo_ray()
+
+
+def _reset_gismo_ray() -> None:
+    mod = sys.modules.get("gismo.ray")
+    if mod is not None:
+        mod.reset()
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+
+
+def _wait_gone(marker: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while leftover_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
