@@ -1,0 +1,637 @@
+"""The agent daemon: the one writer of its region's metadata.
+
+It maps the slice, formats its region (first start, or a region left by another pod) or recovers it
+(a restart of the same pod), then serves the pod's processes over a Unix socket. Everything that
+allocates, deletes or reclaims goes through here; reads never do (clients validate and pin on their
+own). One thread runs the socket loop (selectors, no asyncio: ~2x less overhead per message); an
+optional HTTP thread only reads counters for Prometheus and probes.
+
+Put protocol (one round trip): CREATE reserves a slot and an extent and hands the slot to the caller
+(state RESERVED, written by the agent); the client writes the object, flips the slot to SEALED
+itself under the slot's seqlock (it is the slot's one writer while it holds it), and sends a
+one-way SEAL notice. Until the agent processes that notice it treats the memory slot as the truth.
+
+Delete protocol: DELETE flips SEALED to DELETING (readers now refuse it), and the slot joins a
+pending list. After ``grace_ms`` the agent scans the pin tables of every region in the slice and
+frees the extent only when no pin names (slot, generation). The grace period covers a reader whose
+pin store was still in flight when the DELETING store landed (store→load ordering without fences):
+a reader pins first, then re-checks the slot, so any reader that accepted the object has a pin
+visible long before the scan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import random
+import selectors
+import signal
+import socket
+import struct
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import coherence, layout, protocol
+from .alloc import Allocator
+from .config import Config
+from .errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
+from .layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
+from .mapping import SliceMapping
+
+log = logging.getLogger("gismo.agent")
+
+SLOT_DTYPE = np.dtype(
+    [("seq", "<u8"), ("generation", "<u8"), ("state", "<u4"), ("flags", "<u4"), ("offset", "<u8"),
+     ("length", "<u8"), ("alloc", "<u8"), ("pad", "V16")]
+)  # fmt: skip
+DELETE_REQUEST = 0x8000_0000  # set in a pin entry's region field: "owner, please delete this"
+
+
+@dataclass
+class Conn:
+    """One client connection and what it holds."""
+
+    sock: socket.socket
+    cid: int
+    reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
+    out: bytearray = field(default_factory=bytearray)
+    pid: int = 0
+    reserved: set[int] = field(default_factory=set)
+    leases: list[int] = field(default_factory=list)
+
+
+class Agent:
+    """Owns one region. Create with a validated Config; call ``serve()`` to run until SIGTERM/stop()."""
+
+    def __init__(self, cfg: Config, *, force_format: bool = False) -> None:
+        self.cfg = cfg.validate()
+        self.region = cfg.region
+        self.map = SliceMapping(
+            cfg.device, cfg.slice_offset, cfg.slice_size, cfg.region_size, cfg.region, allocate=True
+        )
+        assert self.map.rw_view is not None
+        self.rw = self.map.rw_view
+        self.started = time.time()
+        self.puts = self.deletes = self.store_full = self.fallbacks = self.closed_gets = 0
+        self.reserved: dict[int, tuple[int, int]] = {}  # slot -> (conn id, generation)
+        self.pending: deque[tuple[int, int, float]] = deque()  # (slot, generation, due) DELETING
+        self.orphans: list[tuple[int, int, float]] = []  # RESERVED slots left by a previous agent
+        self.sealed = 0
+        self.sealed_bytes = 0
+        self.recovered: dict[str, int] = {}
+        self.geom = self._format_or_recover(force_format)
+        self.conns: dict[int, Conn] = {}
+        self._next_cid = 1
+        self._stop = False
+        self._last_scan = 0.0
+        self.ready = False
+        self.sel: selectors.BaseSelector | None = None
+        self.listener: socket.socket | None = None
+
+    # ---- region setup -------------------------------------------------------------------------
+    def _slots(self) -> Any:
+        g = self.geom
+        return np.frombuffer(self.rw, SLOT_DTYPE, g.slots, g.slot_off)
+
+    def _format_or_recover(self, force: bool) -> Geometry:
+        cfg = self.cfg
+        try:
+            old = Geometry.unpack_header(self.rw, 0, cfg.region, cfg.region_size)
+        except CorruptRegion as exc:
+            old = None
+            if "no Gismo header" not in str(exc) and not force:
+                log.warning("region %d: %s; formatting it", cfg.region, exc)
+        if old is not None and not force and old.owner == cfg.owner[:64]:
+            self.geom = old
+            self._recover()
+            return old
+        return self._format()
+
+    def _format(self) -> Geometry:
+        cfg = self.cfg
+        g = Geometry.compute(cfg.region, cfg.region_size, cfg.slots, cfg.pin_entries,
+                             format_id=random.getrandbits(63), owner=cfg.owner)  # fmt: skip
+        self.geom = g
+        rw = self.rw
+        # Kill the old magic first: a crash mid-format leaves memory that no reader accepts.
+        rw[0 : layout.HEADER_SIZE] = bytes(layout.HEADER_SIZE)
+        slots = self._slots()
+        slots[:] = np.zeros(1, SLOT_DTYPE)
+        # Random starting generations: refs into the region's previous life can never match.
+        slots["generation"] = np.uint64(random.getrandbits(40) << 20)
+        np.frombuffer(rw, np.uint8, g.data_off - g.pin_off, g.pin_off)[:] = 0
+        layout.write_run(rw, 0, 1, os.getpid(), 0)
+        rw[0 : len(g.pack_header())] = g.pack_header()
+        coherence.flush(rw, 0, g.data_off)
+        self.alloc = Allocator(g.data_off, g.data_size)
+        self.free_slots = list(range(g.slots - 1, -1, -1))
+        self.free_leases = list(range(g.leases - 1, -1, -1))
+        self.held_leases: set[int] = set()
+        self.epoch = 1
+        self.recovered = {"formatted": 1}
+        log.info("region %d formatted: %d slots, %d pin entries, %d data bytes", g.region, g.slots, g.pins,
+                 g.data_size)  # fmt: skip
+        return g
+
+    def _recover(self) -> None:
+        """Rebuild in-memory state from the tables; half-written objects never become visible."""
+        g = self.geom
+        rw = self.rw
+        epoch, _pid, _clean = layout.read_run(rw, 0)
+        self.epoch = epoch + 1
+        layout.write_run(rw, 0, self.epoch, os.getpid(), 0)
+        slots = self._slots()
+        now = time.monotonic()
+        used: list[tuple[int, int, int]] = []
+        kept = dropped = orphaned = deleting = 0
+        busy = np.nonzero((slots["state"] != FREE) | (slots["seq"] & 1).astype(bool))[0]
+        for s in busy.tolist():
+            pos = g.slot_pos(s)
+            seq, gen, state, _f, off, length, taken = layout.read_slot_raw(rw, pos)
+            sane = g.in_data(off, taken) and length <= taken and taken > 0
+            if not sane:
+                layout.write_slot(rw, pos, gen + 1, FREE, 0, 0, 0, 0)
+                dropped += 1
+                continue
+            if seq & 1:
+                # Interrupted transition: either a seal by a client whose put never returned, or a
+                # delete. Neither object may be served; readers that pinned it before stay safe.
+                state = DELETING if state in (SEALED, DELETING) else RESERVED
+                layout.write_slot(rw, pos, gen, state, 0, off, length, taken)
+            used.append((off, taken, s))
+            if state == SEALED:
+                kept += 1
+                self.sealed += 1
+                self.sealed_bytes += length
+            elif state == DELETING:
+                deleting += 1
+                self.pending.append((s, gen, now))
+            else:
+                orphaned += 1
+                self.orphans.append((s, gen, now + self.cfg.orphan_grace_s))
+        used.sort()
+        good: list[tuple[int, int]] = []
+        end = 0
+        for off, taken, s in used:
+            if off < end:  # overlapping extents: metadata damage; drop the later one
+                layout.write_slot(rw, g.slot_pos(s), int(slots["generation"][s]) + 1, FREE, 0, 0, 0, 0)
+                dropped += 1
+                continue
+            good.append((off, taken))
+            end = off + taken
+        self.alloc = Allocator.from_used(g.data_off, g.data_size, good)
+        in_use = {s for _o, _t, s in used}
+        states = slots["state"]
+        self.free_slots = [s for s in range(g.slots - 1, -1, -1) if s not in in_use and states[s] == FREE]
+        # Leases with live entries may belong to clients of the previous agent that still hold views.
+        pins = np.frombuffer(rw, layout.pin_dtype(), g.pins, g.pin_off)
+        busy_leases = set((np.nonzero(pins["region"])[0] // LEASE).tolist())
+        self.held_leases = busy_leases
+        self.free_leases = [i for i in range(g.leases - 1, -1, -1) if i not in busy_leases]
+        self.recovered = {"kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting}
+        log.info("region %d recovered (epoch %d): %s", g.region, self.epoch, self.recovered)
+
+    # ---- socket loop --------------------------------------------------------------------------
+    def listen(self) -> None:
+        path = self.cfg.socket
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        if os.path.exists(path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # stale socket of a dead agent
+            else:
+                probe.close()
+                raise GismoError(f"another agent is serving {path}")
+            finally:
+                probe.close()
+        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        ls.bind(path)
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o666)  # the Ray container may run under another uid
+        ls.listen(256)
+        ls.setblocking(False)
+        self.listener = ls
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(ls, selectors.EVENT_READ, None)
+        self.ready = True
+
+    def stop(self, *_: Any) -> None:
+        self._stop = True
+
+    def serve(self) -> None:
+        """Run until stop(); SIGTERM and SIGINT stop it cleanly (region stays; socket removed)."""
+        if self.listener is None:
+            self.listen()
+        assert self.sel is not None
+        with contextlib.suppress(ValueError):  # not the main thread: caller handles signals
+            signal.signal(signal.SIGTERM, self.stop)
+            signal.signal(signal.SIGINT, self.stop)
+        try:
+            while not self._stop:
+                busy = bool(self.pending or self.orphans)
+                for key, mask in self.sel.select(self.cfg.grace_ms / 1000 if busy else 0.1):
+                    if key.data is None:
+                        self._accept()
+                    elif mask & selectors.EVENT_READ:
+                        self._on_read(key.data)
+                    elif mask & selectors.EVENT_WRITE:
+                        self._flush_out(key.data)
+                if busy:
+                    self._maintain(time.monotonic())
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        self.ready = False
+        for c in list(self.conns.values()):
+            self._close(c)
+        if self.listener is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.cfg.socket)
+            self.listener.close()
+            self.listener = None
+        if self.sel is not None:
+            self.sel.close()
+            self.sel = None
+        with contextlib.suppress(ValueError, TypeError):
+            layout.write_run(self.rw, 0, self.epoch, os.getpid(), 1)
+        log.info("agent for region %d stopped", self.region)
+
+    def _accept(self) -> None:
+        assert self.listener is not None and self.sel is not None
+        while True:
+            try:
+                s, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept: %s", exc)
+                return
+            s.setblocking(False)
+            c = Conn(s, self._next_cid)
+            self._next_cid += 1
+            self.conns[c.cid] = c
+            self.sel.register(s, selectors.EVENT_READ, c)
+
+    def _on_read(self, c: Conn) -> None:
+        try:
+            data = c.sock.recv(1 << 18)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close(c)
+            return
+        try:
+            frames = c.reader.feed(data)
+        except ProtocolError as exc:
+            # A length we cannot trust: there is no resynchronising this stream. Say why, then drop it.
+            with contextlib.suppress(OSError):
+                c.sock.send(protocol.reply(exc.code, str(exc).encode()))
+            self._close(c)
+            return
+        out = c.out
+        for payload in frames:
+            op = payload[0]
+            noreply = op & protocol.NOREPLY
+            try:
+                body = self.dispatch(c, op & 0x7F, memoryview(payload)[1:])
+                rep = protocol.reply(protocol.OK, body)
+            except GismoError as exc:
+                rep = protocol.reply(exc.code, str(exc).encode())
+            except (struct.error, ValueError, TypeError, UnicodeDecodeError) as exc:
+                rep = protocol.reply(ProtocolError.code, f"malformed {protocol.OP_NAMES.get(op & 0x7F, op)} "
+                                     f"request: {exc}".encode())  # fmt: skip
+            except Exception as exc:  # a bug must not take the agent down for every other client
+                log.exception("request failed")
+                rep = protocol.reply(GismoError.code, f"internal error: {exc!r}".encode())
+            if not noreply:
+                out += rep
+        if out:
+            self._flush_out(c)
+
+    def _flush_out(self, c: Conn) -> None:
+        assert self.sel is not None
+        try:
+            n = c.sock.send(c.out)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            self._close(c)
+            return
+        del c.out[:n]
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
+
+    def _close(self, c: Conn) -> None:
+        if self.conns.pop(c.cid, None) is None:
+            return
+        if self.sel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.sel.unregister(c.sock)
+        c.sock.close()
+        for s in list(c.reserved):
+            self._settle_reservation(s, self.reserved[s][1])
+        for lease in c.leases:
+            self._drop_lease(lease)
+
+    # ---- requests -----------------------------------------------------------------------------
+    def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
+        """Handle one request; return the reply body or raise a GismoError (sent as an error reply)."""
+        if op == protocol.CREATE:
+            (n,) = protocol.CREATE_REQ.unpack(body)
+            return protocol.CREATE_REP.pack(*self.create(c, n))
+        if op == protocol.SEAL:
+            self.seal(c, *protocol.SLOT_REQ.unpack(body))
+            return b""
+        if op == protocol.DELETE:
+            self.delete(*protocol.DELETE_REQ.unpack(body))
+            return b""
+        if op == protocol.ABORT:
+            slot, gen = protocol.SLOT_REQ.unpack(body)
+            if self.reserved.get(slot) != (c.cid, gen):
+                raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
+            self._settle_reservation(slot, gen, abort=True)
+            return b""
+        if op == protocol.HELLO:
+            (c.pid,) = protocol.HELLO_REQ.unpack(body)
+            return protocol.json_body(self.hello(c))
+        if op == protocol.LEASE:
+            if body:
+                raise ProtocolError("lease takes no body")
+            return protocol.LEASE_REP.pack(*self._new_lease(c))
+        if op == protocol.FALLBACK:
+            (n,) = protocol.COUNT_REQ.unpack(body)
+            self.fallbacks += n
+            return b""
+        if op == protocol.STATS:
+            return protocol.json_body(self.stats())
+        if op == protocol.LIST:
+            return protocol.json_body(self.list_objects())
+        if op == protocol.HEALTH:
+            return protocol.json_body(
+                {"ok": True, "ready": self.ready, "region": self.region, "epoch": self.epoch}
+            )
+        raise ProtocolError(f"unknown op {op}")
+
+    def hello(self, c: Conn) -> dict[str, Any]:
+        cfg = self.cfg
+        try:
+            lease: tuple[int, int] | None = self._new_lease(c)
+        except StoreFull:
+            lease = None
+        return {
+            "version": layout.VERSION, "pool": cfg.pool, "backend": cfg.backend, "device": cfg.device,
+            "slice_offset": cfg.slice_offset, "slice_size": cfg.slice_size, "region": self.region,
+            "region_size": cfg.region_size, "epoch": self.epoch, "lease": lease,
+            "format_id": self.geom.format_id,
+        }  # fmt: skip
+
+    def _new_lease(self, c: Conn) -> tuple[int, int]:
+        if not self.free_leases and self.held_leases:
+            self._reap_held_leases()
+        if not self.free_leases:
+            raise StoreFull("no free pin lease in this region")
+        i = self.free_leases.pop()
+        c.leases.append(i)
+        return i * LEASE, i
+
+    def _reap_held_leases(self) -> None:
+        """Leases inherited from a previous agent become free once their holders dropped every pin."""
+        g = self.geom
+        pins = np.frombuffer(self.rw, layout.pin_dtype(), g.pins, g.pin_off)
+        for i in list(self.held_leases):
+            if not pins["region"][i * LEASE : (i + 1) * LEASE].any():
+                self.held_leases.discard(i)
+                self.free_leases.append(i)
+
+    def _drop_lease(self, i: int) -> None:
+        """A client is gone: its pins and requests go with it (the agent is now the lease's writer)."""
+        g = self.geom
+        pos = g.pin_pos(i * LEASE)
+        self.rw[pos : pos + LEASE * layout.PIN_SIZE] = bytes(LEASE * layout.PIN_SIZE)
+        cpos = g.counter_pos(i)
+        gets, _fb = struct.unpack_from("<QQ", self.rw, cpos)
+        self.closed_gets += gets
+        self.rw[cpos : cpos + layout.COUNTER_SIZE] = bytes(layout.COUNTER_SIZE)
+        coherence.flush(self.rw, pos, LEASE * layout.PIN_SIZE)
+        self.free_leases.append(i)
+
+    def create(self, c: Conn, n: int) -> tuple[int, int, int]:
+        """Reserve a slot and ``n`` bytes for the caller; it writes them, then seals."""
+        if n <= 0 or n > self.geom.data_size:
+            if n > self.geom.data_size:
+                self.store_full += 1
+                raise StoreFull(
+                    f"object of {n} bytes exceeds the region's {self.geom.data_size}-byte data area"
+                )
+            raise ProtocolError(f"cannot create an object of {n} bytes")
+        ext = self.alloc.alloc(n)
+        if ext is None and self.pending:
+            # Deleted objects may free enough; waiting out their grace (≤ grace_ms) beats StoreFull.
+            wait = min(p[2] for p in self.pending) - time.monotonic()
+            if wait > 0:
+                time.sleep(min(wait, self.cfg.grace_ms / 1000))
+            self._maintain(time.monotonic(), force=True)
+            ext = self.alloc.alloc(n)
+        if ext is None:
+            self.store_full += 1
+            raise StoreFull(
+                f"region {self.region} has no free extent of {n} bytes "
+                f"({self.alloc.free_bytes} free, largest {self.alloc.largest_free})"
+            )
+        if not self.free_slots:
+            self.alloc.free(*ext)
+            self.store_full += 1
+            raise StoreFull(f"region {self.region} has no free slot ({self.geom.slots} in use)")
+        slot = self.free_slots.pop()
+        pos = self.geom.slot_pos(slot)
+        (gen,) = struct.unpack_from("<Q", self.rw, pos + 8)
+        gen += 1
+        off, taken = ext
+        layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
+        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        self.reserved[slot] = (c.cid, gen)
+        c.reserved.add(slot)
+        return slot, gen, off
+
+    def seal(self, c: Conn, slot: int, gen: int) -> None:
+        """The client finished writing (and normally sealed the slot in memory already)."""
+        if self.reserved.get(slot) != (c.cid, gen):
+            raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
+        pos = self.geom.slot_pos(slot)
+        s = layout.read_slot_stable(self.rw, pos)
+        if s is None or s.generation != gen or s.state not in (RESERVED, SEALED):
+            raise StaleRef(f"slot {slot} changed under its reservation")
+        if s.state == RESERVED:
+            layout.write_state(self.rw, pos, SEALED)
+            coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        self._adopt(slot, s.length)
+        c.reserved.discard(slot)
+
+    def _adopt(self, slot: int, length: int) -> None:
+        del self.reserved[slot]
+        self.sealed += 1
+        self.sealed_bytes += length
+        self.puts += 1
+
+    def _settle_reservation(self, slot: int, gen: int, abort: bool = False) -> None:
+        """A reservation whose holder left: keep it if it was sealed in memory, otherwise free it."""
+        cid, _g = self.reserved[slot]
+        c = self.conns.get(cid)
+        if c is not None:
+            c.reserved.discard(slot)
+        pos = self.geom.slot_pos(slot)
+        s = layout.read_slot_stable(self.rw, pos, tries=1)
+        if not abort and s is not None and s.generation == gen and s.state == SEALED:
+            self._adopt(slot, s.length)
+            return
+        del self.reserved[slot]
+        self._free_slot(slot)
+
+    def _free_slot(self, slot: int) -> None:
+        pos = self.geom.slot_pos(slot)
+        _seq, gen, _st, _f, off, _n, taken = layout.read_slot_raw(self.rw, pos)
+        layout.write_slot(self.rw, pos, gen, FREE, 0, 0, 0, 0)
+        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        if taken:
+            self.alloc.free(off, taken)
+        self.free_slots.append(slot)
+
+    def delete(self, region: int, slot: int, gen: int) -> None:
+        """Mark an object of this region deleted; its space returns once no pin names it."""
+        if region != self.region:
+            raise ObjectNotFound(f"region {region} is not this agent's region {self.region}")
+        if not 0 <= slot < self.geom.slots:
+            raise ObjectNotFound(f"slot {slot} does not exist")
+        pos = self.geom.slot_pos(slot)
+        s = layout.read_slot_stable(self.rw, pos)
+        if s is None or s.generation != gen or s.state not in (SEALED, RESERVED):
+            raise StaleRef(f"object r{region}/s{slot}@g{gen} no longer exists")
+        if slot in self.reserved:
+            if s.state != SEALED:
+                raise ObjectNotFound(f"object r{region}/s{slot}@g{gen} is not sealed yet")
+            cid = self.reserved[slot][0]
+            c = self.conns.get(cid)
+            if c is not None:
+                c.reserved.discard(slot)
+            self._adopt(slot, s.length)
+        layout.write_state(self.rw, pos, DELETING)
+        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        self.sealed -= 1
+        self.sealed_bytes -= s.length
+        self.deletes += 1
+        self.pending.append((slot, gen, time.monotonic() + self.cfg.grace_ms / 1000))
+
+    # ---- reclaim ------------------------------------------------------------------------------
+    def _maintain(self, now: float, force: bool = False) -> None:
+        """Free deleted objects no pin names; settle orphans whose quarantine expired."""
+        due = [p for p in self.pending if p[2] <= now]
+        orphans_due = [o for o in self.orphans if o[2] <= now]
+        if not due and not orphans_due:
+            return
+        if not force and now - self._last_scan < self.cfg.grace_ms / 2000:
+            return
+        self._last_scan = now
+        pinned = self.scan_pins()
+        if due:
+            keep: deque[tuple[int, int, float]] = deque(p for p in self.pending if p[2] > now)
+            for slot, gen, t in due:
+                if (slot, gen) in pinned:
+                    keep.append((slot, gen, t))
+                else:
+                    self._free_slot(slot)
+            self.pending = keep
+        for o in orphans_due:
+            slot, gen, _t = o
+            self.orphans.remove(o)
+            s = layout.read_slot_stable(self.rw, self.geom.slot_pos(slot), tries=1)
+            if s is not None and s.generation == gen and s.state == SEALED:
+                # A client of the previous agent finished its put after the restart: keep it.
+                self.sealed += 1
+                self.sealed_bytes += s.length
+                self.puts += 1
+            elif (slot, gen) in pinned:
+                self.orphans.append((slot, gen, now + self.cfg.orphan_grace_s))
+            else:
+                self._free_slot(slot)
+
+    def scan_pins(self) -> set[tuple[int, int]]:
+        """(slot, generation) of this region's objects pinned anywhere in the slice.
+
+        Reads every formatted region's pin table (vectorised; ~0.1 ms per 64K entries). A region whose
+        header does not validate is skipped: it has no agent that could have leased pins.
+        """
+        pins: set[tuple[int, int]] = set()
+        me = self.region + 1
+        ro = self.map.ro
+        for r in range(self.map.regions):
+            base = self.map.region_base(r)
+            try:
+                g = Geometry.unpack_header(ro, base, r, self.cfg.region_size)
+            except CorruptRegion:
+                continue
+            coherence.invalidate(ro, base + g.pin_off, g.pins * layout.PIN_SIZE)
+            t = np.frombuffer(ro, layout.pin_dtype(), g.pins, base + g.pin_off)
+            m = t["region"] == me
+            if m.any():
+                pins.update(zip(t["slot"][m].tolist(), t["generation"][m].tolist(), strict=True))
+        return pins
+
+    # ---- introspection ------------------------------------------------------------------------
+    def gets(self) -> int:
+        g = self.geom
+        c = np.frombuffer(self.rw, "<u8", g.leases * 2, g.counter_off)
+        return self.closed_gets + int(c[0::2].sum())
+
+    def stats(self) -> dict[str, Any]:
+        g = self.geom
+        return {
+            "region": self.region, "epoch": self.epoch, "pool": self.cfg.pool, "objects": self.sealed,
+            "object_bytes": self.sealed_bytes, "bytes_used": self.alloc.used,
+            "bytes_free": self.alloc.free_bytes, "data_size": g.data_size,
+            "largest_free": self.alloc.largest_free, "slots": g.slots, "slots_free": len(self.free_slots),
+            "reserved": len(self.reserved), "pending_deletes": len(self.pending),
+            "orphans": len(self.orphans), "puts": self.puts, "gets": self.gets(), "deletes": self.deletes,
+            "fallbacks": self.fallbacks + self.store_full, "store_full": self.store_full,
+            "clients": len(self.conns), "leases_free": len(self.free_leases), "recovered": self.recovered,
+            "uptime_s": round(time.time() - self.started, 3),
+        }  # fmt: skip
+
+    def list_objects(self) -> list[list[int]]:
+        """[region, slot, generation, offset, size] of every sealed object (reads the slot table)."""
+        t = self._slots()
+        idx = np.nonzero(t["state"] == SEALED)[0]
+        return [[self.region, int(s), int(t["generation"][s]), int(t["offset"][s]), int(t["length"][s])]
+                for s in idx.tolist()]  # fmt: skip
+
+
+def run(cfg: Config, *, force_format: bool = False) -> int:
+    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM."""
+    try:
+        agent = Agent(cfg, force_format=force_format)
+        agent.listen()
+    except GismoError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("agent cannot start: %s", os.strerror(exc.errno or errno.EIO))
+        return 2
+    if cfg.metrics_port:
+        from .metrics import serve_http
+
+        serve_http(agent, cfg.metrics_port)
+    log.info("agent serving region %d on %s", agent.region, cfg.socket)
+    print(json.dumps({"event": "ready", "region": agent.region, "socket": cfg.socket}), flush=True)
+    agent.serve()
+    return 0

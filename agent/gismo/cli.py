@@ -1,0 +1,113 @@
+"""Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one.
+
+Flags override the ``GISMO_*`` environment (the chart sets env; flags are for humans and tests).
+``gismo health`` exits 0 only when the agent answers, so it doubles as an exec readiness probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import ConfigError, load
+from .errors import GismoError
+
+
+def _geometry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", help="shm file or DAX device (GISMO_DEVICE)")
+    p.add_argument("--backend", choices=["shm", "devdax"], help="GISMO_BACKEND")
+    p.add_argument("--pool", help="GISMO_POOL")
+    p.add_argument("--slice-offset", help="GISMO_SLICE_OFFSET (bytes or quantity)")
+    p.add_argument("--slice-size", help="GISMO_SLICE_SIZE")
+    p.add_argument("--region", type=int, help="GISMO_REGION (index in the slice)")
+    p.add_argument("--region-size", help="GISMO_REGION_SIZE")
+    p.add_argument("--region-offset", help="GISMO_REGION_OFFSET (absolute or slice-relative)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="gismo", description="Gismo shared-memory object store")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("agent", help="run the agent daemon for this pod's region")
+    _geometry_flags(a)
+    a.add_argument("--socket", help="Unix socket path (GISMO_SOCKET, default /run/gismo/agent.sock)")
+    a.add_argument("--metrics-port", type=int, help="HTTP port for /metrics, /healthz, /readyz (0 = off)")
+    a.add_argument("--slots", type=int, help="object slots in the region (default: one per 16 KiB)")
+    a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 4096)")
+    a.add_argument("--grace-ms", type=float, help="delay between delete and reclaim (default 5)")
+    a.add_argument("--orphan-grace-s", type=float, help="quarantine of half-written slots after restart")
+    a.add_argument("--owner", help="identity of the pod (GISMO_OWNER); a different owner reformats")
+    a.add_argument("--format", action="store_true", help="format the region even if it holds objects")
+    a.add_argument("--log-level", default="INFO")
+    for name, text in (
+        ("stats", "print the agent's counters as JSON"),
+        ("health", "exit 0 if the agent answers"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--socket", help="agent socket (GISMO_SOCKET)")
+    return ap
+
+
+def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
+    skip = {"cmd", "format", "log_level"}
+    return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script ``gismo``."""
+    ns = _parser().parse_args(argv)
+    if ns.cmd == "agent":
+        logging.basicConfig(
+            level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        from .agent import run
+
+        try:
+            cfg = load(_overrides(ns)).validate()
+        except ConfigError as exc:
+            print(f"gismo agent: {exc}", file=sys.stderr)
+            return 2
+        return run(cfg, force_format=ns.format)
+    try:
+        cfg = load(_overrides(ns))
+        # stats/health only need the socket: use a bare protocol call, no mapping.
+        out = _ask(cfg.socket, ns.cmd)
+    except GismoError as exc:
+        print(f"gismo {ns.cmd}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _ask(path: str, cmd: str) -> Any:
+    import socket
+
+    from . import protocol
+    from .errors import AgentUnavailable, error_from_code
+
+    op = protocol.STATS if cmd == "stats" else protocol.HEALTH
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.sendall(protocol.frame(op))
+            buf = b""
+            while len(buf) < 4 or len(buf) < 4 + protocol.LEN.unpack_from(buf)[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise AgentUnavailable("agent closed the connection")
+                buf += chunk
+    except OSError as exc:
+        raise AgentUnavailable(f"no agent at {path}: {exc}") from exc
+    rep = buf[4:]
+    if rep[0]:
+        raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
+    return json.loads(rep[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,340 @@
+"""The client: put through the pod's agent, get straight from the mapping.
+
+``put`` costs one socket round trip (CREATE), one memcpy per buffer into the region, a local seal
+and a one-way notice. ``get`` costs no message at all: read the slot under its seqlock, pin the
+object in this pod's own region, re-check the slot, and wrap the bytes in read-only views. Objects
+of every region in the slice are readable; only this pod's region is ever written.
+
+A Client is thread safe (one lock around the socket and the pin bookkeeping). Views returned by
+``get`` keep their pin until the last of them is garbage collected; ``close()`` waits for that
+before releasing the pins (the socket is closed when the last view goes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import struct
+import threading
+from typing import Any
+
+from . import coherence, layout, protocol
+from .config import Config
+from .config import load as load_config
+from .errors import (
+    AgentUnavailable,
+    CorruptRegion,
+    GismoError,
+    ObjectNotFound,
+    StaleRef,
+    error_from_code,
+)
+from .layout import LEASE, SEALED, Geometry
+from .mapping import SliceMapping
+from .ref import Ref
+from .serialize import decode, encode, write
+
+_SEQ = layout.SLOT_SEQ
+_COUNTERS = struct.Struct("<QQ")
+
+
+def connect(socket_path: str | None = None, **env: Any) -> Client:
+    """Connect to this pod's agent. ``socket_path`` defaults to ``GISMO_SOCKET``; other keywords
+    override ``GISMO_*`` variables (``device=...``, ``GISMO_DEVICE=...``). Raises AgentUnavailable."""
+    if socket_path is not None:
+        env["socket"] = socket_path
+    return Client(load_config(env))
+
+
+class Client:
+    """A connection to the local agent plus the slice mapping. See module docstring for costs."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._lock = threading.RLock()
+        self._sock: socket.socket | None = None
+        self._rbuf = bytearray()
+        self._closed = False
+        self._pinned: dict[tuple[int, int, int], list[int]] = {}  # key -> [entry, count]
+        self._free_pins: list[int] = []
+        self._counter_pos = -1
+        self._gets = 0
+        self._geoms: dict[int, Geometry] = {}
+        self._sock, info = self._hello()
+        self.info = info
+        self.region: int = int(info["region"])
+        self.epoch: int = int(info["epoch"])
+        device = cfg.device or str(info["device"])
+        self.map = SliceMapping(
+            device, int(info["slice_offset"]), int(info["slice_size"]), int(info["region_size"]), self.region,
+            prefault=True,
+        )  # fmt: skip
+        assert self.map.rw_view is not None
+        self._rw = self.map.rw_view
+        self._ro = self.map.view
+        self._addr = self.map.address
+        self._keep = self.map.keepalive()
+        self.region_size = self.map.region_size
+        self.geom = self._geometry(self.region)
+        self._add_lease(info.get("lease"))
+
+    # ---- socket -------------------------------------------------------------------------------
+    def _hello(self) -> tuple[socket.socket, dict[str, Any]]:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(self.cfg.socket)
+        except OSError as exc:
+            s.close()
+            raise AgentUnavailable(f"no Gismo agent at {self.cfg.socket}: {exc.strerror or exc}") from exc
+        self._sock = s
+        self._rbuf.clear()
+        body = self._call(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid()))
+        return s, json.loads(body)
+
+    def _call(self, op: int, body: bytes = b"") -> bytes:
+        """One request/reply round trip; raises the agent's error or AgentUnavailable."""
+        with self._lock:
+            s = self._sock
+            if s is None:
+                raise AgentUnavailable("client is closed")
+            try:
+                s.sendall(protocol.frame(op, body))
+                buf = self._rbuf
+                while True:
+                    if len(buf) >= 4:
+                        (n,) = protocol.LEN.unpack_from(buf, 0)
+                        if len(buf) >= 4 + n:
+                            rep = bytes(buf[4 : 4 + n])
+                            del buf[: 4 + n]
+                            break
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise ConnectionResetError("agent closed the connection")
+                    buf += chunk
+            except OSError as exc:
+                raise AgentUnavailable(f"agent connection lost: {exc}") from exc
+        if rep[0] != protocol.OK:
+            raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
+        return rep[1:]
+
+    def _send(self, op: int, body: bytes) -> None:
+        """A one-way notice (no reply is sent for it)."""
+        with self._lock:
+            if self._sock is None:
+                raise AgentUnavailable("client is closed")
+            try:
+                self._sock.sendall(protocol.frame(op, body, noreply=True))
+            except OSError as exc:
+                raise AgentUnavailable(f"agent connection lost: {exc}") from exc
+
+    # ---- put ----------------------------------------------------------------------------------
+    def put(self, obj: Any) -> Ref:
+        """Store ``obj`` in this pod's region; returns its Ref. StoreFull when it does not fit."""
+        enc = encode(obj)
+        slot, gen, off = protocol.CREATE_REP.unpack(
+            self._call(protocol.CREATE, protocol.CREATE_REQ.pack(enc.size))
+        )
+        g = self.geom
+        if not g.in_data(off, enc.size):
+            raise CorruptRegion(f"agent handed out extent {off}+{enc.size} outside the data area")
+        rw = self._rw
+        try:
+            write(enc, rw, off)
+            coherence.flush(rw, off, enc.size)
+            # An agent that restarted meanwhile may have reclaimed our reservation: never seal then.
+            if layout.read_run(rw, 0)[0] != self.epoch:
+                raise AgentUnavailable("agent restarted during put; object discarded")
+            layout.write_state(rw, g.slot_pos(slot), SEALED)
+            coherence.flush(rw, g.slot_pos(slot), layout.SLOT_SIZE)
+        except BaseException:
+            with contextlib.suppress(GismoError):
+                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
+            raise
+        self._send(protocol.SEAL, protocol.SLOT_REQ.pack(slot, gen))
+        return Ref(self.region, slot, gen, off, enc.size)
+
+    # ---- get ----------------------------------------------------------------------------------
+    def _geometry(self, region: int) -> Geometry:
+        g = self._geoms.get(region)
+        if g is None:
+            if not 0 <= region < self.map.regions:
+                raise ObjectNotFound(f"region {region} is outside this slice ({self.map.regions} regions)")
+            base = self.map.region_base(region)
+            coherence.invalidate(self._ro, base, layout.HEADER_SIZE)
+            g = Geometry.unpack_header(self._ro, base, region, self.region_size)
+            self._geoms[region] = g
+        return g
+
+    def _locate(self, ref: Any) -> tuple[int, int, int, int, int, int]:
+        """Validate a ref's shape and bounds; (region, slot, gen, offset, size, slot position)."""
+        try:
+            region, slot, gen, off, size = (int(x) for x in ref)
+        except (TypeError, ValueError) as exc:
+            raise ObjectNotFound(f"not a Gismo ref: {ref!r}") from exc
+        g = self._geometry(region)
+        if not 0 <= slot < g.slots:
+            raise ObjectNotFound(f"slot {slot} does not exist in region {region}")
+        if not g.in_data(off, size) or size <= 0:
+            raise ObjectNotFound(f"ref points outside region {region}'s data area")
+        return region, slot, gen, off, size, self.map.region_base(region) + g.slot_pos(slot)
+
+    def _check(self, pos: int, region: int, slot: int, gen: int, off: int, size: int) -> int:
+        """Seqlock read of the slot; returns its seq when it names exactly this sealed object."""
+        s = layout.read_slot_stable(self._ro, pos)
+        if s is None:
+            raise StaleRef(f"slot {slot} of region {region} is being rewritten")
+        if s.generation != gen or s.state != SEALED:
+            raise StaleRef(
+                f"object r{region}/s{slot}@g{gen} is gone (slot is {layout.STATE_NAMES.get(s.state, s.state)}"
+                f" at generation {s.generation})"
+            )
+        if s.offset != off or s.length != size:
+            raise StaleRef(f"ref r{region}/s{slot}@g{gen} does not match its slot (forged or damaged)")
+        return s.seq
+
+    def get(self, ref: Ref) -> Any:
+        """The object, as read-only views over the shared mapping (numpy array, memoryview, or the
+        unpickled object whose buffers are views). No message to any agent. Raises StaleRef when the
+        object was deleted or its slot reused, ObjectNotFound for refs that name nothing."""
+        region, slot, gen, off, size, pos = self._locate(ref)
+        seq = self._check(pos, region, slot, gen, off, size)
+        key = (region, slot, gen)
+        self._pin(key)
+        done = [False]
+
+        def release() -> None:
+            if not done[0]:
+                done[0] = True
+                self._unpin(key)
+
+        try:
+            # Re-check after the pin is published: unchanged seq means the owner had not started
+            # deleting when we pinned, so it will see our pin before it reclaims anything.
+            (seq2,) = _SEQ.unpack_from(self._ro, pos)
+            if seq2 != seq:
+                self._check(pos, region, slot, gen, off, size)
+                raise StaleRef(f"object r{region}/s{slot}@g{gen} changed while being read")
+            base = self.map.region_base(region) + off
+            coherence.invalidate(self._ro, base, size)
+            obj = decode(self._ro, self._addr, base, size, self._keep, release)
+        except BaseException:
+            release()
+            raise
+        self._count_get()
+        return obj
+
+    def contains(self, ref: Ref) -> bool:
+        """True when ``ref`` names a sealed, undeleted object (local check, no message)."""
+        try:
+            region, slot, gen, off, size, pos = self._locate(ref)
+            self._check(pos, region, slot, gen, off, size)
+        except GismoError:
+            return False
+        return True
+
+    # ---- pins ---------------------------------------------------------------------------------
+    def _add_lease(self, lease: Any) -> None:
+        if not lease:
+            return
+        first, index = int(lease[0]), int(lease[1])
+        with self._lock:
+            self._free_pins.extend(range(first + LEASE - 1, first - 1, -1))
+            if self._counter_pos < 0:
+                self._counter_pos = self.geom.counter_pos(index)
+
+    def _pin(self, key: tuple[int, int, int]) -> None:
+        with self._lock:
+            e = self._pinned.get(key)
+            if e is not None:
+                e[1] += 1
+                return
+            if not self._free_pins:
+                rep = self._call(protocol.LEASE)
+                self._add_lease(protocol.LEASE_REP.unpack(rep))
+            entry = self._free_pins.pop()
+            pos = self.geom.pin_pos(entry)
+            self._rw[pos : pos + layout.PIN_SIZE] = layout.pack_pin(*key)
+            coherence.flush(self._rw, pos, layout.PIN_SIZE)
+            self._pinned[key] = [entry, 1]
+
+    def _unpin(self, key: tuple[int, int, int]) -> None:
+        with self._lock:
+            e = self._pinned.get(key)
+            if e is None:
+                return
+            e[1] -= 1
+            if e[1]:
+                return
+            del self._pinned[key]
+            pos = self.geom.pin_pos(e[0])
+            try:
+                self._rw[pos : pos + layout.PIN_SIZE] = layout.EMPTY_PIN
+            except ValueError:  # mapping already released at interpreter exit
+                return
+            coherence.flush(self._rw, pos, layout.PIN_SIZE)
+            self._free_pins.append(e[0])
+            if self._closed and not self._pinned:
+                self._finish_close()
+
+    def _count_get(self) -> None:
+        self._gets += 1
+        if self._counter_pos >= 0:
+            _COUNTERS.pack_into(self._rw, self._counter_pos, self._gets, 0)
+
+    @property
+    def pins(self) -> int:
+        """Objects this client currently pins (views alive)."""
+        return len(self._pinned)
+
+    # ---- the rest -----------------------------------------------------------------------------
+    def delete(self, ref: Ref) -> None:
+        """Delete an object of this pod's region. Readers holding views keep them valid; the space is
+        reused once every view is gone. StaleRef if it was already deleted."""
+        region, slot, gen, _off, _size, _pos = self._locate(ref)
+        if region != self.region:
+            raise GismoError(f"object {ref!r} belongs to region {region}; only its own pod can delete it")
+        self._call(protocol.DELETE, protocol.DELETE_REQ.pack(region, slot, gen))
+
+    def stats(self) -> dict[str, Any]:
+        """The agent's counters for this region plus this client's own."""
+        st: dict[str, Any] = json.loads(self._call(protocol.STATS))
+        st["client"] = {"pins": len(self._pinned), "gets": self._gets, "pid": os.getpid()}
+        return st
+
+    def list(self) -> list[Ref]:
+        """Refs of every sealed object in this pod's region."""
+        return [Ref(*r) for r in json.loads(self._call(protocol.LIST))]
+
+    def health(self) -> dict[str, Any]:
+        h: dict[str, Any] = json.loads(self._call(protocol.HEALTH))
+        return h
+
+    def note_fallback(self, count: int = 1) -> None:
+        """Tell the agent the caller used Ray's own store instead (counted in gismo_fallbacks)."""
+        with contextlib.suppress(GismoError):
+            self._send(protocol.FALLBACK, protocol.COUNT_REQ.pack(count))
+
+    def close(self) -> None:
+        """Stop using the agent. Pins held by live views stay until those views are collected."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if not self._pinned:
+                self._finish_close()
+
+    def _finish_close(self) -> None:
+        s, self._sock = self._sock, None
+        if s is not None:
+            s.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<gismo.Client region={self.region} socket={self.cfg.socket!r}>"

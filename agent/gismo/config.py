@@ -1,0 +1,129 @@
+"""Configuration from ``GISMO_*`` environment variables (names fixed in docs/CONTRACTS.md).
+
+The operator's admission webhook writes the same variables into the Ray container and the agent
+sidecar, so both sides read one source. Explicit keyword arguments override the environment; they
+may be spelled ``slice_size`` or ``GISMO_SLICE_SIZE``.
+
+Offsets: ``GISMO_SLICE_OFFSET`` is a byte offset in the device (or shm file). Regions of a slice all
+have ``GISMO_REGION_SIZE`` bytes and region *i* starts ``i * region_size`` bytes into the slice.
+``GISMO_REGION_OFFSET`` may be given either absolute (device) or slice-relative; both are accepted
+when they agree with that geometry, anything else is a configuration error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import GismoError
+
+DEFAULT_SOCKET = "/run/gismo/agent.sock"
+PAGE = 4096
+
+
+class ConfigError(GismoError):
+    """Missing or inconsistent GISMO_* settings."""
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count: plain integer or a Kubernetes-style quantity (``64Mi``, ``1Gi``, ``4G``)."""
+    s = str(text).strip()
+    units = {
+        "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,
+        "K": 10**3, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+    }  # fmt: skip
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "K", "k", "M", "G", "T"):
+        if s.endswith(suffix):
+            return int(s[: -len(suffix)]) * units[suffix]
+    return int(s, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Where the slice is and which region is ours. Cheap to build; validated once."""
+
+    device: str = ""
+    backend: str = "shm"
+    pool: str = ""
+    slice_offset: int = 0
+    slice_size: int = 0
+    region: int = -1
+    region_size: int = 0
+    region_offset: int = -1
+    socket: str = DEFAULT_SOCKET
+    # Agent tuning (not in CONTRACTS: agent-only, with safe defaults).
+    slots: int = 0  # 0: derived from the region size
+    pin_entries: int = 0  # 0: derived from the slot count
+    metrics_port: int = 0  # 0: no HTTP endpoint
+    grace_ms: float = 5.0  # delete → reclaim delay that lets in-flight pins become visible
+    orphan_grace_s: float = 10.0  # how long a restarted agent keeps a half-written slot before freeing it
+    owner: str = ""
+
+    @property
+    def regions(self) -> int:
+        """How many regions the slice holds."""
+        return self.slice_size // self.region_size if self.region_size else 0
+
+    def validate(self, need_region: bool = True) -> Config:
+        """Check the geometry; returns self so calls chain. Raises ConfigError with the variable's name."""
+        if not self.device:
+            raise ConfigError("GISMO_DEVICE is not set (path of the shm file or DAX device)")
+        if self.backend not in ("shm", "devdax"):
+            raise ConfigError(f"GISMO_BACKEND must be shm or devdax, not {self.backend!r}")
+        if self.slice_size <= 0:
+            raise ConfigError("GISMO_SLICE_SIZE must be a positive byte count")
+        if self.slice_offset < 0 or self.slice_offset % PAGE:
+            raise ConfigError(f"GISMO_SLICE_OFFSET must be a non-negative multiple of {PAGE}")
+        if self.region_size <= 0 or self.region_size % PAGE:
+            raise ConfigError(f"GISMO_REGION_SIZE must be a positive multiple of {PAGE}")
+        if self.region_size > self.slice_size:
+            raise ConfigError("GISMO_REGION_SIZE is larger than GISMO_SLICE_SIZE")
+        if need_region:
+            if not 0 <= self.region < self.regions:
+                raise ConfigError(f"GISMO_REGION={self.region} is outside the slice's {self.regions} regions")
+            rel = self.region * self.region_size
+            if self.region_offset not in (-1, rel, self.slice_offset + rel):
+                raise ConfigError(
+                    f"GISMO_REGION_OFFSET={self.region_offset} disagrees with region {self.region} of size "
+                    f"{self.region_size} in a slice at {self.slice_offset}"
+                )
+        return self
+
+
+_INT_FIELDS = {"slice_offset", "slice_size", "region_size", "region_offset", "slots", "pin_entries"}
+
+
+def _norm(key: str) -> str:
+    k = key.lower()
+    return k[len("gismo_") :] if k.startswith("gismo_") else k
+
+
+def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Build a Config from ``environ`` (default ``os.environ``) then ``overrides`` (None values ignored)."""
+    env = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    raw: dict[str, Any] = {}
+    for key, val in env.items():
+        if key.startswith("GISMO_") and not key.startswith("GISMO_OPERATOR_"):
+            raw[_norm(key)] = val
+    for key, val in (overrides or {}).items():
+        if val is not None:
+            raw[_norm(key)] = val
+    for name, val in raw.items():
+        if name not in fields or val == "":
+            continue
+        try:
+            if name in _INT_FIELDS:
+                values[name] = parse_size(val) if isinstance(val, str) else int(val)
+            elif name in ("region", "metrics_port"):
+                values[name] = int(val)
+            elif name in ("grace_ms", "orphan_grace_s"):
+                values[name] = float(val)
+            else:
+                values[name] = str(val)
+        except ValueError as exc:
+            raise ConfigError(f"GISMO_{name.upper()}={val!r} is not a valid value") from exc
+    return Config(**values)

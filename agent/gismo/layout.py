@@ -1,0 +1,230 @@
+"""Byte layout of one region in the shared mapping.
+
+A region is ``[header page][slot table][pin table][lease counters][data area]``, all offsets relative
+to the region start, which is page aligned in the slice. Every multi-byte field is little endian and
+naturally aligned. Geometry fields are covered by a CRC so a reader can tell a formatted region from
+foreign or damaged memory; fields that change at run time (epoch, agent pid) sit outside the CRC.
+
+Who writes what (one writer per byte, no atomics):
+- header, slot table: the region's agent; a slot in RESERVED state is handed to the client that
+  asked for it, which writes its data and flips it to SEALED, then tells the agent (see client.py).
+- pin table: divided into leases of ``LEASE`` entries; each lease is written only by the one client
+  process the agent leased it to (the agent clears it again once that client's connection is gone).
+- lease counters: one 16-byte record per lease (gets, fallbacks), written by the lease holder.
+- data area: an extent is written by the client that reserved it, before sealing; immutable after.
+
+Slots are updated under a seqlock: the writer makes ``seq`` odd, writes the fields, makes it even.
+A reader copies the slot, and accepts it only when ``seq`` was even and unchanged around the copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from typing import Any
+
+from .errors import CorruptRegion
+
+MAGIC = b"GISMO\x00R1"
+VERSION = 1
+PAGE = 4096
+ALIGN = 64
+HEADER_SIZE = PAGE
+SLOT_SIZE = 64
+PIN_SIZE = 16
+COUNTER_SIZE = 16
+LEASE = 64  # pin entries per client lease
+
+# Slot states.
+FREE = 0
+RESERVED = 1  # handed to a client, data being written; never readable
+SEALED = 2  # immutable and readable
+DELETING = 3  # delete requested; reclaimed once no pin names it
+STATE_NAMES = {FREE: "free", RESERVED: "reserved", SEALED: "sealed", DELETING: "deleting"}
+
+# Header: magic, version, header_size, region, flags, region_size, slots, pins, slot_off, pin_off,
+# counter_off, data_off, data_size, format_id, owner; then crc32 of those bytes.
+_HDR = struct.Struct("<8sIIIIQIIQQQQQQ64s")
+_HDR_CRC = struct.Struct("<I")
+HDR_CRC_OFF = _HDR.size
+# Run-time fields, outside the CRC: epoch (agent starts), agent pid, clean-shutdown flag.
+_RUN = struct.Struct("<QQI")
+RUN_OFF = 256
+
+# Slot: seq, generation, state, flags, offset, length, alloc_size (offsets relative to the region).
+_SLOT = struct.Struct("<QQIIQQQ")
+SLOT_SEQ = struct.Struct("<Q")
+# Pin entry: region + 1 (0 = empty), slot, generation.
+_PIN = struct.Struct("<IIQ")
+PIN_DTYPE: Any = None  # numpy dtype, built lazily so layout stays importable without numpy cost
+
+
+def align_up(n: int, a: int) -> int:
+    """Round ``n`` up to a multiple of ``a`` (a power of two)."""
+    return (n + a - 1) & ~(a - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Where each table of a region lives. Derived from the region size; stored in the header."""
+
+    region: int
+    region_size: int
+    slots: int
+    pins: int
+    slot_off: int
+    pin_off: int
+    counter_off: int
+    data_off: int
+    data_size: int
+    format_id: int = 0
+    owner: str = ""
+
+    @property
+    def leases(self) -> int:
+        return self.pins // LEASE
+
+    @classmethod
+    def compute(
+        cls, region: int, region_size: int, slots: int = 0, pins: int = 0, format_id: int = 0, owner: str = ""
+    ) -> Geometry:
+        """Lay out a region. Default slots: one per 16 KiB (64..1M); pins: as many as slots (≥ 4096)."""
+        if slots <= 0:
+            slots = max(64, min(region_size // (16 << 10), 1 << 20))
+        if pins <= 0:
+            pins = max(4096, min(slots, 1 << 16))
+        pins = align_up(pins, LEASE)
+        slot_off = HEADER_SIZE
+        pin_off = align_up(slot_off + slots * SLOT_SIZE, PAGE)
+        counter_off = align_up(pin_off + pins * PIN_SIZE, ALIGN)
+        data_off = align_up(counter_off + (pins // LEASE) * COUNTER_SIZE, PAGE)
+        if data_off + PAGE > region_size:
+            raise CorruptRegion(f"region size {region_size} is too small for {slots} slots and {pins} pins")
+        return cls(
+            region, region_size, slots, pins, slot_off, pin_off, counter_off, data_off,
+            region_size - data_off, format_id, owner,
+        )  # fmt: skip
+
+    def pack_header(self) -> bytes:
+        """Header bytes including the CRC (the run-time fields are written separately)."""
+        body = _HDR.pack(
+            MAGIC, VERSION, HEADER_SIZE, self.region, 0, self.region_size, self.slots, self.pins,
+            self.slot_off, self.pin_off, self.counter_off, self.data_off, self.data_size, self.format_id,
+            self.owner.encode()[:64],
+        )  # fmt: skip
+        return body + _HDR_CRC.pack(zlib.crc32(body))
+
+    @classmethod
+    def unpack_header(cls, buf: Any, base: int, expect_region: int, expect_size: int) -> Geometry:
+        """Read and validate a header at ``base``; CorruptRegion with the reason when it is not ours."""
+        raw = bytes(buf[base : base + _HDR.size + _HDR_CRC.size])
+        body, (crc,) = raw[: _HDR.size], _HDR_CRC.unpack(raw[_HDR.size :])
+        f = _HDR.unpack(body)
+        if f[0] != MAGIC:
+            raise CorruptRegion(f"region {expect_region}: no Gismo header (unformatted or foreign memory)")
+        if f[1] != VERSION:
+            raise CorruptRegion(f"region {expect_region}: layout version {f[1]}, this build reads {VERSION}")
+        if zlib.crc32(body) != crc:
+            raise CorruptRegion(f"region {expect_region}: header checksum mismatch")
+        g = cls(f[3], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13], f[14].rstrip(b"\0").decode())
+        if g.region != expect_region or g.region_size != expect_size:
+            raise CorruptRegion(
+                f"region {expect_region}: header says region {g.region} of {g.region_size} bytes, "
+                f"expected {expect_size}"
+            )
+        ref = cls.compute(g.region, g.region_size, g.slots, g.pins)
+        if (ref.slot_off, ref.pin_off, ref.counter_off, ref.data_off, ref.data_size) != (
+            g.slot_off, g.pin_off, g.counter_off, g.data_off, g.data_size,
+        ):  # fmt: skip
+            raise CorruptRegion(f"region {expect_region}: inconsistent table offsets in header")
+        return g
+
+    def slot_pos(self, slot: int) -> int:
+        return self.slot_off + slot * SLOT_SIZE
+
+    def pin_pos(self, entry: int) -> int:
+        return self.pin_off + entry * PIN_SIZE
+
+    def counter_pos(self, lease: int) -> int:
+        return self.counter_off + lease * COUNTER_SIZE
+
+    def in_data(self, offset: int, size: int) -> bool:
+        """True when ``[offset, offset+size)`` lies inside the data area (the bounds check of every read)."""
+        return self.data_off <= offset and size >= 0 and offset + size <= self.region_size
+
+
+def read_run(buf: Any, base: int) -> tuple[int, int, int]:
+    """(epoch, agent pid, clean flag) of a region."""
+    return _RUN.unpack_from(buf, base + RUN_OFF)
+
+
+def write_run(buf: Any, base: int, epoch: int, pid: int, clean: int) -> None:
+    _RUN.pack_into(buf, base + RUN_OFF, epoch, pid, clean)
+
+
+@dataclasses.dataclass
+class Slot:
+    """A decoded slot. ``offset`` is relative to the region start."""
+
+    seq: int
+    generation: int
+    state: int
+    flags: int
+    offset: int
+    length: int
+    alloc_size: int
+
+
+def read_slot_raw(buf: Any, pos: int) -> tuple[int, int, int, int, int, int, int]:
+    """One unsynchronised copy of a slot (callers apply the seqlock rule)."""
+    return _SLOT.unpack_from(buf, pos)
+
+
+def read_slot_stable(buf: Any, pos: int, tries: int = 10000) -> Slot | None:
+    """Seqlock read: a consistent copy, or None when a writer held the slot for all ``tries`` spins."""
+    for _ in range(tries):
+        f = _SLOT.unpack_from(buf, pos)
+        if f[0] & 1:
+            continue
+        (seq2,) = SLOT_SEQ.unpack_from(buf, pos)
+        if seq2 == f[0]:
+            return Slot(*f)
+    return None
+
+
+def write_slot(
+    buf: Any, pos: int, generation: int, state: int, flags: int, offset: int, length: int, alloc_size: int
+) -> None:
+    """Seqlock write by the slot's current single writer: seq odd, fields, seq even."""
+    (seq,) = SLOT_SEQ.unpack_from(buf, pos)
+    seq = (seq | 1) + 1  # an odd seq left by a crashed writer is closed off here
+    SLOT_SEQ.pack_into(buf, pos, seq - 1)
+    _SLOT.pack_into(buf, pos, seq - 1, generation, state, flags, offset, length, alloc_size)
+    SLOT_SEQ.pack_into(buf, pos, seq)
+
+
+def write_state(buf: Any, pos: int, state: int) -> None:
+    """Seqlock update of the state field only (seal by the client, delete by the agent)."""
+    (seq,) = SLOT_SEQ.unpack_from(buf, pos)
+    seq = (seq | 1) + 1
+    SLOT_SEQ.pack_into(buf, pos, seq - 1)
+    struct.pack_into("<I", buf, pos + 16, state)
+    SLOT_SEQ.pack_into(buf, pos, seq)
+
+
+def pack_pin(region: int, slot: int, generation: int) -> bytes:
+    return _PIN.pack(region + 1, slot, generation)
+
+
+EMPTY_PIN = bytes(PIN_SIZE)
+
+
+def pin_dtype() -> Any:
+    """numpy dtype of a pin entry, for vectorised scans by the owner agent."""
+    global PIN_DTYPE
+    if PIN_DTYPE is None:
+        import numpy as np
+
+        PIN_DTYPE = np.dtype([("region", "<u4"), ("slot", "<u4"), ("generation", "<u8")])
+    return PIN_DTYPE

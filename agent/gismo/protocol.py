@@ -1,0 +1,81 @@
+"""The agent socket protocol: length-prefixed binary frames over a Unix stream socket.
+
+Request frame: ``u32 length`` then ``u8 op`` and a fixed struct body (hot ops) or JSON (rare ops).
+Setting bit 0x80 of ``op`` asks for no reply (used for seal notifications and fallback counts).
+Reply frame: ``u32 length`` then ``u8 status`` (0 = ok, else an error code from errors.py) and a
+body (the error message, UTF-8, for errors).
+
+A malformed request gets an error reply and the connection stays usable; only a length prefix
+above ``MAX_FRAME`` (which leaves no way to resynchronise) closes that one connection.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from .errors import ProtocolError
+
+MAX_FRAME = 1 << 20
+LEN = struct.Struct("<I")
+NOREPLY = 0x80
+
+HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK = range(1, 11)
+OP_NAMES = {
+    HELLO: "hello", CREATE: "create", SEAL: "seal", ABORT: "abort", DELETE: "delete", LIST: "list",
+    STATS: "stats", HEALTH: "health", LEASE: "lease", FALLBACK: "fallback",
+}  # fmt: skip
+
+# Bodies.
+HELLO_REQ = struct.Struct("<I")  # client pid
+CREATE_REQ = struct.Struct("<Q")  # bytes wanted
+CREATE_REP = struct.Struct("<IQQ")  # slot, generation, offset (region relative)
+SLOT_REQ = struct.Struct("<IQ")  # slot, generation (seal, abort)
+DELETE_REQ = struct.Struct("<IIQ")  # region, slot, generation
+LEASE_REP = struct.Struct("<II")  # first entry, lease index
+COUNT_REQ = struct.Struct("<I")  # fallback count
+
+OK = 0
+
+
+def frame(op: int, body: bytes = b"", noreply: bool = False) -> bytes:
+    """A request frame."""
+    return LEN.pack(len(body) + 1) + bytes([op | (NOREPLY if noreply else 0)]) + body
+
+
+def reply(status: int, body: bytes = b"") -> bytes:
+    """A reply frame."""
+    return LEN.pack(len(body) + 1) + bytes([status]) + body
+
+
+def json_body(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+class FrameReader:
+    """Accumulates bytes from a stream and yields complete frames' payloads (op byte + body)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the payloads now complete. ProtocolError on an oversize length."""
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        n = len(buf)
+        while n - pos >= 4:
+            (length,) = LEN.unpack_from(buf, pos)
+            if length == 0 or length > MAX_FRAME:
+                raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
+            if n - pos - 4 < length:
+                break
+            out.append(bytes(buf[pos + 4 : pos + 4 + length]))
+            pos += 4 + length
+        if pos:
+            del buf[:pos]
+        return out

@@ -1,0 +1,170 @@
+"""Object encoding inside the region, and zero-copy decoding into views over the mapping.
+
+An object occupies one extent: ``[header 24 B][buffer table 16 B * n][meta][pad][buffer 0][pad]...``.
+Every buffer starts 64-byte aligned (relative offsets; extents are themselves 64/4096 aligned).
+
+Kinds:
+- NDARRAY: a plain C-contiguous numpy array without Python objects. meta = dtype + shape; get returns
+  a read-only ndarray over the mapping built in one step (fastest path; ~2 µs).
+- BYTES: bytes, bytearray, contiguous memoryview. get returns a read-only ``memoryview`` over the
+  mapping (zero copy; compare with ``==`` or call ``bytes()`` to copy).
+- PICKLE: anything else, pickle protocol 5 with out-of-band buffers written straight into the region
+  (numpy arrays nested in containers, pyarrow arrays/tables, ...); get unpickles with buffers that are
+  read-only views over the mapping.
+
+Cost of put: one pass over the pickle stream for PICKLE, plus exactly one memcpy of each buffer into
+the region. Cost of get: no copy of any out-of-band buffer; only the pickle stream is parsed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .errors import CorruptRegion
+
+MAGIC = b"GOBJ"
+PICKLE, NDARRAY, BYTES = 1, 2, 3
+_HDR = struct.Struct("<4sB3xIIQ")  # magic, kind, nbuf, meta_len, total
+_BUF = struct.Struct("<QQ")  # offset (relative to the object), length
+_DIM = struct.Struct("<Q")
+
+
+def _a64(n: int) -> int:
+    return (n + 63) & ~63
+
+
+class Encoded:
+    """An object ready to be written: header fields, meta bytes, raw buffers and their placement."""
+
+    __slots__ = ("buffers", "kind", "meta", "places", "size")
+
+    def __init__(self, kind: int, meta: bytes, buffers: list[memoryview]) -> None:
+        self.kind = kind
+        self.meta = meta
+        self.buffers = buffers
+        pos = _a64(_HDR.size + _BUF.size * len(buffers) + len(meta))
+        places = []
+        for b in buffers:
+            places.append((pos, b.nbytes))
+            pos = _a64(pos + b.nbytes)
+        self.places = places
+        self.size = pos if buffers else _HDR.size + len(meta)
+
+
+def encode(obj: Any) -> Encoded:
+    """Plan how ``obj`` is laid out; buffers are views of the caller's memory, not copies."""
+    t = type(obj)
+    if t is np.ndarray and not obj.dtype.hasobject and obj.dtype.fields is None and obj.flags.c_contiguous:
+        dt = obj.dtype.str.encode()
+        meta = bytes([obj.ndim]) + b"".join(_DIM.pack(d) for d in obj.shape) + dt
+        data = memoryview(obj.reshape(-1).view(np.uint8))
+        return Encoded(NDARRAY, meta, [data])
+    if t is bytes or t is bytearray:
+        return Encoded(BYTES, b"", [memoryview(obj)])
+    if t is memoryview and obj.contiguous:
+        return Encoded(BYTES, b"", [obj.cast("B") if obj.format != "B" or obj.ndim != 1 else obj])
+    pbs: list[pickle.PickleBuffer] = []
+    meta = pickle.dumps(obj, protocol=5, buffer_callback=pbs.append)
+    bufs = []
+    for pb in pbs:
+        try:
+            bufs.append(pb.raw())
+        except BufferError:  # non-contiguous exporter: one copy is unavoidable
+            bufs.append(memoryview(bytes(memoryview(pb))))
+    return Encoded(PICKLE, meta, bufs)
+
+
+def write(enc: Encoded, dst: memoryview, off: int) -> None:
+    """Write an encoded object at ``dst[off:off+enc.size]`` (dst: the writer's own region, read-write)."""
+    table = b"".join(_BUF.pack(p, n) for p, n in enc.places)
+    head = _HDR.pack(MAGIC, enc.kind, len(enc.buffers), len(enc.meta), enc.size) + table + enc.meta
+    dst[off : off + len(head)] = head
+    for (pos, n), b in zip(enc.places, enc.buffers, strict=True):
+        if n:
+            dst[off + pos : off + pos + n] = b
+
+
+class _View:
+    """Exports one read-only range of the mapping to numpy; its death releases the reader's pin.
+
+    numpy keeps this object as the ``base`` of every array made from it, and arrays/memoryviews cut
+    from those arrays keep it alive transitively, so the pin lasts exactly as long as any view.
+    """
+
+    __slots__ = ("__array_interface__", "_keep", "_release")
+
+    def __init__(self, interface: dict[str, Any], keep: Any, release: Callable[[], None] | None) -> None:
+        self.__array_interface__ = interface
+        self._keep = keep
+        self._release = release
+
+    def __del__(self) -> None:
+        r = self._release
+        if r is not None:
+            self._release = None
+            with contextlib.suppress(Exception):  # never raise from a finaliser
+                r()
+
+
+def _u8(addr: int, n: int, keep: Any, release: Callable[[], None] | None) -> np.ndarray:
+    iface = {"data": (addr, True), "shape": (n,), "typestr": "|u1", "version": 3}
+    return np.asarray(_View(iface, keep, release))
+
+
+def decode(
+    buf: Any, base_addr: int, pos: int, size: int, keep: Any, release: Callable[[], None] | None
+) -> Any:
+    """Rebuild the object stored at ``buf[pos:pos+size]`` as views over the mapping.
+
+    ``buf`` is the slice mapping, ``base_addr`` its address, ``keep`` an object that keeps the mapping
+    alive, ``release`` runs once when the last view is gone (it drops the reader's pin). Every offset
+    read from the object is bounds-checked against ``size``: a damaged object raises CorruptRegion.
+    """
+    if size < _HDR.size:
+        raise CorruptRegion("object extent smaller than its header")
+    magic, kind, nbuf, meta_len, total = _HDR.unpack_from(buf, pos)
+    if magic != MAGIC or total > size or kind not in (PICKLE, NDARRAY, BYTES):
+        raise CorruptRegion("object header is damaged")
+    tpos = _HDR.size
+    mpos = tpos + _BUF.size * nbuf
+    if mpos + meta_len > size:
+        raise CorruptRegion("object metadata runs past the object")
+    places = []
+    for i in range(nbuf):
+        bo, bn = _BUF.unpack_from(buf, pos + tpos + i * _BUF.size)
+        if bo < mpos + meta_len or bo + bn > size:
+            raise CorruptRegion("object buffer runs past the object")
+        places.append((bo, bn))
+    addr = base_addr + pos
+    if kind == NDARRAY:
+        if nbuf != 1:
+            raise CorruptRegion("array object without exactly one buffer")
+        meta = bytes(buf[pos + mpos : pos + mpos + meta_len])
+        ndim = meta[0]
+        shape = tuple(_DIM.unpack_from(meta, 1 + 8 * i)[0] for i in range(ndim))
+        dt = np.dtype(meta[1 + 8 * ndim :].decode())
+        bo, bn = places[0]
+        if int(np.prod(shape, dtype=np.uint64)) * dt.itemsize != bn:
+            raise CorruptRegion("array shape disagrees with its buffer")
+        iface = {"data": (addr + bo, True), "shape": shape, "typestr": dt.str, "version": 3}
+        if dt.str.startswith("|V") or dt.kind in "Mm":
+            iface["descr"] = dt.descr
+        return np.asarray(_View(iface, keep, release))
+    if kind == BYTES:
+        if nbuf != 1:
+            raise CorruptRegion("bytes object without exactly one buffer")
+        bo, bn = places[0]
+        return memoryview(_u8(addr + bo, bn, keep, release))  # type: ignore[arg-type]
+    whole = _u8(addr, size, keep, release)
+    views = [memoryview(whole[bo : bo + bn]) for bo, bn in places]  # type: ignore[arg-type]
+    meta_view = memoryview(whole[mpos : mpos + meta_len])  # type: ignore[arg-type]
+    try:
+        return pickle.loads(meta_view, buffers=views)
+    except Exception as exc:
+        raise CorruptRegion(f"object does not unpickle: {exc!r}") from exc
