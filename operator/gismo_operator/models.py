@@ -49,7 +49,10 @@ SLICE_SINGULAR = "gismoslice"
 SLICE_SHORT_NAMES = ["gslice"]
 
 #: Kubernetes' own quantity pattern (for agent resources, where "500m" CPU is meaningful).
-KUBE_QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+KUBE_QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
 
 
 def _bytes(value: object) -> int:

@@ -1,0 +1,68 @@
+"""Entry point: ``python -m gismo_operator`` / ``gismo-operator`` (``--dev`` for a local try-out).
+
+Reads settings from the environment (``GISMO_OPERATOR_*``), sets up logging and metrics, imports
+every handler module (:mod:`gismo_operator.registry`) and runs kopf cluster-wide, with the
+liveness endpoint at ``:HEALTH_PORT/healthz`` and Prometheus metrics at ``:METRICS_PORT/metrics``.
+Exit code 2 means bad settings (the message names the variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from gismo_operator import logs, metrics, registry, startup
+from gismo_operator.settings import Settings, SettingsError, unknown_variables
+
+logger = logging.getLogger("gismo_operator")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="gismo-operator", description="The Gismo Kubernetes operator.")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="serve webhooks on 127.0.0.1 with a generated certificate and register the webhook "
+        "configurations in the cluster (for a local API server); metrics/health on 127.0.0.1 too",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the operator until SIGINT/SIGTERM; return the process exit code."""
+    args = parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"gismo-operator: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_format, settings.log_level)
+    for name in unknown_variables():
+        logger.warning("ignoring unknown setting %s (not one of the GISMO_OPERATOR_* names)", name)
+
+    addr = "127.0.0.1" if args.dev else "0.0.0.0"
+    startup.configure(startup.Runtime(settings=settings, dev=args.dev))
+    loaded = registry.load_handlers()
+    logger.info("handler modules: %s", ", ".join(loaded))
+    if settings.metrics_port:
+        metrics.start_server(settings.metrics_port, addr=addr)
+    liveness = f"http://{addr}:{settings.health_port}/healthz" if settings.health_port else None
+    try:
+        kopf.run(
+            clusterwide=True,
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            liveness_endpoint=liveness,
+        )
+    except startup.StartupError as exc:
+        logger.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

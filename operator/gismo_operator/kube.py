@@ -1,0 +1,449 @@
+"""All of the operator's own Kubernetes API calls: typed helpers over one aiohttp session.
+
+Choice: raw ``aiohttp`` + JSON, authenticated with the same :class:`kopf.ConnectionInfo` that kopf
+itself uses (our login handler captures it, see :func:`login`). Why not ``kubernetes_asyncio``'s
+generated clients: custom resources are untyped dicts there anyway, its merge-patch content-type
+selection is implicit, and it would be a second, differently configured connection. kopf also
+talks aiohttp, so one set of credentials, TLS settings and proxies serves both, against a real
+kube-apiserver and against kmock alike. ``kubernetes_asyncio`` is still used, through
+:func:`kopf.login_via_async_client`, to *read* in-cluster and kubeconfig credentials (exec plugins
+included).
+
+Semantics that correctness rests on (a real API server provides them; kmock does not, so tests of
+these rules live at the unit level):
+
+- :meth:`Client.patch` is a JSON merge patch (RFC 7386). With ``resource_version=`` it carries
+  ``metadata.resourceVersion``, which the API server treats as a precondition: a concurrent writer
+  makes it fail with :class:`Conflict` (409); the caller re-reads and retries
+  (:func:`retry_on_conflict`).
+- ``subresource="status"`` writes only the status (CRDs here have the status subresource; a write
+  of ``status`` through the main resource is ignored by the API server).
+- Lists are replaced wholesale by a merge patch: send the complete list.
+
+Usage from other operator modules::
+
+    from gismo_operator import kube
+    api = kube.client()
+    slices = await api.list(kube.SLICES, namespace="ray")
+    await api.patch(kube.SLICES, "my-cluster", {"spec": {"regions": [...]}}, namespace="ray",
+                    resource_version=slices[0]["metadata"]["resourceVersion"])
+    await api.post_event(body, "Warning", "PoolFull", "no free extent of 8Gi")
+
+Cost: one HTTP request per call; the session (connection pool) is shared and created lazily.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+import kopf
+
+logger = logging.getLogger(__name__)
+
+Body = dict[str, Any]
+T = TypeVar("T")
+
+COMPONENT = "gismo-operator"
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """A Kubernetes resource type: where its objects live in the API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        """``group/version``, or ``v1`` for the core group."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
+        """The URL path of the collection, or of one object (and its subresource).
+
+        ``namespace=None`` on a namespaced resource means all namespaces (lists and watches only).
+        """
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced and namespace is not None:
+            base += f"/namespaces/{namespace}"
+        elif not self.namespaced and namespace is not None:
+            raise ValueError(f"{self.plural} is cluster-scoped: namespace must be None, got {namespace!r}")
+        base += f"/{self.plural}"
+        if name is not None:
+            base += f"/{name}"
+            if subresource:
+                base += f"/{subresource}"
+        elif subresource:
+            raise ValueError("a subresource needs an object name")
+        return base
+
+
+POOLS = Resource("gismo.io", "v1alpha1", "gismopools", namespaced=False, kind="GismoPool")
+SLICES = Resource("gismo.io", "v1alpha1", "gismoslices", namespaced=True, kind="GismoSlice")
+RAYCLUSTERS = Resource("ray.io", "v1", "rayclusters", namespaced=True, kind="RayCluster")
+PODS = Resource("", "v1", "pods", namespaced=True, kind="Pod")
+EVENTS = Resource("", "v1", "events", namespaced=True, kind="Event")
+NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, kind="Namespace")
+NODES = Resource("", "v1", "nodes", namespaced=False, kind="Node")
+
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+class ApiError(Exception):
+    """An API call failed; ``status`` is the HTTP code, ``reason``/``message`` from the Status body."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class NotFound(ApiError):
+    """404: the object (or the resource type) does not exist."""
+
+
+class Conflict(ApiError):
+    """409: a resourceVersion precondition failed, or the object already exists."""
+
+
+class Unauthorized(ApiError):
+    """401: the credentials were rejected (and a fresh login did not help)."""
+
+
+def _error(status: int, payload: Any, method: str, path: str) -> ApiError:
+    reason = ""
+    message = ""
+    if isinstance(payload, Mapping):
+        reason = str(payload.get("reason") or "")
+        message = str(payload.get("message") or "")
+    elif payload:
+        message = str(payload)[:500]
+    cls = {404: NotFound, 409: Conflict, 401: Unauthorized}.get(status, ApiError)
+    return cls(status, reason, message, method, path)
+
+
+# --------------------------------------------------------------------------------------------------
+# Client
+
+
+LoginFn = Callable[[], Awaitable[kopf.ConnectionInfo]]
+
+
+class Client:
+    """An API client bound to one endpoint and set of credentials.
+
+    ``relogin`` (optional) is awaited once after a 401 to refresh expired credentials (rotated
+    service-account tokens); the failed request is then retried once.
+    """
+
+    def __init__(self, info: kopf.ConnectionInfo, relogin: LoginFn | None = None) -> None:
+        self._info = info
+        self._relogin = relogin
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def server(self) -> str:
+        """The API server's base URL."""
+        return self._info.server.rstrip("/")
+
+    @property
+    def default_namespace(self) -> str | None:
+        """The namespace of the credentials' context, if any (used for events of cluster objects)."""
+        return self._info.default_namespace
+
+    def _make_session(self) -> aiohttp.ClientSession:
+        info = self._info
+        headers = dict(info.as_http_headers())
+        headers.setdefault("User-Agent", COMPONENT)
+        auth = None
+        if info.username and info.password:
+            auth = aiohttp.BasicAuth(info.username, info.password)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+            headers=headers,
+            auth=auth,
+            proxy=info.proxy_url,
+            trust_env=info.trust_env,
+        )
+
+    async def close(self) -> None:
+        """Close the connection pool (the client can be used again; it reconnects lazily)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One API call; returns the decoded JSON body or raises :class:`ApiError` (subclasses)."""
+        for attempt in (1, 2):
+            if self._session is None or self._session.closed:
+                self._session = self._make_session()
+            data = None if body is None else json.dumps(body)
+            headers = {"Content-Type": content_type} if body is not None else {}
+            async with self._session.request(
+                method, self.server + path, data=data, params=params, headers=headers
+            ) as response:
+                text = await response.text()
+                try:
+                    payload = json.loads(text) if text else None
+                except json.JSONDecodeError:
+                    payload = text
+                if response.status == 401 and attempt == 1 and self._relogin is not None:
+                    logger.info("API credentials rejected; logging in again")
+                    self._info = await self._relogin()
+                    await self.close()
+                    continue
+                if response.status >= 400:
+                    raise _error(response.status, payload, method, path)
+                return payload
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def get(self, resource: Resource, name: str, namespace: str | None = None) -> Body:
+        """Read one object."""
+        result: Body = await self.request("GET", resource.path(namespace, name))
+        return result
+
+    async def get_or_none(self, resource: Resource, name: str, namespace: str | None = None) -> Body | None:
+        """Read one object, or None when it does not exist."""
+        try:
+            return await self.get(resource, name, namespace)
+        except NotFound:
+            return None
+
+    async def list(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[Body]:
+        """All objects of a resource (one namespace, or all when ``namespace`` is None).
+
+        Selectors are passed to the API server; callers must not rely on them for correctness when
+        testing against kmock (which ignores them), so filter again in Python where it matters.
+        """
+        params: dict[str, str] = {}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
+        payload = await self.request("GET", resource.path(namespace), params=params or None)
+        items = payload.get("items") or [] if isinstance(payload, Mapping) else []
+        return [dict(item) for item in items if isinstance(item, Mapping)]
+
+    async def create(self, resource: Resource, body: Body, namespace: str | None = None) -> Body:
+        """Create an object; :class:`Conflict` when the name is taken."""
+        if resource.namespaced and namespace is None:
+            namespace = body.get("metadata", {}).get("namespace")
+            if namespace is None:
+                raise ValueError(f"creating a {resource.kind} needs a namespace")
+        full = {"apiVersion": resource.api_version, "kind": resource.kind, **body}
+        result: Body = await self.request("POST", resource.path(namespace), body=full)
+        return result
+
+    async def patch(
+        self,
+        resource: Resource,
+        name: str,
+        patch: Body,
+        namespace: str | None = None,
+        *,
+        resource_version: str | None = None,
+        subresource: str | None = None,
+    ) -> Body:
+        """JSON merge patch. ``resource_version`` makes it conditional (409 → :class:`Conflict`)."""
+        body = dict(patch)
+        if resource_version is not None:
+            metadata = dict(body.get("metadata") or {})
+            metadata["resourceVersion"] = resource_version
+            body["metadata"] = metadata
+        result: Body = await self.request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            body=body,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    async def patch_status(
+        self, resource: Resource, name: str, status: Body, namespace: str | None = None
+    ) -> Body:
+        """Merge-patch the ``status`` subresource with ``{"status": status}``."""
+        return await self.patch(resource, name, {"status": status}, namespace, subresource="status")
+
+    async def delete(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
+        resource_version: str | None = None,
+        missing_ok: bool = True,
+    ) -> Body | None:
+        """Delete an object, optionally only if it still has this ``uid``/``resource_version``.
+
+        Returns the API's answer, or None when the object was already gone and ``missing_ok``.
+        """
+        preconditions = {
+            k: v for k, v in {"uid": uid, "resourceVersion": resource_version}.items() if v is not None
+        }
+        body = (
+            {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
+            if preconditions
+            else None
+        )
+        try:
+            result: Body = await self.request("DELETE", resource.path(namespace, name), body=body)
+            return result
+        except NotFound:
+            if missing_ok:
+                return None
+            raise
+
+    async def post_event(
+        self,
+        involved: Mapping[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        *,
+        namespace: str | None = None,
+    ) -> None:
+        """Post a core/v1 Event about ``involved`` (an object body). Never raises: events are
+        auxiliary, a failure is logged. Events of cluster-scoped objects go to ``namespace`` (default:
+        the credentials' namespace, else ``default``), as kubectl describe expects."""
+        meta = involved.get("metadata") or {}
+        event_ns = meta.get("namespace") or namespace or self.default_namespace or "default"
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        involved_ref = {
+            "apiVersion": involved.get("apiVersion"),
+            "kind": involved.get("kind"),
+            "name": meta.get("name"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        }
+        if meta.get("namespace"):
+            involved_ref["namespace"] = meta["namespace"]
+        event = {
+            # An explicit unique name rather than generateName: same result on a real API server,
+            # and emulators that key objects by name (kmock) keep every event.
+            "metadata": {
+                "name": f"{meta.get('name') or 'object'}.{uuid.uuid4().hex[:16]}",
+                "namespace": event_ns,
+            },
+            "involvedObject": {k: v for k, v in involved_ref.items() if v is not None},
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.create(EVENTS, event, namespace=event_ns)
+        except (ApiError, aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("could not post event %s/%s: %s", reason, meta.get("name"), exc)
+
+
+async def retry_on_conflict(
+    attempt: Callable[[], Awaitable[T]], *, retries: int = 10, backoff: float = 0.05
+) -> T:
+    """Run ``attempt`` (which must re-read what it writes) until it does not raise :class:`Conflict`.
+
+    The standard optimistic-concurrency loop: read, compute, write with the read resourceVersion;
+    on 409 somebody else wrote first, so start over from a fresh read. Gives up after ``retries``.
+    """
+    for n in range(retries):
+        try:
+            return await attempt()
+        except Conflict:
+            if n == retries - 1:
+                raise
+            await asyncio.sleep(backoff * (n + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------------
+# The process-wide client, set by the login handler
+
+
+_client: Client | None = None
+_login_source: LoginFn | None = None
+
+
+def set_login_source(source: LoginFn | None) -> None:
+    """Replace how credentials are obtained (tests point this at kmock); None restores the default
+    (in-cluster service account, then kubeconfig, via kubernetes_asyncio)."""
+    global _login_source
+    _login_source = source
+
+
+async def _default_login() -> kopf.ConnectionInfo:
+    settings = kopf.OperatorSettings()
+    info = await kopf.login_via_async_client(logger=logger, settings=settings)
+    if info is None:
+        raise kopf.LoginError("kubernetes_asyncio is not available to read credentials")
+    return info
+
+
+async def login() -> kopf.ConnectionInfo:
+    """Obtain credentials, (re)configure the shared client with them, and return them to kopf."""
+    global _client
+    source = _login_source or _default_login
+    info = await source()
+    old, _client = _client, Client(info, relogin=_relogin)
+    if old is not None:
+        await old.close()
+    return info
+
+
+async def _relogin() -> kopf.ConnectionInfo:
+    source = _login_source or _default_login
+    return await source()
+
+
+def use_client(client: Client | None) -> None:
+    """Install ``client`` as the shared client (tests and tools that log in by other means)."""
+    global _client
+    _client = client
+
+
+def client() -> Client:
+    """The shared client; raises if the operator has not logged in yet."""
+    if _client is None:
+        raise RuntimeError("the Kubernetes client is not configured: the operator has not logged in yet")
+    return _client
+
+
+async def close() -> None:
+    """Close the shared client's connections (on operator shutdown)."""
+    if _client is not None:
+        await _client.close()

@@ -1,0 +1,201 @@
+"""GismoPool handlers: status from slices, deletion guard, validating webhook ``validate-gismopool``.
+
+- ``create``/``update``/``resume`` and every GismoSlice event recompute the pool's status from the
+  API (the pool and all slices naming it) and write it to the status subresource. The status is a
+  pure function of that state (:mod:`gismo_operator.status`), so a lost event or a restart costs
+  nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
+- ``delete`` (kopf adds the finalizer ``gismo.io/finalizer``): while slices name the pool, posts a
+  Warning Event naming their RayClusters and retries with backoff; the pool goes once they are gone.
+- ``validate-gismopool`` (CREATE, UPDATE) refuses what the CRD schema cannot say: capacity not a
+  multiple of regionSize, regionSize above capacity, capacity below the end of the last slice,
+  a backend change while slices exist. Messages name the field.
+
+Cost: each refresh lists GismoSlices in all namespaces (one API call); fine for the number of
+RayClusters a cluster runs. An informer cache would replace it if that ever matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import defaultdict
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gismo_operator import kube, metrics, status
+from gismo_operator.models import (
+    GROUP,
+    POOL_PLURAL,
+    SLICE_PLURAL,
+    VERSION,
+    GismoPoolSpec,
+    GismoPoolStatus,
+    describe_validation_error,
+)
+from gismo_operator.quantity import format_bytes
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_ID = "validate-gismopool"
+EVENT_IN_USE = "PoolInUse"
+
+#: First retry delay of a blocked deletion (seconds); doubles per retry up to the maximum.
+IN_USE_RETRY_DELAY = 5.0
+IN_USE_RETRY_MAX = 60.0
+
+_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+async def list_pool_slices(pool: str) -> list[status.SliceView]:
+    """The slices (all namespaces) whose ``spec.pool`` is ``pool``, read from the API."""
+    bodies = await kube.client().list(kube.SLICES)
+    return status.slices_of_pool(pool, bodies)
+
+
+def _status_patch(new: GismoPoolStatus) -> dict[str, Any]:
+    # Every field, None included: in a merge patch a null removes a figure that no longer applies.
+    return new.model_dump(mode="json", by_alias=True)
+
+
+async def refresh_pool(name: str) -> GismoPoolStatus | None:
+    """Recompute and write the status of pool ``name``; None when the pool does not exist.
+
+    Safe to call from any handler, any number of times: it reads everything it needs.
+    """
+    async with _locks[name]:
+        api = kube.client()
+        body = await api.get_or_none(kube.POOLS, name)
+        if body is None:
+            metrics.forget_pool(name)
+            return None
+        generation = (body.get("metadata") or {}).get("generation")
+        try:
+            previous = GismoPoolStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            previous = None
+        slices = await list_pool_slices(name)
+        try:
+            spec = GismoPoolSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            message = describe_validation_error(exc, prefix="spec")
+            new = status.invalid_pool_status(
+                message, slices, generation=generation, now=_now(), previous=previous
+            )
+        else:
+            new = status.pool_status(spec, slices, generation=generation, now=_now(), previous=previous)
+            metrics.set_pool(
+                name,
+                capacity=new.capacity_bytes or 0,
+                allocated=new.allocated_bytes or 0,
+                free=new.free_bytes or 0,
+                slices=len(slices),
+            )
+        if previous is None or _status_patch(previous) != _status_patch(new):
+            await api.patch_status(kube.POOLS, name, _status_patch(new))
+        return new
+
+
+@kopf.on.resume(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.create(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.update(GROUP, VERSION, POOL_PLURAL)
+async def reconcile_pool(name: str, logger: kopf.Logger, **_: Any) -> None:
+    """Pool created, changed, or found at start-up: recompute its status."""
+    new = await refresh_pool(name)
+    if new is not None:
+        logger.info(
+            f"pool {name}: Ready={new.ready}, {new.free} of {new.capacity} free, {new.slices} slice(s)"
+        )
+
+
+@kopf.on.event(GROUP, VERSION, SLICE_PLURAL)
+async def slice_changed(body: kopf.Body, **_: Any) -> None:
+    """A slice appeared, changed or went away: its pool's figures changed."""
+    pool = (body.get("spec") or {}).get("pool")
+    if isinstance(pool, str) and pool:
+        await refresh_pool(pool)
+
+
+@kopf.on.delete(GROUP, VERSION, POOL_PLURAL)
+async def guard_pool_deletion(name: str, body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
+    """Hold the pool (finalizer) while slices use it; say which RayClusters do, then retry."""
+    slices = await list_pool_slices(name)
+    if not slices:
+        metrics.forget_pool(name)
+        logger.info(f"pool {name}: no slices left, releasing it")
+        return
+    holders = status.holders(slices)
+    message = (
+        f"GismoPool {name} is used by {len(slices)} slice(s) of RayCluster(s) {', '.join(holders)}; "
+        f"it is deleted once they are gone (delete those RayClusters or remove their "
+        f"gismo.io/pool annotation)"
+    )
+    await kube.client().post_event(dict(body), "Warning", EVENT_IN_USE, message)
+    delay = min(IN_USE_RETRY_MAX, IN_USE_RETRY_DELAY * (2 ** min(retry, 10)))
+    raise kopf.TemporaryError(message, delay=delay)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validating webhook
+
+
+def check_pool_change(
+    new_spec: GismoPoolSpec, old_spec: GismoPoolSpec | None, slices: list[status.SliceView]
+) -> list[str]:
+    """Problems with changing a pool from ``old_spec`` to ``new_spec`` given its slices (pure).
+
+    The model already checked the spec on its own (multiples, regionSize ≤ capacity).
+    """
+    problems: list[str] = []
+    if slices:
+        end = max(s.extent.end for s in slices)
+        allocated = sum(s.size for s in slices)
+        if new_spec.capacity < end:
+            problems.append(
+                f"spec.capacity: {format_bytes(new_spec.capacity)} is below what is allocated: slices "
+                f"occupy {format_bytes(allocated)} and reach byte {end} ({format_bytes(end)}); slices "
+                f"cannot move, release them first ({', '.join(status.holders(slices))})"
+            )
+        if old_spec is not None and new_spec.backend != old_spec.backend:
+            problems.append(
+                f"spec.backend: cannot change from {old_spec.backend.type}:{old_spec.backend.path} to "
+                f"{new_spec.backend.type}:{new_spec.backend.path} while {len(slices)} slice(s) use the "
+                f"pool ({', '.join(status.holders(slices))})"
+            )
+    return problems
+
+
+@kopf.on.validate(GROUP, VERSION, POOL_PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])
+async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
+    """Admission: refuse pools the schema cannot catch; each message names the field."""
+    old: kopf.Body | None = kwargs.get("old")
+    operation: str | None = kwargs.get("operation")
+    with metrics.webhook_timer(WEBHOOK_ID):
+        try:
+            new_spec = GismoPoolSpec.model_validate(dict(body.get("spec") or {}))
+        except ValidationError as exc:
+            raise kopf.AdmissionError(describe_validation_error(exc, prefix="spec"), code=422) from None
+        old_spec: GismoPoolSpec | None = None
+        if operation == "UPDATE" and old is not None:
+            try:
+                old_spec = GismoPoolSpec.model_validate(dict(old.get("spec") or {}))
+            except ValidationError:
+                old_spec = None  # fixing a broken pool is allowed
+        name = (body.get("metadata") or {}).get("name")
+        slices: list[status.SliceView] = []
+        if name:
+            try:
+                slices = await list_pool_slices(name)
+            except (kube.ApiError, OSError, RuntimeError) as exc:
+                raise kopf.AdmissionError(
+                    f"cannot check the pool's slices, try again: {exc}", code=503
+                ) from None
+        problems = check_pool_change(new_spec, old_spec, slices)
+        if problems:
+            raise kopf.AdmissionError("; ".join(problems), code=422)

@@ -1,0 +1,151 @@
+"""Process-level kopf configuration: login, settings, the webhook server, probes, shutdown.
+
+The operator's run-time choices (dev mode, where the webhook listens, test overrides) are held in
+one :class:`Runtime` installed by :func:`configure` before kopf starts (``__main__`` does it; the
+test harness installs its own). The ``startup`` handler then applies it to kopf's settings, so the
+same handler code runs in production, ``--dev`` and tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from gismo_operator import devcert, kube
+from gismo_operator.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+FINALIZER = "gismo.io/finalizer"
+ANNOTATION_PREFIX = "gismo.io"
+MANAGED_WEBHOOKS_NAME = "gismo.io"
+
+
+class StartupError(RuntimeError):
+    """The operator cannot start as configured; the message says what to fix."""
+
+
+@dataclasses.dataclass
+class Runtime:
+    """How this process runs.
+
+    - ``dev``: serve webhooks on 127.0.0.1 with a generated certificate and let kopf create the
+      Validating/MutatingWebhookConfigurations itself (named ``gismo.io``).
+    - ``webhook_addr``: listening address (default 127.0.0.1 in dev, all interfaces otherwise).
+    - ``webhook_server``: a ready server object, overriding everything above (tests).
+    - ``tune``: called last with kopf's settings (tests adjust timeouts, event posting, ...).
+    """
+
+    settings: Settings = dataclasses.field(default_factory=Settings.from_env)
+    dev: bool = False
+    webhook_addr: str | None = None
+    webhook_server: kopf.WebhookServer | None = None
+    tune: Callable[[kopf.OperatorSettings], None] | None = None
+
+
+_runtime: Runtime | None = None
+
+
+def configure(runtime: Runtime) -> None:
+    """Install the run-time configuration used by the startup handler."""
+    global _runtime
+    _runtime = runtime
+
+
+def current() -> Runtime:
+    """The installed run-time configuration (built from the environment if none was installed)."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime()
+    return _runtime
+
+
+def build_webhook_server(runtime: Runtime) -> kopf.WebhookServer:
+    """The HTTPS server kopf serves admission handlers on (``/<handler id>``).
+
+    Production: certificate and key from ``TLS_DIR`` (the chart mounts them); a missing file is a
+    start-up error naming it. Dev: a fresh CA and certificate for 127.0.0.1/localhost in a
+    temporary folder; the CA goes into the managed webhook configurations' ``caBundle``.
+    """
+    if runtime.webhook_server is not None:
+        return runtime.webhook_server
+    settings = runtime.settings
+    if runtime.dev:
+        addr = runtime.webhook_addr or "127.0.0.1"
+        host = settings.webhook_host or addr
+        folder = Path(tempfile.mkdtemp(prefix="gismo-dev-tls-"))
+        ca, cert, key = devcert.generate([host, "127.0.0.1", "localhost"]).write(folder)
+        logger.info(
+            "dev mode: webhook certificate in %s, serving on https://%s:%s",
+            folder,
+            addr,
+            settings.webhook_port,
+        )
+        return kopf.WebhookServer(
+            addr=addr, port=settings.webhook_port, host=host, certfile=cert, pkeyfile=key, cafile=ca
+        )
+    for path in (settings.tls_cert, settings.tls_key):
+        if not path.is_file():
+            raise StartupError(
+                f"webhook TLS file {path} is missing (GISMO_OPERATOR_TLS_DIR={settings.tls_dir}); "
+                f"mount the certificate there or run with --dev"
+            )
+    ca = settings.tls_dir / "ca.crt"
+    return kopf.WebhookServer(
+        addr=runtime.webhook_addr or "0.0.0.0",
+        port=settings.webhook_port,
+        host=settings.webhook_host,
+        certfile=settings.tls_cert,
+        pkeyfile=settings.tls_key,
+        cafile=ca if ca.is_file() else None,
+    )
+
+
+def apply_settings(kopf_settings: kopf.OperatorSettings, runtime: Runtime) -> None:
+    """Our choices for kopf: annotation-based bookkeeping under ``gismo.io`` (nothing in ``status``,
+    which the structural schema would prune), our finalizer name, fewer routine events."""
+    kopf_settings.persistence.finalizer = FINALIZER
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=ANNOTATION_PREFIX)
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    kopf_settings.posting.reporting_component = kube.COMPONENT
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.admission.server = build_webhook_server(runtime)
+    kopf_settings.admission.managed = MANAGED_WEBHOOKS_NAME if runtime.dev else None
+    if runtime.tune is not None:
+        runtime.tune(kopf_settings)
+
+
+@kopf.on.startup()
+async def on_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Apply :func:`apply_settings` with the installed :class:`Runtime`."""
+    apply_settings(settings, current())
+
+
+@kopf.on.login()
+async def on_login(**_: Any) -> kopf.ConnectionInfo:
+    """Log in (service account or kubeconfig) and share the credentials with :mod:`kube`."""
+    return await kube.login()
+
+
+@kopf.on.probe(id="api")
+async def probe_api(**_: Any) -> bool:
+    """Liveness detail: whether the operator has API credentials."""
+    try:
+        kube.client()
+    except RuntimeError:
+        return False
+    return True
+
+
+@kopf.on.cleanup()
+async def on_cleanup(**_: Any) -> None:
+    """Close the shared API connections."""
+    await kube.close()
