@@ -1,0 +1,119 @@
+"""Process-wide state shared by the RayCluster and Ray pod handlers: all of it a rebuildable cache.
+
+- the region ledger (its cache of slice bodies; the truth is in the API),
+- the GismoPool bodies seen on the watch (refreshed by GET when absent),
+- fire-and-forget Events, so an admission never waits for an Event write,
+- de-duplication of repeated Warning Events (KubeRay rewrites RayCluster status often; the same
+  "pool full" must not become one Event per status update).
+
+Nothing here survives a restart and nothing needs to: every handler re-reads what it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gismo_operator import kube
+from gismo_operator.regions import RegionLedger
+from gismo_operator.settings import Settings
+from gismo_operator.sliceapi import KubeSliceApi
+
+logger = logging.getLogger(__name__)
+
+_ledger: RegionLedger | None = None
+_pools: dict[str, dict[str, Any]] = {}
+_tasks: set[asyncio.Task[None]] = set()
+_warned: dict[tuple[str, str], str] = {}
+
+
+@functools.cache
+def settings() -> Settings:
+    """The operator settings, read from the environment once."""
+    return Settings.from_env()
+
+
+def ledger() -> RegionLedger:
+    """The process's region ledger (created on first use)."""
+    global _ledger
+    if _ledger is None:
+        _ledger = RegionLedger(
+            KubeSliceApi(), reservation_ttl=dt.timedelta(seconds=settings().reservation_ttl)
+        )
+    return _ledger
+
+
+def reset() -> None:
+    """Forget every cache (tests start a fresh "process" this way)."""
+    global _ledger
+    _ledger = None
+    _pools.clear()
+    _warned.clear()
+    settings.cache_clear()
+
+
+def remember_pool(body: Mapping[str, Any] | None, name: str) -> None:
+    """Keep (or, with None, drop) a pool body seen on the watch."""
+    if body is None:
+        _pools.pop(name, None)
+    else:
+        _pools[name] = dict(body)
+
+
+async def get_pool(name: str) -> dict[str, Any] | None:
+    """The pool's body: from the watch cache, else one GET (kept for next time)."""
+    if name in _pools:
+        return _pools[name]
+    body = await kube.client().get_or_none(kube.POOLS, name)
+    if body is not None:
+        _pools[name] = body
+    return body
+
+
+def raycluster_ref(namespace: str, name: str, uid: str | None = None) -> dict[str, Any]:
+    """A minimal RayCluster body to hang an Event on (involvedObject)."""
+    meta: dict[str, Any] = {"name": name, "namespace": namespace}
+    if uid:
+        meta["uid"] = uid
+    return {"apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": meta}
+
+
+def post_event(involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post an Event in the background; failures are logged by the client, never raised."""
+
+    async def post() -> None:
+        try:
+            await kube.client().post_event(involved, type_, reason, message)
+        except Exception as exc:  # the client should not raise; never let an Event break a handler
+            logger.warning("could not post event %s: %s", reason, exc)
+
+    task = asyncio.get_running_loop().create_task(post())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+def warn_once(involved: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Warning Event, unless the same one was the last posted for this object and reason."""
+    meta = involved.get("metadata") or {}
+    key = (f"{meta.get('namespace')}/{meta.get('name')}/{meta.get('uid')}", reason)
+    if _warned.get(key) == message:
+        return
+    _warned[key] = message
+    post_event(involved, "Warning", reason, message)
+
+
+def clear_warnings(namespace: str, name: str) -> None:
+    """Forget posted warnings of an object (it changed or went away), so they can be said again."""
+    prefix = f"{namespace}/{name}/"
+    for key in [k for k in _warned if k[0].startswith(prefix)]:
+        del _warned[key]
+
+
+async def drain_events() -> None:
+    """Wait for the Events posted so far (tests; shutdown)."""
+    while _tasks:
+        await asyncio.gather(*list(_tasks), return_exceptions=True)
