@@ -21,7 +21,7 @@ CORE_HANDLER_MODULES: tuple[str, ...] = (
 #: sweeps). Add further handler modules here.
 EXTENSION_HANDLER_MODULES: tuple[str, ...] = (
     "gismo_operator.rayclusters",
-    "gismo_operator.injection",
+    "gismo_operator.raypods",
     "gismo_operator.sweep",
 )
 
