@@ -1,0 +1,126 @@
+"""A "node" for the store tests: a separate OS process with its own client, driven over a pipe.
+
+Each test node is spawned (not forked), imports gismo fresh, connects to its own agent, and runs
+the named functions below with a per-process ``state`` dict, so views it holds stay alive (and
+pinned) between calls exactly as a Ray worker's would.
+"""
+
+from __future__ import annotations
+
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+import gismo
+
+
+def pattern(n: int, seed: int) -> np.ndarray:
+    """Deterministic content: the object's identity is recoverable from its bytes."""
+    a = (np.arange(n, dtype=np.uint64) * 2654435761 + seed) % 251
+    return a.astype(np.uint8)
+
+
+def connect(st: dict[str, Any], sock: str) -> int:
+    st["c"] = gismo.connect(sock)
+    st["held"] = {}
+    return int(st["c"].region)
+
+
+def put(st: dict[str, Any], obj: Any) -> gismo.Ref:
+    return st["c"].put(obj)
+
+
+def put_pattern(st: dict[str, Any], n: int, seed: int) -> gismo.Ref:
+    return st["c"].put(pattern(n, seed))
+
+
+def get(st: dict[str, Any], ref: gismo.Ref) -> Any:
+    """A copy of the value, for comparisons in the test process."""
+    v = st["c"].get(ref)
+    if isinstance(v, np.ndarray):
+        return np.array(v)
+    if isinstance(v, memoryview):
+        return bytes(v)
+    return v
+
+
+def view_report(st: dict[str, Any], ref: gismo.Ref) -> dict[str, Any]:
+    """Is get's result a view of the shared mapping? (address range and numpy memory sharing)"""
+    c = st["c"]
+    v = c.get(ref)
+    mapping = np.frombuffer(c.map.ro, dtype=np.uint8)
+    addr = v.ctypes.data
+    return {
+        "shares_memory": bool(np.shares_memory(v, mapping)),
+        "in_mapping": c.map.address <= addr and addr + v.nbytes <= c.map.address + c.map.slice_size,
+        "writeable": bool(v.flags.writeable),
+        "owndata": bool(v.flags.owndata),
+        "slice_offset": addr - c.map.address,
+    }
+
+
+def hold(st: dict[str, Any], name: str, ref: gismo.Ref) -> None:
+    st["held"][name] = st["c"].get(ref)
+
+
+def held_bytes(st: dict[str, Any], name: str, start: int = 0, stop: int | None = None) -> bytes:
+    v = st["held"][name]
+    return bytes(np.asarray(v).reshape(-1).view(np.uint8)[start:stop])
+
+
+def drop(st: dict[str, Any], name: str) -> None:
+    del st["held"][name]
+
+
+def pins(st: dict[str, Any]) -> int:
+    return int(st["c"].pins)
+
+
+def get_error(st: dict[str, Any], ref: Any) -> str | None:
+    """Name of the error get raises (None if it returns)."""
+    try:
+        st["c"].get(ref)
+    except gismo.GismoError as exc:
+        return type(exc).__name__
+    return None
+
+
+def delete(st: dict[str, Any], ref: gismo.Ref) -> None:
+    st["c"].delete(ref)
+
+
+def contains(st: dict[str, Any], ref: gismo.Ref) -> bool:
+    return bool(st["c"].contains(ref))
+
+
+def stats(st: dict[str, Any]) -> dict[str, Any]:
+    return dict(st["c"].stats())
+
+
+def check_pattern(st: dict[str, Any], ref: gismo.Ref, n: int, seed: int) -> bool:
+    v = st["c"].get(ref)
+    return bool(v.shape == (n,) and np.array_equal(v, pattern(n, seed)))
+
+
+def serve(conn: Connection) -> None:
+    """Run commands until told to stop; exceptions travel back as (False, text)."""
+    st: dict[str, Any] = {}
+    g = globals()
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            break
+        if msg is None:
+            break
+        name, args = msg
+        try:
+            conn.send((True, g[name](st, *args)))
+        except BaseException as exc:
+            conn.send((False, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+    c = st.get("c")
+    st.clear()
+    if c is not None:
+        c.close()
