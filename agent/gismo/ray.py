@@ -51,6 +51,7 @@ __all__ = [
 
 # After a failed connect, don't retry for this long (each retry costs a socket round-trip).
 RECONNECT_BACKOFF_S = 5.0
+DEFAULT_SOCKET = "/run/gismo/agent.sock"  # docs/CONTRACTS.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,10 +107,21 @@ def reset() -> None:
             old.client.close()
 
 
+def _socket_path() -> str | None:
+    """GISMO_SOCKET; the contract's default socket if only the device is configured; else None.
+
+    An empty GISMO_SOCKET means "no agent here" (how a pod/task opts out).
+    """
+    sock = os.environ.get("GISMO_SOCKET")
+    if sock is None and os.environ.get("GISMO_DEVICE"):
+        return DEFAULT_SOCKET
+    return sock or None
+
+
 def _client() -> Any | None:
     """This node's agent client, connecting lazily; None when no agent is reachable."""
     st = _st()
-    sock = os.environ.get("GISMO_SOCKET")
+    sock = _socket_path()
     if not sock:
         return None
     with st.lock:
@@ -125,7 +137,7 @@ def _client() -> Any | None:
         try:
             import gismo
 
-            st.client = gismo.connect()
+            st.client = gismo.connect(socket_path=sock)
             st.counters["connects"] += 1
             return st.client
         except Exception:
@@ -213,8 +225,9 @@ def _read_here(gref: Any) -> Any:
 
 def _remote_read(ref: ObjRef) -> Any:
     """Read a Gismo object from a node without an agent: a task on the owner node ships it via Ray."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import ray
 
     _st().counters["remote_fetches"] += 1
     task = _remote_fn("read")
@@ -233,12 +246,13 @@ def get(ref: ObjRef | Sequence[ObjRef] | Any) -> Any:
     if isinstance(ref, list | tuple):
         return _get_many(ref)
     st = _st()
+    ray_get: Any = ray.get
     if not isinstance(ref, ObjRef):
         st.counters["ray_gets"] += 1
-        return ray.get(ref)
+        return ray_get(ref)
     if ref.gismo_ref is None:
         st.counters["ray_gets"] += 1
-        return ray.get(ref.ray_ref)
+        return ray_get(ref.ray_ref)
     client = _client()
     if client is None:
         return _remote_read(ref)
@@ -302,7 +316,8 @@ def _remote_fn(kind: str) -> Any:
 
     if kind not in _remote_fns:
         fns = {"read": _read_here, "delete": _delete_here, "stats": _node_report}
-        _remote_fns[kind] = ray.remote(num_cpus=0, max_retries=0)(fns[kind])
+        remote: Any = ray.remote
+        _remote_fns[kind] = remote(num_cpus=0, max_retries=0)(fns[kind])
     return _remote_fns[kind]
 
 
@@ -310,21 +325,20 @@ def free(refs: Iterable[ObjRef]) -> int:
     """Free a set of objects now; returns how many Gismo objects were deleted.
 
     Gismo objects are deleted by their owner node's agent (locally, or by a zero-CPU task pinned
-    to that node); Ray fallbacks are freed with Ray's internal free. Objects whose owner node is
-    gone are skipped (their region is released with the node). Cost: one agent round-trip per
-    object plus one small task per other owner node.
+    to that node). Ray fallbacks are left to Ray's reference counting (Ray has no explicit free):
+    they go when the last ObjRef naming them is dropped. Objects whose owner node is gone are
+    skipped (their region is released with the node). Cost: one agent round-trip per object plus
+    one small task per other owner node.
     """
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    import ray
 
     here = _node_id()
     by_node: dict[str, list[Any]] = {}
-    ray_refs: list[Any] = []
     for r in refs:
         if r.gismo_ref is not None:
             by_node.setdefault(r.node_id, []).append(r.gismo_ref)
-        elif r.ray_ref is not None:
-            ray_refs.append(r.ray_ref)
     deleted = 0
     pending = []
     st = _st()
@@ -339,11 +353,8 @@ def free(refs: Iterable[ObjRef]) -> int:
             deleted += int(ray.get(p))
         except Exception:
             st.counters["free_failures"] += 1
-    if ray_refs:
-        with contextlib.suppress(Exception):
-            from ray._private.internal_api import free as ray_free
-
-            ray_free(ray_refs)
+    # Ray fallbacks: Ray 2.60 has no explicit free; the object goes when its last ObjectRef does,
+    # i.e. when the caller drops these ObjRefs (Group.free drops its own list).
     st.counters["freed"] += deleted
     return deleted
 
@@ -413,7 +424,7 @@ def stats() -> dict[str, Any]:
     st = _st()
     out: dict[str, Any] = dict(st.counters)
     out["fallbacks"] = st.counters["fallback_puts"]
-    out["socket"] = os.environ.get("GISMO_SOCKET")
+    out["socket"] = _socket_path()
     out["connected"] = st.client is not None
     return out
 
@@ -427,11 +438,13 @@ def _node_report() -> dict[str, Any]:
 
 def cluster_stats() -> list[dict[str, Any]]:
     """Every alive Ray node's agent stats (`None` where there is no agent), via zero-CPU tasks."""
-    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+    import ray
+
     tasks = []
-    for node in ray.nodes():
+    nodes: Any = ray.nodes
+    for node in nodes():
         if node.get("Alive"):
             strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
             tasks.append(_remote_fn("stats").options(scheduling_strategy=strategy).remote())

@@ -86,7 +86,8 @@ def _task(name: str) -> Any:
     if name not in _tasks:
         fns = {"map_gismo": _map_gismo, "reduce_gismo": _reduce_gismo, "map_ray": _map_ray}
         fns["reduce_ray"] = _reduce_ray
-        _tasks[name] = ray.remote(fns[name])
+        remote: Any = ray.remote
+        _tasks[name] = remote(fns[name])
     return _tasks[name]
 
 

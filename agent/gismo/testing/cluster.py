@@ -185,8 +185,9 @@ class LocalCluster:
         return self
 
     def _start(self) -> None:
-        import ray
         from ray.cluster_utils import Cluster
+
+        import ray
 
         if ray.is_initialized():
             raise RuntimeError("ray is already initialized in this process; shut it down first")

@@ -1,0 +1,474 @@
+"""Ray's object store vs Gismo, side by side on one local 4-node Ray cluster (what `make bench` runs).
+
+Measures, in one run, on the same cluster for both sides (`gismo.testing.LocalCluster`: 4 raylets,
+one Gismo agent per node, all mapping one /dev/shm file):
+  (a) a numpy array (1 GiB) made on node A and read on node B: `get`, and `get` + touch every
+      page; Ray vs Gismo, and Ray's local get on node A as the reference;
+  (b) an all-to-all shuffle, 16 map x 16 reduce tasks, 2 GiB and 4 GiB total, end to end; Ray vs
+      Gismo on 4 nodes, and Ray on 1 node with 4 CPUs (a separate cluster) as the reference;
+  (c) memory held during the shuffle: Ray's object stores (all nodes, incl. pulled copies and
+      fallback allocations) vs Gismo's slice (+ whatever Ray holds for the small refs).
+Each measurement: the first run (cold) is reported apart, then the median of >= 3 warm repeats.
+Sides are interleaved per repeat so background noise hits both alike.
+
+Outputs: a table on stdout, bench/results/{remote_get,shuffle,memory,summary}.json and
+bench/results/ray_vs_gismo.png. `--quick` uses small sizes (and bench/results/quick/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gismo.ray as gray
+import ray
+from gismo.shuffle import shuffle
+from gismo.testing import LocalCluster
+
+GiB = 1 << 30
+MiB = 1 << 20
+PAGE = 4096
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------- task bodies
+
+
+def make_array(nbytes: int, fill: int) -> np.ndarray:
+    """A uint8 array of `nbytes`, every byte `fill` (cheap to make, cheap to verify)."""
+    return np.full(nbytes, fill, dtype=np.uint8)
+
+
+def touch_pages(a: np.ndarray) -> int:
+    """Read one byte of every page (forces every page to be mapped); returns their sum."""
+    return int(a.reshape(-1).view(np.uint8)[::PAGE].sum(dtype=np.int64))
+
+
+@ray.remote(num_cpus=1)
+def ray_make(nbytes: int, fill: int) -> np.ndarray:
+    return make_array(nbytes, fill)
+
+
+@ray.remote(num_cpus=1)
+def gismo_make(nbytes: int, fill: int) -> tuple[gray.ObjRef, float]:
+    a = make_array(nbytes, fill)
+    t0 = time.perf_counter()
+    ref = gray.put(a)
+    return ref, time.perf_counter() - t0
+
+
+@ray.remote(num_cpus=1)
+def read_remote(box: list[Any]) -> tuple[float, float, int, bool]:
+    """Time get and get + touch-every-page of box[0] (a Ray ObjectRef or a gismo ObjRef).
+
+    The ref is wrapped in a list so Ray does not resolve it before the task starts.
+    """
+    ref = box[0]
+    t0 = time.perf_counter()
+    a = gray.get(ref) if isinstance(ref, gray.ObjRef) else ray.get(ref)
+    t1 = time.perf_counter()
+    s = touch_pages(a)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t0, s, isinstance(ref, gray.ObjRef) and ref.in_gismo
+
+
+@ray.remote(num_cpus=0)
+def ping() -> str:
+    return str(ray.get_runtime_context().get_node_id())
+
+
+def shuffle_map(spec: tuple[int, int, int]) -> list[np.ndarray]:
+    """Map i: make bytes_per_map bytes (fill i+1) and split them into R equal blocks (views)."""
+    index, bytes_per_map, reducers = spec
+    return np.split(make_array(bytes_per_map, index % 251 + 1), reducers)
+
+
+def shuffle_reduce(blocks: list[np.ndarray]) -> tuple[int, int]:
+    """Touch every page of every block: (bytes seen, page checksum)."""
+    return sum(b.nbytes for b in blocks), sum(touch_pages(b) for b in blocks)
+
+
+# ---------------------------------------------------------------------------- measurement helpers
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def split_runs(xs: list[float]) -> dict[str, Any]:
+    """{cold, warm_median, warm} from runs where run 0 is the cold one."""
+    return {"cold": xs[0] if xs else None, "warm_median": median(xs[1:]), "warm": xs[1:]}
+
+
+class MemorySampler:
+    """Samples bytes held in Ray's stores (whole cluster) and in Gismo's slice, keeping the peaks.
+
+    Cost: one raylet gRPC (FormatGlobalMemoryInfo) plus one agent stats call per node per tick.
+    A 50 ms tick can miss a short Ray peak, so Ray's figure is a lower bound.
+    """
+
+    def __init__(self, lc: LocalCluster | None, period: float = 0.05) -> None:
+        self.lc = lc
+        self.period = period
+        self.peak_ray = 0
+        self.peak_gismo = 0
+        self.peak_total = 0
+        self.spilled = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._stub, self._req = _raylet_stub()
+        self._clients = _agent_clients(lc)
+
+    def sample(self) -> tuple[int, int, int]:
+        reply = self._stub.FormatGlobalMemoryInfo(self._req, timeout=10)
+        st = reply.store_stats
+        ray_bytes = int(st.object_store_bytes_used) + int(st.object_store_bytes_fallback)
+        gismo_bytes = sum(_gismo_used(c.stats()) for c in self._clients)
+        return ray_bytes, gismo_bytes, int(st.spilled_bytes_total)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                r, g, spilled = self.sample()
+            except Exception:
+                r, g, spilled = 0, 0, 0
+            self.peak_ray = max(self.peak_ray, r)
+            self.peak_gismo = max(self.peak_gismo, g)
+            self.peak_total = max(self.peak_total, r + g)
+            self.spilled = max(self.spilled, spilled)
+            self._stop.wait(self.period)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        for c in self._clients:
+            c.close()
+
+
+def _raylet_stub() -> tuple[Any, Any]:
+    from ray._private.grpc_utils import init_grpc_channel
+    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
+
+    node = next(n for n in ray.nodes() if n["Alive"])
+    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
+    stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+    return stub, node_manager_pb2.FormatGlobalMemoryInfoRequest(include_memory_info=False)
+
+
+def _agent_clients(lc: LocalCluster | None) -> list[Any]:
+    if lc is None or not lc.with_agents:
+        return []
+    import gismo
+
+    return [gismo.connect(socket_path=a.socket_path) for a in lc.agents]
+
+
+def _gismo_used(stats: dict[str, Any]) -> int:
+    """Bytes of the region in use (objects + reservations) from an agent's stats."""
+    for key in ("bytes_used", "used_bytes"):
+        if key in stats:
+            return int(stats[key])
+    raise KeyError(f"no used-bytes figure in agent stats: {sorted(stats)}")
+
+
+# ---------------------------------------------------------------------------- (a) remote get
+
+
+def bench_remote_get(lc: LocalCluster, nbytes: int, runs: int) -> dict[str, Any]:
+    """Array made on node 0 (A), read on node 1 (B); Ray local read on node 0 as reference."""
+    a_node, b_node = lc.on_node(0), lc.on_node(1)
+    pages = -(-nbytes // PAGE)
+    res: dict[str, dict[str, list[float]]] = {
+        k: {"get": [], "get_read": []} for k in ("ray_remote", "gismo_remote", "ray_local")
+    }
+    put_s: list[float] = []
+    fallbacks = 0
+    for rep in range(runs):
+        fill = rep % 200 + 1
+        # Ray: the array is the task's return value, stored in node A's object store.
+        rref = ray_make.options(scheduling_strategy=a_node).remote(nbytes, fill)
+        ray.wait([rref], fetch_local=False)
+        for key, where in (("ray_remote", b_node), ("ray_local", a_node)):
+            g, gr, s, _ = ray.get(read_remote.options(scheduling_strategy=where).remote([rref]))
+            _check(s, fill * pages, key)
+            res[key]["get"].append(g)
+            res[key]["get_read"].append(gr)
+        del rref
+        # Gismo: the array is put into node A's region; node B reads it in place.
+        gref, p = ray.get(gismo_make.options(scheduling_strategy=a_node).remote(nbytes, fill))
+        put_s.append(p)
+        fallbacks += not gref.in_gismo
+        g, gr, s, _ = ray.get(read_remote.options(scheduling_strategy=b_node).remote([gref]))
+        _check(s, fill * pages, "gismo_remote")
+        res["gismo_remote"]["get"].append(g)
+        res["gismo_remote"]["get_read"].append(gr)
+        gray.free([gref])
+    out: dict[str, Any] = {"bytes": nbytes, "runs": runs, "gismo_put_s": split_runs(put_s)}
+    out["gismo_fallbacks"] = fallbacks
+    for key, d in res.items():
+        out[key] = {m: split_runs(v) for m, v in d.items()}
+    return out
+
+
+def _check(got: int, want: int, what: str) -> None:
+    if got != want:
+        raise AssertionError(f"{what}: page checksum {got} != {want} (wrong bytes read)")
+
+
+# ---------------------------------------------------------------------------- (b)+(c) shuffle
+
+
+def run_shuffle(
+    total: int, backend: str, nodes: int, maps: int, reducers: int, lc: LocalCluster | None
+) -> dict[str, Any]:
+    per_map = total // maps
+    specs = [(i, per_map, reducers) for i in range(maps)]
+    placement: dict[str, Callable[[int], Any]] = {}
+    if lc is not None and nodes > 1:
+        placement = {
+            "map_strategy": lambda i: lc.on_node(i % nodes),
+            "reduce_strategy": lambda j: lc.on_node(j % nodes),
+        }
+    with MemorySampler(lc if backend == "gismo" else None) as mem:
+        t0 = time.perf_counter()
+        r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
+        dt = time.perf_counter() - t0
+    seen = sum(x[0] for x in r.results)
+    want = sum((i % 251 + 1) * (per_map // PAGE) for i in range(maps))
+    if seen != per_map * maps or sum(x[1] for x in r.results) != want:
+        raise AssertionError(f"shuffle {backend} {total}: wrong result")
+    return {
+        "seconds": dt,
+        "peak_ray_store_bytes": mem.peak_ray,
+        "peak_gismo_bytes": mem.peak_gismo,
+        "peak_total_bytes": mem.peak_total,
+        "spilled_bytes": mem.spilled,
+        "fallbacks": r.fallbacks,
+        "freed": r.freed,
+    }
+
+
+def bench_shuffle(
+    lc: LocalCluster | None, sizes: list[int], runs: int, backends: list[str], nodes: int, label: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for total in sizes:
+        raw: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
+        for _ in range(runs):
+            for b in backends:
+                raw[b].append(run_shuffle(total, b, nodes, 16, 16, lc))
+                print(
+                    f"  shuffle {label} {b} {total / GiB:.2f} GiB: {raw[b][-1]['seconds']:.2f} s", flush=True
+                )
+        for b, rs in raw.items():
+            out[f"{b}_{label}_{total}"] = {
+                "backend": b,
+                "nodes": nodes,
+                "bytes": total,
+                "seconds": split_runs([x["seconds"] for x in rs]),
+                "peak_ray_store_bytes": max(x["peak_ray_store_bytes"] for x in rs),
+                "peak_gismo_bytes": max(x["peak_gismo_bytes"] for x in rs),
+                "peak_total_bytes": max(x["peak_total_bytes"] for x in rs),
+                "spilled_bytes": max(x["spilled_bytes"] for x in rs),
+                "fallbacks": sum(x["fallbacks"] for x in rs),
+                "runs": rs,
+            }
+    return out
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def ratio(num: float, den: float) -> float:
+    return num / den if den else float("nan")
+
+
+def summarize(rg: dict[str, Any], sh: dict[str, Any], big: int) -> dict[str, Any]:
+    rr = rg["ray_remote"]["get_read"]["warm_median"]
+    gr = rg["gismo_remote"]["get_read"]["warm_median"]
+    rl = rg["ray_local"]["get_read"]["warm_median"]
+    ray4 = sh[f"ray_4node_{big}"]["seconds"]["warm_median"]
+    gis4 = sh[f"gismo_4node_{big}"]["seconds"]["warm_median"]
+    ray1 = sh[f"ray_1node_{big}"]["seconds"]["warm_median"]
+    gmem = sh[f"gismo_4node_{big}"]["peak_total_bytes"]
+    rmem = sh[f"ray_4node_{big}"]["peak_ray_store_bytes"]
+    s: dict[str, Any] = {
+        "remote_get_read_speedup": {
+            "value": ratio(rr, gr), "target": ">= 15",
+            "ray_remote_get_read_s": rr, "gismo_remote_get_read_s": gr,
+        },
+        "remote_vs_ray_local": {
+            "value": ratio(gr, rl), "target": "<= 1.25",
+            "gismo_remote_get_read_s": gr, "ray_local_get_read_s": rl,
+        },
+        "shuffle_4gib_speedup": {
+            "value": ratio(ray4, gis4), "target": ">= 2.8",
+            "ray_4node_s": ray4, "gismo_4node_s": gis4, "bytes": big,
+        },
+        "shuffle_vs_ray_1node": {
+            "value": ratio(gis4, ray1), "target": "<= 1.0",
+            "gismo_4node_s": gis4, "ray_1node_s": ray1, "bytes": big,
+        },
+        "shuffle_memory_ratio": {
+            "value": ratio(gmem, big), "target": "<= 1.1",
+            "gismo_peak_bytes": gmem, "ray_peak_store_bytes": rmem,
+            "ray_memory_ratio": ratio(rmem, big), "bytes": big,
+        },
+    }  # fmt: skip
+    checks = {
+        "remote_get_read_speedup": lambda v: v >= 15,
+        "remote_vs_ray_local": lambda v: v <= 1.25,
+        "shuffle_4gib_speedup": lambda v: v >= 2.8,
+        "shuffle_vs_ray_1node": lambda v: v <= 1.0,
+        "shuffle_memory_ratio": lambda v: v <= 1.1,
+    }
+    for k, ok in checks.items():
+        s[k]["met"] = bool(ok(s[k]["value"]))
+    return s
+
+
+def fmt_s(x: float | None) -> str:
+    return "-" if x is None else f"{x:8.3f}"
+
+
+def print_table(rg: dict[str, Any], sh: dict[str, Any], summary: dict[str, Any]) -> None:
+    print(f"\n(a) {rg['bytes'] / GiB:.2f} GiB array made on node A          cold (s)   warm median (s)")
+    for key, name in (
+        ("ray_remote", "Ray remote (B)"),
+        ("gismo_remote", "Gismo remote (B)"),
+        ("ray_local", "Ray local (A)"),
+    ):
+        for m in ("get", "get_read"):
+            d = rg[key][m]
+            print(f"    {name:18s} {m:9s}                {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
+    print("\n(b) shuffle 16x16 end to end                   cold (s)   warm median (s)   peak held (GiB)")
+    for d in sh.values():
+        held = d["peak_total_bytes"] if d["backend"] == "gismo" else d["peak_ray_store_bytes"]
+        name = f"{d['backend']} {d['nodes']} node(s) {d['bytes'] / GiB:.2f} GiB"
+        sec = d["seconds"]
+        print(f"    {name:40s}   {fmt_s(sec['cold'])}   {fmt_s(sec['warm_median'])}        {held / GiB:6.2f}")
+    print("\nratios (warm medians)")
+    for k, v in summary.items():
+        mark = "met" if v["met"] else "MISSED"
+        print(f"    {k:26s} {v['value']:8.2f}   target {v['target']:7s} {mark}")
+
+
+def chart(rg: dict[str, Any], sh: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    ax = axes[0]
+    names = ["Ray remote", "Gismo remote", "Ray local"]
+    keys = ["ray_remote", "gismo_remote", "ray_local"]
+    x = np.arange(len(names))
+    for off, m in ((-0.2, "get"), (0.2, "get_read")):
+        ax.bar(x + off, [rg[k][m]["warm_median"] for k in keys], 0.4, label=m.replace("_", " + "))
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds (warm median, log)")
+    ax.set_title(f"(a) read {rg['bytes'] / GiB:.2g} GiB made on another node")
+    ax.legend()
+    ax = axes[1]
+    sizes = sorted({d["bytes"] for d in sh.values()})
+    series = [
+        ("ray", "4node", "Ray 4 nodes"),
+        ("gismo", "4node", "Gismo 4 nodes"),
+        ("ray", "1node", "Ray 1 node"),
+    ]
+    x = np.arange(len(sizes))
+    for i, (b, lab, name) in enumerate(series):
+        vals = [sh.get(f"{b}_{lab}_{s}", {}).get("seconds", {}).get("warm_median", 0) for s in sizes]
+        ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=name)
+    ax.set_xticks(x, [f"{s / GiB:.2g} GiB" for s in sizes])
+    ax.set_ylabel("seconds (warm median)")
+    ax.set_title("(b) shuffle 16 map x 16 reduce")
+    ax.legend()
+    ax = axes[2]
+    big = sizes[-1]
+    vals = [
+        sh[f"ray_4node_{big}"]["peak_ray_store_bytes"] / GiB,
+        sh[f"gismo_4node_{big}"]["peak_total_bytes"] / GiB,
+        big / GiB,
+    ]
+    ax.bar(["Ray stores", "Gismo slice", "data"], vals, color=["C0", "C1", "gray"])
+    ax.set_ylabel("GiB held at peak")
+    ax.set_title(f"(c) memory for a {big / GiB:.2g} GiB shuffle")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
+    ap.add_argument("--repeats", type=int, default=3, help="warm repeats per measurement (>= 3)")
+    ap.add_argument("--out", type=Path, default=None, help="results folder")
+    args = ap.parse_args(argv)
+    runs = 1 + max(3, args.repeats)
+    if args.quick:
+        array, sizes = 64 * MiB, [128 * MiB, 256 * MiB]
+        store4, store1, region = 512 * MiB, 768 * MiB, 256 * MiB
+        out = args.out or HERE / "results" / "quick"
+    else:
+        array, sizes = 1 * GiB, [2 * GiB, 4 * GiB]
+        store4, store1, region = 3 * GiB, 6 * GiB, 2 * GiB
+        out = args.out or HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    env = {"RAY_verbose_spill_logs": "0"}
+    meta = {
+        "ray": ray.__version__, "nodes": 4, "cpus_per_node": 1, "object_store_per_node": store4,
+        "region_per_node": region, "one_node_object_store": store1, "cpus": os.cpu_count(),
+        "repeats_warm": runs - 1, "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }  # fmt: skip
+    print(
+        f"Ray {ray.__version__} vs Gismo: 4 local Ray nodes x 1 CPU, store {store4 / GiB:.2g} GiB/node, "
+        f"Gismo region {region / GiB:.2g} GiB/node; {runs - 1} warm repeats + 1 cold",
+        flush=True,
+    )
+    with LocalCluster(4, cpus_per_node=1, object_store_bytes=store4, region_bytes=region, ray_env=env) as lc:
+        ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
+        print("(a) remote get ...", flush=True)
+        rg = bench_remote_get(lc, array, runs)
+        print("(b) shuffle on 4 nodes ...", flush=True)
+        sh = bench_shuffle(lc, sizes, runs, ["ray", "gismo"], 4, "4node")
+    print("(b) shuffle, Ray on 1 node with 4 CPUs ...", flush=True)
+    with LocalCluster(1, cpus_per_node=4, object_store_bytes=store1, agents=False, ray_env=env) as lc1:
+        sh.update(bench_shuffle(lc1, sizes, runs, ["ray"], 1, "1node"))
+    summary = summarize(rg, sh, sizes[-1])
+    print_table(rg, sh, summary)
+    (out / "remote_get.json").write_text(json.dumps({"meta": meta, **rg}, indent=2))
+    (out / "shuffle.json").write_text(json.dumps({"meta": meta, **sh}, indent=2))
+    mem = {
+        k: {f: v[f] for f in ("backend", "nodes", "bytes", "peak_ray_store_bytes", "peak_gismo_bytes",
+                              "peak_total_bytes", "spilled_bytes")}
+        for k, v in sh.items()
+    }  # fmt: skip
+    (out / "memory.json").write_text(json.dumps({"meta": meta, **mem}, indent=2))
+    (out / "summary.json").write_text(json.dumps({"meta": meta, **summary}, indent=2))
+    chart(rg, sh, out / "ray_vs_gismo.png")
+    print(f"\nwrote {out}/{{remote_get,shuffle,memory,summary}}.json and ray_vs_gismo.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

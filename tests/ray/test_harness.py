@@ -1,0 +1,51 @@
+"""The local multi-node harness starts what it promises and leaves no processes or files behind."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+import ray
+from gismo.testing import LocalCluster, leftover_processes
+
+pytestmark = pytest.mark.ray
+# Workers cannot import test modules: ship this module's functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+MiB = 1 << 20
+
+
+@ray.remote(num_cpus=0)
+def where() -> tuple[str, str | None, int]:
+    return str(ray.get_runtime_context().get_node_id()), os.environ.get("GISMO_SOCKET"), os.getpid()
+
+
+def test_cleans_up_after_a_failing_body() -> None:
+    saved = {k: os.environ.get(k) for k in ("GISMO_SOCKET", "RAY_TMPDIR")}
+    lc = LocalCluster(2, object_store_bytes=128 * MiB, region_bytes=16 * MiB)
+    with pytest.raises(RuntimeError, match="boom"), lc:
+        assert os.path.exists(lc.slice_path) and os.path.isdir(lc.tmpdir)
+        seen = ray.get([where.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(2)])
+        # each node's tasks reach their own node's agent
+        assert [s[0] for s in seen] == lc.node_ids
+        assert [s[1] for s in seen] == [a.socket_path for a in lc.agents]
+        assert os.environ["GISMO_SOCKET"] == lc.agents[0].socket_path  # the driver is on node 0
+        workers = [s[2] for s in seen]
+        assert leftover_processes(lc.marker)  # sanity: the marker does find our processes
+        raise RuntimeError("boom")
+    assert not ray.is_initialized()
+    assert lc.leftovers() == []
+    assert not os.path.exists(lc.slice_path) and not os.path.exists(lc.tmpdir)
+    assert all(a.proc is not None and a.proc.poll() is not None for a in lc.agents)
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    assert {k: os.environ.get(k) for k in saved} == saved
+
+
+def test_cleans_up_after_a_failed_start() -> None:
+    # A region size the agent must reject (not a page multiple): start fails, nothing stays.
+    lc = LocalCluster(2, object_store_bytes=128 * MiB, region_bytes=16 * MiB + 1, agent_start_timeout=15)
+    with pytest.raises(RuntimeError), lc:
+        pass
+    assert lc.leftovers() == []
+    assert not ray.is_initialized()
