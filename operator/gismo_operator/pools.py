@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import weakref
 from collections import defaultdict
 from typing import Any
 
@@ -46,7 +47,18 @@ EVENT_IN_USE = "PoolInUse"
 IN_USE_RETRY_DELAY = 5.0
 IN_USE_RETRY_MAX = 60.0
 
-_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+# asyncio locks belong to one event loop; keep one set per loop (tests run several operators).
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, defaultdict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lock(pool: str) -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    per_loop = _locks.get(loop)
+    if per_loop is None:
+        per_loop = _locks[loop] = defaultdict(asyncio.Lock)
+    return per_loop[pool]
 
 
 def _now() -> dt.datetime:
@@ -69,7 +81,7 @@ async def refresh_pool(name: str) -> GismoPoolStatus | None:
 
     Safe to call from any handler, any number of times: it reads everything it needs.
     """
-    async with _locks[name]:
+    async with _lock(name):
         api = kube.client()
         body = await api.get_or_none(kube.POOLS, name)
         if body is None:

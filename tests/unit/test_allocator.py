@@ -76,7 +76,9 @@ def test_fits_for_growing_in_place() -> None:
 
 def test_problems_names_culprits() -> None:
     found = problems(
-        8, [("ns/a", Extent(0, 4)), ("ns/b", Extent(2, 2)), ("ns/c", Extent(6, 4)), ("ns/d", Extent(5, 1))], align=2
+        8,
+        [("ns/a", Extent(0, 4)), ("ns/b", Extent(2, 2)), ("ns/c", Extent(6, 4)), ("ns/d", Extent(5, 1))],
+        align=2,
     )
     assert any("ns/a" in p and "overlaps ns/b" in p for p in found)
     assert any("ns/c" in p and "runs past the end" in p for p in found)

@@ -26,7 +26,11 @@ def pool_body(**spec: Any) -> dict[str, Any]:
         "apiVersion": "gismo.io/v1alpha1",
         "kind": "GismoPool",
         "metadata": {"name": "pool0"},
-        "spec": {"capacity": "64Gi", "regionSize": "1Gi", "backend": {"type": "shm", "path": "/dev/shm/gismo"}},
+        "spec": {
+            "capacity": "64Gi",
+            "regionSize": "1Gi",
+            "backend": {"type": "shm", "path": "/dev/shm/gismo"},
+        },
     }
     base["spec"].update(spec)
     return base
@@ -72,8 +76,14 @@ def test_defaults_and_wire_names() -> None:
     [
         ({"capacity": "64Gx"}, "spec.capacity: '64Gx' is not a byte quantity"),
         ({"regionSize": "-1Gi"}, "spec.regionSize: "),
-        ({"capacity": "64Gi", "regionSize": "3Gi"}, "spec.capacity: 68719476736 bytes is not a multiple of regionSize"),
-        ({"capacity": "1Gi", "regionSize": "2Gi"}, "spec.regionSize: 2147483648 bytes is larger than capacity"),
+        (
+            {"capacity": "64Gi", "regionSize": "3Gi"},
+            "spec.capacity: 68719476736 bytes is not a multiple of regionSize",
+        ),
+        (
+            {"capacity": "1Gi", "regionSize": "2Gi"},
+            "spec.regionSize: 2147483648 bytes is larger than capacity",
+        ),
         ({"capacity": 0}, "spec.capacity: must be greater than zero"),
         ({"backend": {"type": "nvme", "path": "/dev/x"}}, "spec.backend.type: "),
         ({"backend": {"type": "shm", "path": "relative"}}, "spec.backend.path: "),
@@ -92,19 +102,29 @@ def test_missing_fields_are_named() -> None:
 
 
 def test_label_selector_rules() -> None:
-    ok = LabelSelector.model_validate({"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]})
+    ok = LabelSelector.model_validate(
+        {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}
+    )
     assert ok.match_expressions[0].values == ["a"]
     with pytest.raises(ValidationError, match="must not be empty when operator is In"):
         LabelSelector.model_validate({"matchExpressions": [{"key": "team", "operator": "In"}]})
     with pytest.raises(ValidationError, match="must be empty when operator is Exists"):
-        LabelSelector.model_validate({"matchExpressions": [{"key": "t", "operator": "Exists", "values": ["x"]}]})
+        LabelSelector.model_validate(
+            {"matchExpressions": [{"key": "t", "operator": "Exists", "values": ["x"]}]}
+        )
 
 
 def test_slice_with_regions() -> None:
     body = slice_body(
         regions=[
-            {"index": 0, "state": "Bound", "podUID": "u-1", "podName": "rc-head-x", "node": "n1",
-             "reservedAt": "2026-01-01T00:00:00Z"},
+            {
+                "index": 0,
+                "state": "Bound",
+                "podUID": "u-1",
+                "podName": "rc-head-x",
+                "node": "n1",
+                "reservedAt": "2026-01-01T00:00:00Z",
+            },
             {"index": 3, "state": "Reserved", "podName": "rc-worker-y"},
         ]
     )

@@ -47,7 +47,15 @@ def test_message_says_what_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     ("size", "text"),
-    [(0, "0"), (1, "1"), (1023, "1023"), (1024, "1Ki"), (64 << 30, "64Gi"), (3 << 29, "1536Mi"), (1 << 60, "1Ei")],
+    [
+        (0, "0"),
+        (1, "1"),
+        (1023, "1023"),
+        (1024, "1Ki"),
+        (64 << 30, "64Gi"),
+        (3 << 29, "1536Mi"),
+        (1 << 60, "1Ei"),
+    ],
 )
 def test_format(size: int, text: str) -> None:
     assert format_bytes(size) == text
