@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gismo_operator import kube
+from gismo_operator import kube, startup
 from gismo_operator.regions import RegionLedger
 from gismo_operator.settings import Settings
 from gismo_operator.sliceapi import KubeSliceApi
@@ -31,10 +30,9 @@ _tasks: set[asyncio.Task[None]] = set()
 _warned: dict[tuple[str, str], str] = {}
 
 
-@functools.cache
 def settings() -> Settings:
-    """The operator settings, read from the environment once."""
-    return Settings.from_env()
+    """The operator settings: those the process was started with (:mod:`gismo_operator.startup`)."""
+    return startup.current().settings
 
 
 def ledger() -> RegionLedger:
@@ -53,7 +51,6 @@ def reset() -> None:
     _ledger = None
     _pools.clear()
     _warned.clear()
-    settings.cache_clear()
 
 
 def remember_pool(body: Mapping[str, Any] | None, name: str) -> None:

@@ -1,0 +1,316 @@
+"""Helpers for the RayCluster/injection tests: a kmock API with the resources the operator uses, the
+operator running in-process against it (webhooks over real HTTPS), KubeRay-shaped objects, and
+AdmissionReview v1 requests.
+
+Pods are created the way the API server does it: the AdmissionReview carries the pod as KubeRay
+sends it (generateName, no name, no uid); the test applies the returned JSON patch, then fills in
+name and uid and stores the pod, which is when the operator's watch sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+import dataclasses
+import socket
+import ssl
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonpatch
+import kmock
+import kopf
+import yaml
+
+from gismo_operator import devcert, kube, registry, startup
+from gismo_operator import ray_runtime as rt
+from gismo_operator.settings import Settings
+
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "kuberay" / "samples"
+GI = 1 << 30
+NS = "default"
+
+RESOURCES = {
+    "v1/pods": dict(kind="Pod", namespaced=True, verbs={"list", "watch", "get", "create", "patch", "delete"}),
+    "v1/events": dict(kind="Event", namespaced=True, verbs={"create", "list", "get"}),
+    "v1/namespaces": dict(kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}),
+    "gismo.io/v1alpha1/gismopools": dict(
+        kind="GismoPool",
+        namespaced=False,
+        verbs={"list", "watch", "get", "patch", "create", "delete"},
+        subresources={"status"},
+    ),
+    "gismo.io/v1alpha1/gismoslices": dict(
+        kind="GismoSlice",
+        namespaced=True,
+        verbs={"list", "watch", "get", "patch", "create", "delete"},
+        subresources={"status"},
+    ),
+    "ray.io/v1/rayclusters": dict(
+        kind="RayCluster",
+        namespaced=True,
+        verbs={"list", "watch", "get", "patch", "create", "delete"},
+        subresources={"status"},
+    ),
+}
+
+
+def declare_resources(api: kmock.KubernetesEmulator) -> None:
+    for key, info in RESOURCES.items():
+        api.resources[key] = kmock.ResourceInfo(**info)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Objects
+
+
+def pool_body(
+    name: str = "pool-a", capacity: str = "16Gi", region_size: str = "1Gi", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "gismo.io/v1alpha1",
+        "kind": "GismoPool",
+        # kmock keeps no resourceVersion of its own; kopf's finalizer patch tests for one.
+        "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1"},
+        "spec": {
+            "capacity": capacity,
+            "regionSize": region_size,
+            "backend": {"type": "shm", "path": "/dev/shm/gismo/pool-a"},
+            "nodeSelector": {"gismo.io/attached": "pool-a"},
+            "agent": {"image": "gismo-agent:test"},
+            **spec,
+        },
+    }
+
+
+def raycluster_from_sample(
+    sample: str = "ray-cluster.sample.yaml", *, name: str | None = None, pool: str | None = "pool-a"
+) -> dict[str, Any]:
+    """A RayCluster from KubeRay's sample, in NS, with a uid and (unless None) the opt-in annotation."""
+    docs = [
+        d for d in yaml.safe_load_all((SAMPLES / sample).read_text()) if d and d.get("kind") == "RayCluster"
+    ]
+    body = copy.deepcopy(docs[0])
+    meta = body.setdefault("metadata", {})
+    if name:
+        meta["name"] = name
+    meta["namespace"] = NS
+    meta["uid"] = str(uuid.uuid4())
+    meta["generation"] = 1
+    meta["resourceVersion"] = "1"
+    if pool:
+        meta.setdefault("annotations", {})["gismo.io/pool"] = pool
+    return body
+
+
+def kuberay_pod(
+    raycluster: dict[str, Any], node_type: str = "worker", group_index: int = 0
+) -> dict[str, Any]:
+    """A Ray pod as KubeRay builds it from the RayCluster: generateName, its labels, containers[0] is
+    Ray, the ``shared-mem`` emptyDir at /dev/shm. No name, no uid (the API server adds them later)."""
+    cluster = raycluster["metadata"]["name"]
+    spec = raycluster["spec"]
+    if node_type == "head":
+        template, group = spec["headGroupSpec"]["template"], "headgroup"
+        generate = f"{cluster}-head-"
+    else:
+        wg = spec["workerGroupSpecs"][group_index]
+        template, group = wg["template"], wg["groupName"]
+        generate = f"{cluster}-{group}-worker-"
+    pod_spec = copy.deepcopy(template["spec"])
+    ray = pod_spec["containers"][0]
+    ray.setdefault("volumeMounts", []).append({"name": "shared-mem", "mountPath": "/dev/shm"})
+    ray.setdefault("env", []).extend(
+        [{"name": "RAY_CLUSTER_NAME", "value": cluster}, {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
+    )
+    pod_spec.setdefault("volumes", []).append(
+        {"name": "shared-mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
+    )
+    pod_spec.setdefault("restartPolicy", "Always")
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": generate,
+            "namespace": NS,
+            "labels": {
+                "ray.io/is-ray-node": "yes",
+                "ray.io/cluster": cluster,
+                "ray.io/node-type": node_type,
+                "ray.io/group": group,
+                "ray.io/identifier": f"{cluster}-{node_type}",
+                "app.kubernetes.io/name": "kuberay",
+                "app.kubernetes.io/created-by": "kuberay-operator",
+            },
+            "annotations": {"ray.io/ft-enabled": "false"},
+        },
+        "spec": pod_spec,
+    }
+
+
+def admission_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    """An AdmissionReview v1 for a Pod CREATE, as the API server sends it."""
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": pod["metadata"].get("namespace", NS),
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:ray-system:kuberay-operator", "groups": []},
+            "object": pod,
+            "oldObject": None,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+
+
+def apply_response(pod: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+    """The pod after the API server applied the webhook's JSON patch."""
+    response = review["response"]
+    assert response["allowed"] is True, response
+    if not response.get("patch"):
+        return copy.deepcopy(pod)
+    assert response["patchType"] == "JSONPatch"
+    ops = jsonpatch.JsonPatch.from_string(base64.b64decode(response["patch"]).decode())
+    result: dict[str, Any] = ops.apply(copy.deepcopy(pod))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------
+# The operator, in-process
+
+
+@dataclasses.dataclass
+class RunningOperator:
+    api: kmock.KubernetesEmulator
+    client: kube.Client
+    webhook_url: str
+    ssl: ssl.SSLContext
+    session: aiohttp.ClientSession
+
+    async def admit(self, pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST the AdmissionReview over HTTPS to /mutate-raypod; return the review's answer."""
+        async with self.session.post(
+            f"{self.webhook_url}/mutate-raypod", json=admission_review(pod, dry_run=dry_run), ssl=self.ssl
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            result: dict[str, Any] = await resp.json()
+            return result
+
+    async def create_pod(self, pod: dict[str, Any], node: str | None = None) -> dict[str, Any]:
+        """Admit the pod, then store it as the API server would (name and uid filled in)."""
+        review = await self.admit(pod)
+        admitted = apply_response(pod, review)
+        meta = admitted["metadata"]
+        meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta["uid"] = str(uuid.uuid4())
+        if node:
+            admitted["spec"]["nodeName"] = node
+        created: dict[str, Any] = await self.client.create(kube.PODS, admitted, namespace=meta["namespace"])
+        return created
+
+    async def slice(self, name: str, namespace: str = NS) -> dict[str, Any] | None:
+        return await self.client.get_or_none(kube.SLICES, name, namespace)
+
+    async def events(self, reason: str | None = None) -> list[dict[str, Any]]:
+        await rt.drain_events()
+        items = await self.client.list(kube.EVENTS)
+        return [e for e in items if reason is None or e.get("reason") == reason]
+
+
+async def eventually(check: Any, *, attempts: int = 400, delay: float = 0.01) -> Any:
+    """Poll ``check`` (async, returns a truthy value when done). Bounded by attempts, not by a clock
+    assertion: it fails with the last value when the condition never holds."""
+    last = None
+    for _ in range(attempts):
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(delay)
+    raise AssertionError(f"condition never held; last value: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def running_operator(api: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[RunningOperator]:
+    """Run the whole operator (all handler modules) against ``api`` until the block ends.
+
+    Each call is a fresh "process" as far as the operator's caches go (they are reset first), so
+    two calls in a row over one ``api`` model an operator restart.
+    """
+    rt.reset()
+    folder = Path(tempfile.mkdtemp(prefix="gismo-test-tls-"))
+    ca, cert, key = devcert.generate(["127.0.0.1", "localhost"]).write(folder)
+    port = free_port()
+    server = kopf.WebhookServer(
+        addr="127.0.0.1", port=port, host="127.0.0.1", certfile=cert, pkeyfile=key, cafile=ca
+    )
+    info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
+
+    async def login() -> kopf.ConnectionInfo:
+        return info
+
+    def tune(s: kopf.OperatorSettings) -> None:
+        s.watching.server_timeout = 10
+        s.watching.reconnect_backoff = 0.1
+        s.posting.enabled = False
+
+    kube.set_login_source(login)
+    startup.configure(
+        startup.Runtime(
+            settings=Settings(webhook_port=port, metrics_port=0, health_port=0, **settings),
+            webhook_server=server,
+            tune=tune,
+        )
+    )
+    registry.load_handlers()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(clusterwide=True, standalone=True, ready_flag=ready, stop_flag=stop)
+    )
+    client = kube.Client(info)
+    context = ssl.create_default_context(cafile=str(ca))
+    session = aiohttp.ClientSession()
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+
+        async def listening() -> bool:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                return False
+            writer.close()
+            return True
+
+        await eventually(listening, attempts=1000)
+        yield RunningOperator(api, client, f"https://127.0.0.1:{port}", context, session)
+    finally:
+        # Cancel rather than set the stop flag: on a graceful stop kopf gives every task started
+        # after it (kmock's request handlers among them) 5 s to finish; cancelling ends them at once.
+        task.cancel()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)
+        finally:
+            await session.close()
+            await client.close()
+            await kube.close()
+            kube.set_login_source(None)
+            startup.configure(startup.Runtime(settings=Settings()))
