@@ -256,7 +256,6 @@ def test_default_webhook_settings() -> None:
     for hook in (pod_hook, pool_hook):
         assert hook["failurePolicy"] == "Ignore"
         assert hook["timeoutSeconds"] == 10
-        assert hook["sideEffects"] == "None"
         assert hook["admissionReviewVersions"] == ["v1"]
         assert hook["matchPolicy"] == "Equivalent"
 
@@ -271,6 +270,9 @@ def test_default_webhook_settings() -> None:
         }
     ]
     assert pod_hook["reinvocationPolicy"] == "Never"
+    # The pod webhook writes the assignment (not on dry-run); the pool webhook only answers.
+    assert pod_hook["sideEffects"] == "NoneOnDryRun"
+    assert pool_hook["sideEffects"] == "None"
 
     crd = _pool_crd()
     served = [v["name"] for v in crd["spec"]["versions"] if v["served"]]
@@ -292,7 +294,7 @@ def test_webhook_settings_follow_values() -> None:
     (pool_hook,) = find(docs, "ValidatingWebhookConfiguration")["webhooks"]
     assert (pod_hook["failurePolicy"], pool_hook["failurePolicy"]) == ("Fail", "Fail")
     assert (pod_hook["timeoutSeconds"], pool_hook["timeoutSeconds"]) == (30, 30)
-    assert pod_hook["sideEffects"] == "NoneOnDryRun"
+    assert pod_hook["sideEffects"] == "None"
     assert pool_hook["sideEffects"] == "None"
     assert pod_hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system"]
 
