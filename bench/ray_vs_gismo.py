@@ -33,7 +33,7 @@ import numpy as np
 import gismo.ray as gray
 import ray
 from gismo.shuffle import shuffle
-from gismo.testing import LocalCluster
+from gismo.testing import LocalCluster, leftover_processes
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -110,42 +110,68 @@ def split_runs(xs: list[float]) -> dict[str, Any]:
     return {"cold": xs[0] if xs else None, "warm_median": median(xs[1:]), "warm": xs[1:]}
 
 
-class MemorySampler:
-    """Samples bytes held in Ray's stores (whole cluster) and in Gismo's slice, keeping the peaks.
+def plasma_allocated(marker: str) -> int:
+    """Bytes of tmpfs pages allocated to the object stores of the cluster with this marker.
 
-    Cost: one raylet gRPC (FormatGlobalMemoryInfo) plus one agent stats call per node per tick.
-    A 50 ms tick can miss a short Ray peak, so Ray's figure is a lower bound.
+    Each raylet keeps its plasma file (/dev/shm/plasma*, unlinked) open; its st_blocks is what the
+    store has touched: objects, pulled copies and transit buffers. Plasma does not give pages
+    back, so this is a high-water mark: meaningful as "memory this workload needed" on a fresh
+    cluster. Cost: a few /proc reads per raylet.
+    """
+    total = 0
+    for pid in leftover_processes(marker):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "raylet":
+                continue
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                path = f"/proc/{pid}/fd/{fd}"
+                if "/plasma" in os.readlink(path):
+                    total += os.stat(path).st_blocks * 512
+        except OSError:
+            continue
+    return total
+
+
+class MemorySampler:
+    """Samples, every `period`, the bytes held by Ray's object stores and by Gismo; keeps peaks.
+
+    - ray_primary: cluster `object_store_memory` total minus available (primary copies only; the
+      raylets report it periodically, so short peaks can be missed).
+    - ray_plasma: tmpfs pages allocated to the raylets' plasma files (see `plasma_allocated`),
+      which also counts pulled copies; a high-water mark.
+    - gismo: the agents' `bytes_used` (objects and reservations in the regions; freed on delete).
+    Cost: one GCS call, a few /proc reads per raylet and one agent call per node per tick.
     """
 
-    def __init__(self, lc: LocalCluster | None, period: float = 0.05) -> None:
+    def __init__(self, lc: LocalCluster, with_gismo: bool, period: float = 0.05) -> None:
         self.lc = lc
         self.period = period
-        self.peak_ray = 0
+        self.peak_ray_primary = 0
+        self.peak_ray_plasma = 0
         self.peak_gismo = 0
-        self.peak_total = 0
-        self.spilled = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._stub, self._req = _raylet_stub()
-        self._clients = _agent_clients(lc)
+        self._clients = _agent_clients(lc) if with_gismo else []
+        self._ray_total = float(_ray_resources(available=False).get("object_store_memory", 0))
+        self.base_ray_primary, self.base_ray_plasma, self.base_gismo = self.sample()
 
     def sample(self) -> tuple[int, int, int]:
-        reply = self._stub.FormatGlobalMemoryInfo(self._req, timeout=10)
-        st = reply.store_stats
-        ray_bytes = int(st.object_store_bytes_used) + int(st.object_store_bytes_fallback)
+        avail = float(_ray_resources(available=True).get("object_store_memory", self._ray_total))
         gismo_bytes = sum(_gismo_used(c.stats()) for c in self._clients)
-        return ray_bytes, gismo_bytes, int(st.spilled_bytes_total)
+        return int(self._ray_total - avail), plasma_allocated(self.lc.marker), gismo_bytes
+
+    def _tick(self) -> None:
+        try:
+            r, p, g = self.sample()
+        except Exception:
+            return
+        self.peak_ray_primary = max(self.peak_ray_primary, r)
+        self.peak_ray_plasma = max(self.peak_ray_plasma, p)
+        self.peak_gismo = max(self.peak_gismo, g)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                r, g, spilled = self.sample()
-            except Exception:
-                r, g, spilled = 0, 0, 0
-            self.peak_ray = max(self.peak_ray, r)
-            self.peak_gismo = max(self.peak_gismo, g)
-            self.peak_total = max(self.peak_total, r + g)
-            self.spilled = max(self.spilled, spilled)
+            self._tick()
             self._stop.wait(self.period)
 
     def __enter__(self) -> MemorySampler:
@@ -155,22 +181,18 @@ class MemorySampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+        self._tick()
         for c in self._clients:
             c.close()
 
 
-def _raylet_stub() -> tuple[Any, Any]:
-    from ray._private.grpc_utils import init_grpc_channel
-    from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
-
-    node = next(n for n in ray.nodes() if n["Alive"])
-    channel = init_grpc_channel(f"{node['NodeManagerAddress']}:{node['NodeManagerPort']}")
-    stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
-    return stub, node_manager_pb2.FormatGlobalMemoryInfoRequest(include_memory_info=False)
+def _ray_resources(available: bool) -> dict[str, float]:
+    fn: Any = ray.available_resources if available else ray.cluster_resources
+    return dict(fn())
 
 
-def _agent_clients(lc: LocalCluster | None) -> list[Any]:
-    if lc is None or not lc.with_agents:
+def _agent_clients(lc: LocalCluster) -> list[Any]:
+    if not lc.with_agents:
         return []
     import gismo
 
@@ -232,18 +254,18 @@ def _check(got: int, want: int, what: str) -> None:
 # ---------------------------------------------------------------------------- (b)+(c) shuffle
 
 
-def run_shuffle(
-    total: int, backend: str, nodes: int, maps: int, reducers: int, lc: LocalCluster | None
-) -> dict[str, Any]:
+def run_shuffle(total: int, backend: str, nodes: int, lc: LocalCluster) -> dict[str, Any]:
+    """One 16x16 shuffle of `total` bytes; maps on node i % nodes, reducers on node (j + 1) % nodes."""
+    maps = reducers = 16
     per_map = total // maps
     specs = [(i, per_map, reducers) for i in range(maps)]
     placement: dict[str, Callable[[int], Any]] = {}
-    if lc is not None and nodes > 1:
+    if nodes > 1:
         placement = {
             "map_strategy": lambda i: lc.on_node(i % nodes),
-            "reduce_strategy": lambda j: lc.on_node(j % nodes),
+            "reduce_strategy": lambda j: lc.on_node((j + 1) % nodes),
         }
-    with MemorySampler(lc if backend == "gismo" else None) as mem:
+    with MemorySampler(lc, with_gismo=backend == "gismo") as mem:
         t0 = time.perf_counter()
         r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
         dt = time.perf_counter() - t0
@@ -253,41 +275,54 @@ def run_shuffle(
         raise AssertionError(f"shuffle {backend} {total}: wrong result")
     return {
         "seconds": dt,
-        "peak_ray_store_bytes": mem.peak_ray,
-        "peak_gismo_bytes": mem.peak_gismo,
-        "peak_total_bytes": mem.peak_total,
-        "spilled_bytes": mem.spilled,
+        "gismo_held_bytes": mem.peak_gismo - mem.base_gismo,
+        "ray_primary_held_bytes": mem.peak_ray_primary - mem.base_ray_primary,
+        "ray_plasma_allocated_bytes": mem.peak_ray_plasma,
+        "ray_plasma_allocated_before": mem.base_ray_plasma,
         "fallbacks": r.fallbacks,
         "freed": r.freed,
     }
 
 
 def bench_shuffle(
-    lc: LocalCluster | None, sizes: list[int], runs: int, backends: list[str], nodes: int, label: str
+    lc: LocalCluster, sizes: list[int], runs: int, backends: list[str], nodes: int, label: str
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for total in sizes:
         raw: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
         for _ in range(runs):
             for b in backends:
-                raw[b].append(run_shuffle(total, b, nodes, 16, 16, lc))
-                print(
-                    f"  shuffle {label} {b} {total / GiB:.2f} GiB: {raw[b][-1]['seconds']:.2f} s", flush=True
-                )
+                raw[b].append(run_shuffle(total, b, nodes, lc))
+                took = raw[b][-1]["seconds"]
+                print(f"  shuffle {label} {b} {total / GiB:.2f} GiB: {took:.2f} s", flush=True)
         for b, rs in raw.items():
             out[f"{b}_{label}_{total}"] = {
                 "backend": b,
                 "nodes": nodes,
                 "bytes": total,
                 "seconds": split_runs([x["seconds"] for x in rs]),
-                "peak_ray_store_bytes": max(x["peak_ray_store_bytes"] for x in rs),
-                "peak_gismo_bytes": max(x["peak_gismo_bytes"] for x in rs),
-                "peak_total_bytes": max(x["peak_total_bytes"] for x in rs),
-                "spilled_bytes": max(x["spilled_bytes"] for x in rs),
+                "gismo_held_bytes": max(x["gismo_held_bytes"] for x in rs),
+                "ray_primary_held_bytes": max(x["ray_primary_held_bytes"] for x in rs),
                 "fallbacks": sum(x["fallbacks"] for x in rs),
                 "runs": rs,
             }
     return out
+
+
+def bench_ray_memory(total: int, store: int) -> dict[str, Any]:
+    """(c) Ray side: one shuffle on a fresh 4-node Ray cluster; plasma pages it needed."""
+    with LocalCluster(4, cpus_per_node=1, object_store_bytes=store, agents=False) as lc:
+        ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
+        r = run_shuffle(total, "ray", 4, lc)
+    held = r["ray_plasma_allocated_bytes"] - r["ray_plasma_allocated_before"]
+    print(f"  fresh-cluster Ray shuffle {total / GiB:.2f} GiB: {r['seconds']:.2f} s, stores needed "
+          f"{held / GiB:.2f} GiB", flush=True)  # fmt: skip
+    return {
+        "bytes": total,
+        "ray_store_bytes": held,
+        "ray_primary_held_bytes": r["ray_primary_held_bytes"],
+        **r,
+    }
 
 
 # ---------------------------------------------------------------------------- report
@@ -297,15 +332,15 @@ def ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
 
 
-def summarize(rg: dict[str, Any], sh: dict[str, Any], big: int) -> dict[str, Any]:
+def summarize(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], big: int) -> dict[str, Any]:
     rr = rg["ray_remote"]["get_read"]["warm_median"]
     gr = rg["gismo_remote"]["get_read"]["warm_median"]
     rl = rg["ray_local"]["get_read"]["warm_median"]
     ray4 = sh[f"ray_4node_{big}"]["seconds"]["warm_median"]
     gis4 = sh[f"gismo_4node_{big}"]["seconds"]["warm_median"]
     ray1 = sh[f"ray_1node_{big}"]["seconds"]["warm_median"]
-    gmem = sh[f"gismo_4node_{big}"]["peak_total_bytes"]
-    rmem = sh[f"ray_4node_{big}"]["peak_ray_store_bytes"]
+    gmem = mem["gismo_bytes"]
+    rmem = mem["ray_store_bytes"]
     s: dict[str, Any] = {
         "remote_get_read_speedup": {
             "value": ratio(rr, gr), "target": ">= 15",
@@ -325,11 +360,11 @@ def summarize(rg: dict[str, Any], sh: dict[str, Any], big: int) -> dict[str, Any
         },
         "shuffle_memory_ratio": {
             "value": ratio(gmem, big), "target": "<= 1.1",
-            "gismo_peak_bytes": gmem, "ray_peak_store_bytes": rmem,
+            "gismo_held_bytes": gmem, "ray_store_bytes": rmem,
             "ray_memory_ratio": ratio(rmem, big), "bytes": big,
         },
     }  # fmt: skip
-    checks = {
+    checks: dict[str, Callable[[float], bool]] = {
         "remote_get_read_speedup": lambda v: v >= 15,
         "remote_vs_ray_local": lambda v: v <= 1.25,
         "shuffle_4gib_speedup": lambda v: v >= 2.8,
@@ -345,29 +380,29 @@ def fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x:8.3f}"
 
 
-def print_table(rg: dict[str, Any], sh: dict[str, Any], summary: dict[str, Any]) -> None:
-    print(f"\n(a) {rg['bytes'] / GiB:.2f} GiB array made on node A          cold (s)   warm median (s)")
-    for key, name in (
-        ("ray_remote", "Ray remote (B)"),
-        ("gismo_remote", "Gismo remote (B)"),
-        ("ray_local", "Ray local (A)"),
-    ):
+def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], summary: dict[str, Any]) -> None:
+    print(f"\n(a) {rg['bytes'] / GiB:.2f} GiB array made on node A           cold (s)   warm median (s)")
+    names = {"ray_remote": "Ray remote (B)", "gismo_remote": "Gismo remote (B)", "ray_local": "Ray local (A)"}
+    for key, name in names.items():
         for m in ("get", "get_read"):
             d = rg[key][m]
-            print(f"    {name:18s} {m:9s}                {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
-    print("\n(b) shuffle 16x16 end to end                   cold (s)   warm median (s)   peak held (GiB)")
+            print(f"    {name:18s} {m:9s}                 {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
+    print("\n(b) shuffle 16 map x 16 reduce, end to end     cold (s)   warm median (s)")
     for d in sh.values():
-        held = d["peak_total_bytes"] if d["backend"] == "gismo" else d["peak_ray_store_bytes"]
         name = f"{d['backend']} {d['nodes']} node(s) {d['bytes'] / GiB:.2f} GiB"
         sec = d["seconds"]
-        print(f"    {name:40s}   {fmt_s(sec['cold'])}   {fmt_s(sec['warm_median'])}        {held / GiB:6.2f}")
+        print(f"    {name:40s}   {fmt_s(sec['cold'])}   {fmt_s(sec['warm_median'])}")
+    big = mem["bytes"]
+    print(f"\n(c) memory held for a {big / GiB:.2f} GiB shuffle on 4 nodes")
+    print(f"    Ray object stores (fresh cluster, plasma pages)  {mem['ray_store_bytes'] / GiB:6.2f} GiB")
+    print(f"    Gismo slice (peak bytes_used, all regions)       {mem['gismo_bytes'] / GiB:6.2f} GiB")
     print("\nratios (warm medians)")
     for k, v in summary.items():
         mark = "met" if v["met"] else "MISSED"
         print(f"    {k:26s} {v['value']:8.2f}   target {v['target']:7s} {mark}")
 
 
-def chart(rg: dict[str, Any], sh: dict[str, Any], path: Path) -> None:
+def chart(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -401,15 +436,11 @@ def chart(rg: dict[str, Any], sh: dict[str, Any], path: Path) -> None:
     ax.set_title("(b) shuffle 16 map x 16 reduce")
     ax.legend()
     ax = axes[2]
-    big = sizes[-1]
-    vals = [
-        sh[f"ray_4node_{big}"]["peak_ray_store_bytes"] / GiB,
-        sh[f"gismo_4node_{big}"]["peak_total_bytes"] / GiB,
-        big / GiB,
-    ]
+    big = mem["bytes"]
+    vals = [mem["ray_store_bytes"] / GiB, mem["gismo_bytes"] / GiB, big / GiB]
     ax.bar(["Ray stores", "Gismo slice", "data"], vals, color=["C0", "C1", "gray"])
     ax.set_ylabel("GiB held at peak")
-    ax.set_title(f"(c) memory for a {big / GiB:.2g} GiB shuffle")
+    ax.set_title(f"(c) memory for a {big / GiB:.2g} GiB shuffle on 4 nodes")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -420,7 +451,7 @@ def chart(rg: dict[str, Any], sh: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="small sizes (seconds, not minutes)")
+    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--repeats", type=int, default=3, help="warm repeats per measurement (>= 3)")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
     args = ap.parse_args(argv)
@@ -431,41 +462,45 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or HERE / "results" / "quick"
     else:
         array, sizes = 1 * GiB, [2 * GiB, 4 * GiB]
-        store4, store1, region = 3 * GiB, 6 * GiB, 2 * GiB
+        store4, store1, region = 3 * GiB, 6 * GiB, 3 * GiB // 2
         out = args.out or HERE / "results"
+    big = sizes[-1]
     out.mkdir(parents=True, exist_ok=True)
-    env = {"RAY_verbose_spill_logs": "0"}
     meta = {
         "ray": ray.__version__, "nodes": 4, "cpus_per_node": 1, "object_store_per_node": store4,
-        "region_per_node": region, "one_node_object_store": store1, "cpus": os.cpu_count(),
-        "repeats_warm": runs - 1, "quick": args.quick, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "region_per_node": region, "one_node_object_store": store1, "one_node_cpus": 4,
+        "machine_cpus": os.cpu_count(), "repeats_warm": runs - 1, "quick": args.quick,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "read": "touch one byte of every 4 KiB page", "placement": "map i on node i%4, reduce j on (j+1)%4",
     }  # fmt: skip
     print(
         f"Ray {ray.__version__} vs Gismo: 4 local Ray nodes x 1 CPU, store {store4 / GiB:.2g} GiB/node, "
         f"Gismo region {region / GiB:.2g} GiB/node; {runs - 1} warm repeats + 1 cold",
         flush=True,
     )
-    with LocalCluster(4, cpus_per_node=1, object_store_bytes=store4, region_bytes=region, ray_env=env) as lc:
+    with LocalCluster(4, cpus_per_node=1, object_store_bytes=store4, region_bytes=region) as lc:
         ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
         print("(a) remote get ...", flush=True)
         rg = bench_remote_get(lc, array, runs)
-        print("(b) shuffle on 4 nodes ...", flush=True)
+        print("(b) shuffle on 4 nodes, Ray and Gismo interleaved ...", flush=True)
         sh = bench_shuffle(lc, sizes, runs, ["ray", "gismo"], 4, "4node")
     print("(b) shuffle, Ray on 1 node with 4 CPUs ...", flush=True)
-    with LocalCluster(1, cpus_per_node=4, object_store_bytes=store1, agents=False, ray_env=env) as lc1:
+    with LocalCluster(1, cpus_per_node=4, object_store_bytes=store1, agents=False) as lc1:
+        ray.get(ping.remote())
         sh.update(bench_shuffle(lc1, sizes, runs, ["ray"], 1, "1node"))
-    summary = summarize(rg, sh, sizes[-1])
-    print_table(rg, sh, summary)
+    print("(c) memory: Ray's stores on a fresh 4-node cluster ...", flush=True)
+    mem = bench_ray_memory(big, store4)
+    g = sh[f"gismo_4node_{big}"]
+    mem["gismo_bytes"] = g["gismo_held_bytes"] + g["ray_primary_held_bytes"]
+    mem["gismo_slice_bytes"] = g["gismo_held_bytes"]
+    mem["gismo_ray_store_bytes"] = g["ray_primary_held_bytes"]
+    summary = summarize(rg, sh, mem, big)
+    print_table(rg, sh, mem, summary)
     (out / "remote_get.json").write_text(json.dumps({"meta": meta, **rg}, indent=2))
     (out / "shuffle.json").write_text(json.dumps({"meta": meta, **sh}, indent=2))
-    mem = {
-        k: {f: v[f] for f in ("backend", "nodes", "bytes", "peak_ray_store_bytes", "peak_gismo_bytes",
-                              "peak_total_bytes", "spilled_bytes")}
-        for k, v in sh.items()
-    }  # fmt: skip
     (out / "memory.json").write_text(json.dumps({"meta": meta, **mem}, indent=2))
     (out / "summary.json").write_text(json.dumps({"meta": meta, **summary}, indent=2))
-    chart(rg, sh, out / "ray_vs_gismo.png")
+    chart(rg, sh, mem, out / "ray_vs_gismo.png")
     print(f"\nwrote {out}/{{remote_get,shuffle,memory,summary}}.json and ray_vs_gismo.png")
     return 0
 
