@@ -210,7 +210,7 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
                 count = wanted.size // current.spec.region_size
                 if any(r.index >= count for r in current.spec.regions):
                     return None  # regions past the new end are in use: shrink later (next resync)
-            return {"spec": {"size": wanted.size}}
+            return {"size": wanted.size}
 
         result: GismoSlice = await rt.ledger().write_spec(namespace, name, patch)
     return result
@@ -319,6 +319,14 @@ async def release_slice(namespace: str, name: str, uid: str | None, *, why: str)
 
 # ------------------------------------------------------------------------------------------------
 # kopf handlers
+
+
+@kopf.on.startup()
+async def fresh_caches(**_: Any) -> None:
+    """Start from empty caches: a (re)started operator rebuilds everything from the API."""
+    rt.reset()
+    _pool_locks.clear()
+    _settled.clear()
 
 
 @kopf.on.event("ray.io", "v1", "rayclusters")

@@ -308,7 +308,7 @@ class RegionLedger:
     async def write_spec(
         self, namespace: str, name: str, fn: Callable[[GismoSlice], dict[str, Any] | None]
     ) -> Any:
-        """Write other spec fields (a resize) under the same lock; ``fn`` returns a merge patch or None."""
+        """Write other spec fields (a resize) under the same lock; ``fn`` returns spec fields or None."""
         key = (namespace, name)
         queue = self._queues.setdefault(key, _SliceQueue())
         async with queue.lock:

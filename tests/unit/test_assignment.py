@@ -423,3 +423,20 @@ async def test_cancel_returns_an_unused_reservation() -> None:
     assert r is not None
     await ledger.cancel(NS, NAME, r)
     assert api.regions() == []
+
+
+async def test_write_spec_resizes_under_the_ledger_lock_and_retries_on_conflict() -> None:
+    api = FakeApi()
+    api.add_slice(2)
+    ledger = RegionLedger(api, clock=Clock())
+    assert await ledger.reserve(NS, NAME) is not None
+    other = RegionLedger(api, clock=Clock())
+    assert await other.reserve(NS, NAME) is not None  # our cache is now stale
+    resized = await ledger.write_spec(NS, NAME, lambda s: {"size": 4 * REGION})
+    assert resized.spec.size == 4 * REGION and resized.spec.region_count == 4
+    assert [r.index for r in resized.spec.regions] == [0, 1]  # the other writer's entry survived
+    assert api.conflicts == 1
+    third = await ledger.reserve(NS, NAME)
+    assert third is not None and third.index == 2
+    unchanged = await ledger.write_spec(NS, NAME, lambda s: None)
+    assert unchanged.spec.size == 4 * REGION
