@@ -11,18 +11,22 @@ in the Ray container, which Ray workers inherit; the local harness (`gismo.testi
 starts each raylet with its node's variables, so it works the same way.
 
 Fallback: with no agent in reach (no `GISMO_SOCKET`, agent down, pod started without Gismo), or
-when the store is full, `put` uses `ray.put` and the `ObjRef` carries the Ray ref and the reason;
-`get` of such a ref is `ray.get`. Each fallback is counted in `stats()` (per process) and is
-visible on the ref (`ref.fallback`). A Gismo ref read on a node that has no agent is fetched by
-a small task on the owner node and shipped through Ray (counted as `remote_fetch`).
+when the store is full, `put` uses `ray.put` and the `ObjRef` carries the Ray ref and the reason
+(as with any `ray.put` in a task, such an object is owned by the worker that put it and lives
+while that worker does: Ray's own rule). `get` of such a ref is `ray.get`. Each fallback is
+counted in `stats()` of the process (`fallback_puts`, `fallback_puts_<reason>`), visible on the
+ref (`ref.fallback`), and a store-full one also in the agent's own `store_full`/`fallbacks`.
+A Gismo ref read where there is no agent is read by a zero-CPU task on the owner node and shipped
+through Ray (counted as `remote_fetches`).
 
 Freeing: Gismo objects live until deleted. Only the owner node's agent may delete (one writer
 per region), so `free(refs)` deletes locally what this node owns and runs a zero-CPU task on each
 other owner node for the rest. `Group` collects refs and frees them together (context manager);
-the shuffle helper uses it so a shuffle leaves nothing behind.
+`gismo.shuffle.shuffle` frees every map block when it ends, so a shuffle leaves nothing behind.
 
 Cost: `put` = one copy of the object's buffers into shared memory plus one agent round-trip;
-`get` = one agent/validation round-trip and page faults on first touch, no copy of the data.
+`get` = no agent message (validation and a pin in shared memory), page faults on first touch,
+no copy of the data.
 """
 
 from __future__ import annotations
@@ -63,7 +67,8 @@ class ObjRef:
         ray_ref: the `ray.ObjectRef` when the object fell back to Ray's store, else None.
         node_id: the Ray node whose agent owns the object (deletes are routed there).
         nbytes: payload size in bytes when known (numpy/bytes-like), else 0.
-        fallback: why the object is in Ray's store ("no-agent", "store-full", "agent-error"), or None.
+        fallback: why the object is in Ray's store, or None: "no-agent" (no GISMO_SOCKET here),
+            "agent-unavailable" (configured but not reachable), "store-full", "agent-error".
     """
 
     gismo_ref: Any | None
@@ -196,7 +201,7 @@ def put(obj: Any) -> ObjRef:
     st = _st()
     node = _node_id()
     client = _client()
-    reason = "no-agent"
+    reason = "no-agent" if _socket_path() is None else "agent-unavailable"
     if client is not None:
         store_full, agent_unavailable, gismo_error = _errors()
         try:

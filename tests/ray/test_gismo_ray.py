@@ -217,6 +217,11 @@ def test_gismo_ref_read_where_no_agent_is_shipped_by_ray(
         assert digest(gray.get(ref)) == want
         assert gray.stats()["remote_fetches"] == 1
         assert gray.put(b"abc").fallback == "no-agent"
+        # configured but unreachable (a crashed sidecar): still Ray, with its own reason
+        monkeypatch.setenv("GISMO_SOCKET", cluster3.tmpdir + "/nobody.sock")
+        down = gray.put(np.arange(10))
+        assert down.fallback == "agent-unavailable" and int(gray.get(down).sum()) == 45
+        assert gray.stats()["connect_failures"] == 1
     finally:
         monkeypatch.undo()
         gray.reset()
