@@ -56,12 +56,12 @@ def helm_path() -> Path:
     return HELM
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
+def helm(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run helm with ``args``; the caller checks returncode/stdout/stderr."""
     env = {
         **os.environ,
-        # Keep helm away from any real cluster and user config.
-        "KUBECONFIG": os.devnull,
+        # Keep helm away from any real cluster (only the tests' fake API) and from user config.
+        "KUBECONFIG": str(kubeconfig) if kubeconfig else os.devnull,
         "HELM_CACHE_HOME": str(REPO / ".tools" / "helm" / "cache"),
         "HELM_CONFIG_HOME": str(REPO / ".tools" / "helm" / "config"),
         "HELM_DATA_HOME": str(REPO / ".tools" / "helm" / "data"),
