@@ -28,6 +28,7 @@ import asyncio
 import builtins
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import socket
 import ssl
@@ -101,8 +102,11 @@ def register_crd(
     return out
 
 
+@functools.cache
 def _load_yaml(path: Path) -> Body:
-    data = yaml.safe_load(path.read_text())
+    """Parsed once per test session (KubeRay's CRD is large): C loader when available."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(path.read_text(), Loader=loader)  # a safe loader (C or pure Python)
     assert isinstance(data, dict), path
     return data
 

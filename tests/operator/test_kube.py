@@ -1,0 +1,132 @@
+"""The operator's API module against kmock: paths, verbs, bodies, and error mapping.
+
+kmock does not enforce resourceVersion preconditions, so these tests check that the precondition is
+*sent* (the API server enforces it); the retry loop is tested with a stand-in that raises Conflict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from operator_harness import Cluster
+
+from gismo_operator import kube
+
+POOL = {"metadata": {"name": "pool0"}, "spec": {"capacity": "1Gi", "regionSize": "1Gi"}}
+
+
+def last_request(cluster: Cluster, method: str) -> Any:
+    return [r for r in list(cluster.kmock) if r.method == method][-1]
+
+
+def test_paths() -> None:
+    assert kube.POOLS.path() == "/apis/gismo.io/v1alpha1/gismopools"
+    assert kube.POOLS.path(name="p", subresource="status") == "/apis/gismo.io/v1alpha1/gismopools/p/status"
+    assert kube.SLICES.path() == "/apis/gismo.io/v1alpha1/gismoslices"
+    assert kube.SLICES.path("ray", "rc") == "/apis/gismo.io/v1alpha1/namespaces/ray/gismoslices/rc"
+    assert kube.PODS.path("ray") == "/api/v1/namespaces/ray/pods"
+    assert kube.RAYCLUSTERS.api_version == "ray.io/v1" and kube.PODS.api_version == "v1"
+    with pytest.raises(ValueError, match="cluster-scoped"):
+        kube.POOLS.path("ray")
+    with pytest.raises(ValueError, match="subresource needs an object name"):
+        kube.PODS.path("ray", subresource="status")
+
+
+async def test_crud(cluster: Cluster) -> None:
+    api = cluster.api
+    created = await api.create(kube.POOLS, POOL)
+    assert created["apiVersion"] == "gismo.io/v1alpha1" and created["kind"] == "GismoPool"
+    assert (await api.get(kube.POOLS, "pool0"))["spec"]["capacity"] == "1Gi"
+    assert await api.get_or_none(kube.POOLS, "nope") is None
+    with pytest.raises(kube.NotFound):
+        await api.get(kube.POOLS, "nope")
+    with pytest.raises(kube.Conflict):
+        await api.create(kube.POOLS, POOL)
+
+    await api.create(kube.SLICES, {"metadata": {"name": "a", "namespace": "ray"}, "spec": {"pool": "pool0"}})
+    await api.create(kube.SLICES, {"metadata": {"name": "b"}, "spec": {"pool": "pool0"}}, namespace="other")
+    assert sorted(s["metadata"]["name"] for s in await api.list(kube.SLICES)) == ["a", "b"]
+    assert [s["metadata"]["name"] for s in await api.list(kube.SLICES, "other")] == ["b"]
+    with pytest.raises(ValueError, match="needs a namespace"):
+        await api.create(kube.SLICES, {"metadata": {"name": "c"}})
+
+    assert await api.delete(kube.SLICES, "a", "ray") is not None
+    assert await api.delete(kube.SLICES, "a", "ray") is None  # already gone, missing_ok
+    with pytest.raises(kube.NotFound):
+        await api.delete(kube.SLICES, "a", "ray", missing_ok=False)
+
+
+async def test_patch_is_a_merge_patch_with_optional_precondition(cluster: Cluster) -> None:
+    api = cluster.api
+    await cluster.create(kube.POOLS, POOL)
+    patched = await api.patch(kube.POOLS, "pool0", {"spec": {"capacity": "2Gi"}}, resource_version="1000")
+    assert patched["spec"] == {"capacity": "2Gi", "regionSize": "1Gi"}
+    request = last_request(cluster, "PATCH")
+    assert request.headers["Content-Type"] == "application/merge-patch+json"
+    assert request.data == {"spec": {"capacity": "2Gi"}, "metadata": {"resourceVersion": "1000"}}
+
+    await api.patch_status(kube.POOLS, "pool0", {"ready": "True"})
+    request = last_request(cluster, "PATCH")
+    assert request.url.path == "/apis/gismo.io/v1alpha1/gismopools/pool0/status"
+    assert request.data == {"status": {"ready": "True"}}
+    assert (await api.get(kube.POOLS, "pool0"))["status"] == {"ready": "True"}
+
+
+async def test_delete_preconditions_are_sent(cluster: Cluster) -> None:
+    await cluster.create(kube.POOLS, POOL)
+    await cluster.api.delete(kube.POOLS, "pool0", uid="u-1", resource_version="7")
+    request = last_request(cluster, "DELETE")
+    assert request.data["preconditions"] == {"uid": "u-1", "resourceVersion": "7"}
+
+
+async def test_events(cluster: Cluster) -> None:
+    pool = await cluster.create(kube.POOLS, POOL)
+    await cluster.api.post_event(pool, "Warning", "PoolInUse", "first")
+    await cluster.api.post_event(pool, "Normal", "Other", "second")
+    events = await cluster.events("pool0")
+    assert sorted(e["message"] for e in events) == ["first", "second"]
+    warning = next(e for e in events if e["reason"] == "PoolInUse")
+    assert warning["type"] == "Warning"
+    assert warning["metadata"]["namespace"] == "default"  # cluster-scoped object: context namespace
+    assert warning["involvedObject"] == {
+        "apiVersion": "gismo.io/v1alpha1",
+        "kind": "GismoPool",
+        "name": "pool0",
+        "uid": pool["metadata"]["uid"],
+        "resourceVersion": pool["metadata"]["resourceVersion"],
+    }
+    assert warning["source"] == {"component": "gismo-operator"}
+
+
+async def test_event_failures_do_not_raise(cluster: Cluster) -> None:
+    broken = kube.Client(kube.kopf.ConnectionInfo(server=cluster.api.server + "/nowhere"))
+    try:
+        await broken.post_event({"metadata": {"name": "x"}}, "Normal", "R", "m")
+    finally:
+        await broken.close()
+
+
+async def test_retry_on_conflict() -> None:
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise kube.Conflict(409, "Conflict", "the object has been modified", "PATCH", "/x")
+        return "done"
+
+    assert await kube.retry_on_conflict(flaky, backoff=0) == "done"
+    assert len(calls) == 3
+
+    async def always() -> str:
+        raise kube.Conflict(409, "Conflict", "again", "PATCH", "/x")
+
+    with pytest.raises(kube.Conflict):
+        await kube.retry_on_conflict(always, retries=3, backoff=0)
+
+
+async def test_shared_client_needs_login() -> None:
+    kube.use_client(None)
+    with pytest.raises(RuntimeError, match="has not logged in yet"):
+        kube.client()
