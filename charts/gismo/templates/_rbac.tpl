@@ -5,49 +5,44 @@ calls recorded in the operator tests. The admission webhook configurations are m
 chart, so the operator gets no access to admissionregistration.k8s.io.
 */}}
 {{- define "gismo.clusterRoleRules" -}}
-# GismoPools: reconciled (kopf finalizer and annotations via patch) and validated.
+# GismoPools: watched by kopf, read by the webhooks and reconcilers, patched for kopf's finalizer
+# and bookkeeping annotations (kopf never uses PUT).
 - apiGroups: ["gismo.io"]
   resources: ["gismopools"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# GismoPool status: conditions, capacity, allocated, free, counts.
+  verbs: ["get", "list", "watch", "patch"]
+# GismoPool status: conditions, capacity, allocated, free, counts (merge patch of the subresource).
 - apiGroups: ["gismo.io"]
   resources: ["gismopools/status"]
-  verbs: ["get", "patch", "update"]
-# GismoSlices: one per opted-in RayCluster; region assignments written with resourceVersion preconditions.
+  verbs: ["patch"]
+# GismoSlices: one per opted-in RayCluster; region assignments patched with resourceVersion
+# preconditions; deleted with a uid precondition when the RayCluster goes.
 - apiGroups: ["gismo.io"]
   resources: ["gismoslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# GismoSlice status: region counts for `kubectl get gismoslices`.
-- apiGroups: ["gismo.io"]
-  resources: ["gismoslices/status"]
-  verbs: ["patch"]
-# RayClusters (KubeRay's): read, and patched for metadata only (kopf finalizer, annotations); never status.
+# RayClusters (KubeRay's): read only. The operator never writes them, their status least of all;
+# GismoSlices name them as owner without blockOwnerDeletion, so no rayclusters/finalizers.
 - apiGroups: ["ray.io"]
   resources: ["rayclusters"]
-  verbs: ["get", "list", "watch", "patch"]
-# GismoSlices are owned by their RayCluster with blockOwnerDeletion (kopf's default); the
-# OwnerReferencesPermissionEnforcement admission plugin requires this to set such a reference.
-- apiGroups: ["ray.io"]
-  resources: ["rayclusters/finalizers"]
-  verbs: ["update"]
-# Ray pods: watched to release regions when pods go away, patched for Gismo annotations.
+  verbs: ["get", "list", "watch"]
+# Ray pods: watched to release regions when pods go away, listed per cluster by the sweep. The
+# webhook changes pods through its admission response, not through the API.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "patch"]
-# Events on pools, RayClusters and pods (kopf posts core/v1 Events).
+  verbs: ["list", "watch"]
+# Events about pools, RayClusters and pods (core/v1, created by the operator and by kopf).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# Namespaces: a pool's namespaceSelector.
+  verbs: ["create"]
+# Namespaces: read to match a pool's namespaceSelector.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get"]
 # kopf scans CRDs to find the resources it serves.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
-# kopf peering (replicaCount > 1): keep-alives in the ClusterKopfPeering object.
+# kopf peering (replicaCount > 1): watched, and patched with this replica's keep-alives.
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end }}
