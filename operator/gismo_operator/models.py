@@ -150,6 +150,22 @@ class LabelSelector(_Model):
     match_labels: dict[str, str] = Field(default_factory=dict)
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
 
+    def matches(self, labels: dict[str, str]) -> bool:
+        """Whether an object with ``labels`` is selected (all terms must hold, as in Kubernetes)."""
+        if any(labels.get(key) != value for key, value in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "In" and not (present and labels[req.key] in req.values):
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+        return True
+
 
 class Condition(_Tolerant):
     """A ``metav1.Condition``: ``type`` is ``Ready`` or ``Degraded`` for pools."""
@@ -235,6 +251,10 @@ class GismoPoolSpec(_Model):
     def region_count(self) -> int:
         """How many regions the whole pool holds."""
         return self.capacity // self.region_size
+
+    def admits_namespace(self, labels: dict[str, str]) -> bool:
+        """Whether a namespace with ``labels`` may use the pool (no selector: every namespace)."""
+        return self.namespace_selector is None or self.namespace_selector.matches(labels)
 
 
 class GismoPoolStatus(_Tolerant):

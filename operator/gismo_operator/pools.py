@@ -189,6 +189,8 @@ async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
     old: kopf.Body | None = kwargs.get("old")
     operation: str | None = kwargs.get("operation")
     with metrics.webhook_timer(WEBHOOK_ID):
+        if operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec"):
+            return  # metadata-only (finalizers, annotations, labels): never block those
         try:
             new_spec = GismoPoolSpec.model_validate(dict(body.get("spec") or {}))
         except ValidationError as exc:

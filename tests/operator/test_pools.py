@@ -218,3 +218,23 @@ async def test_unused_pool_is_deleted(cluster: Cluster, operator: OperatorHandle
 
     await cluster.wait_for(gone, "pool0 to be deleted")
     assert await cluster.events("pool0", "PoolInUse") == []
+
+
+async def test_webhook_never_blocks_metadata_only_updates(cluster: Cluster, operator: OperatorHandle) -> None:
+    # A pool that is already too small for its slices (changed while the webhook was down) must
+    # still accept finalizer/annotation changes, or it could never be deleted.
+    await cluster.create(kube.SLICES, a_slice("alpha", "pool0", 24 * GI, 8 * GI))
+    small = example_pool(capacity="16Gi")
+    relabelled = {**small, "metadata": {**small["metadata"], "labels": {"x": "y"}, "finalizers": []}}
+    response = await operator.admit(
+        "validate-gismopool", resource=kube.POOLS, operation="UPDATE", obj=relabelled, old=small
+    )
+    assert response["allowed"] is True
+    response = await operator.admit(
+        "validate-gismopool",
+        resource=kube.POOLS,
+        operation="UPDATE",
+        obj=example_pool(capacity="20Gi"),
+        old=small,
+    )
+    assert response["allowed"] is False

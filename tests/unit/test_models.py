@@ -162,3 +162,41 @@ def test_slice_spec_is_independent_of_input_dict() -> None:
     before = copy.deepcopy(body)
     GismoSliceSpec.model_validate(body["spec"])
     assert body == before
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "expected"),
+    [
+        ({}, {}, True),
+        ({"matchLabels": {"team": "a"}}, {"team": "a", "x": "y"}, True),
+        ({"matchLabels": {"team": "a"}}, {"team": "b"}, False),
+        (
+            {"matchExpressions": [{"key": "team", "operator": "In", "values": ["a", "b"]}]},
+            {"team": "b"},
+            True,
+        ),
+        ({"matchExpressions": [{"key": "team", "operator": "In", "values": ["a"]}]}, {}, False),
+        ({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}, {"team": "a"}, False),
+        ({"matchExpressions": [{"key": "gismo", "operator": "Exists"}]}, {"gismo": ""}, True),
+        ({"matchExpressions": [{"key": "gismo", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "gismo", "operator": "DoesNotExist"}]}, {"gismo": "1"}, False),
+        (
+            {"matchLabels": {"a": "1"}, "matchExpressions": [{"key": "b", "operator": "Exists"}]},
+            {"a": "1"},
+            False,
+        ),
+    ],
+)
+def test_label_selector_matches(selector: dict[str, Any], labels: dict[str, str], expected: bool) -> None:
+    assert LabelSelector.model_validate(selector).matches(labels) is expected
+
+
+def test_pool_admits_namespaces() -> None:
+    open_pool = GismoPool.model_validate(pool_body())
+    assert open_pool.spec.admits_namespace({})
+    closed = GismoPool.model_validate(
+        pool_body(namespaceSelector={"matchLabels": {"gismo.io/allowed": "true"}})
+    )
+    assert closed.spec.admits_namespace({"gismo.io/allowed": "true"})
+    assert not closed.spec.admits_namespace({"kubernetes.io/metadata.name": "other"})
