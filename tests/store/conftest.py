@@ -6,6 +6,7 @@ whether or not the test passed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -38,16 +39,30 @@ def ask(sock_path: str, op: int, body: bytes = b"") -> tuple[int, bytes]:
         return read_reply(s)
 
 
+class Replies:
+    """Reads reply frames off one socket, in order (several may arrive in one recv)."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self.s = s
+        self.buf = b""
+
+    def next(self) -> tuple[int, bytes]:
+        while len(self.buf) < 4 or len(self.buf) < 4 + protocol.LEN.unpack_from(self.buf)[0]:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise ConnectionError("agent closed the connection")
+            self.buf += chunk
+        n = protocol.LEN.unpack_from(self.buf)[0]
+        payload, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        return payload[0], payload[1:]
+
+
 def read_reply(s: socket.socket) -> tuple[int, bytes]:
-    buf = b""
-    while len(buf) < 4 or len(buf) < 4 + protocol.LEN.unpack_from(buf)[0]:
-        chunk = s.recv(65536)
-        if not chunk:
-            raise ConnectionError("agent closed the connection")
-        buf += chunk
-    n = protocol.LEN.unpack_from(buf)[0]
-    assert len(buf) == 4 + n, "agent sent more than one reply"
-    return buf[4], buf[5 : 4 + n]
+    """Exactly one reply (for single-request exchanges)."""
+    r = Replies(s)
+    out = r.next()
+    assert r.buf == b"", "agent sent more than one reply"
+    return out
 
 
 def stats_of(sock_path: str) -> dict[str, Any]:
@@ -146,10 +161,8 @@ class Node:
         return value
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.conn.send(None)
-        except OSError:
-            pass
         self.proc.join(10)
         if self.proc.is_alive():
             self.proc.kill()
@@ -176,8 +189,8 @@ class Pool:
         env = {
             "GISMO_POOL": "test", "GISMO_BACKEND": "shm", "GISMO_DEVICE": self.path,
             "GISMO_SLICE_OFFSET": str(self.slice_offset), "GISMO_SLICE_SIZE": str(self.slice_size),
-            "GISMO_REGION": str(region), "GISMO_REGION_OFFSET": str(self.slice_offset + region * self.region_size),
-            "GISMO_REGION_SIZE": str(self.region_size),
+            "GISMO_REGION": str(region), "GISMO_REGION_SIZE": str(self.region_size),
+            "GISMO_REGION_OFFSET": str(self.slice_offset + region * self.region_size),
             "GISMO_SOCKET": os.path.join(self.dir, f"a{region}.sock"), "GISMO_GRACE_MS": "5",
         }  # fmt: skip
         env.update({f"GISMO_{k.upper()}": str(v) for k, v in extra.items()})

@@ -124,3 +124,19 @@ def serve(conn: Connection) -> None:
     st.clear()
     if c is not None:
         c.close()
+
+
+def verify_tagged(st: dict[str, Any], refs: list[Any]) -> list[str]:
+    """Every object must be complete: its first 8 bytes name a seed whose pattern fills the rest."""
+    bad = []
+    for r in refs:
+        try:
+            v = st["c"].get(gismo.Ref(*r))
+        except gismo.GismoError as exc:
+            bad.append(f"{r}: {type(exc).__name__} {exc}")
+            continue
+        seed = int(np.frombuffer(v[:8].tobytes(), np.uint64)[0])
+        want = pattern(v.shape[0], seed)
+        if not np.array_equal(v[8:], want[8:]):
+            bad.append(f"{r}: content is not pattern {seed}")
+    return bad
