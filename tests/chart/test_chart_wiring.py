@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import base64
 import datetime
+from pathlib import Path
 
 import pytest
+import yaml
 from chartkit import (
     CHART,
     KUBE_VERSION,
     MUTATE_RAYPOD,
     NAMESPACE,
     RELEASE,
+    REPO,
     VALIDATE_GISMOPOOL,
     VALUE_SETS,
     VALUES_DIR,
     Doc,
     container,
     crd_documents,
+    crd_schemas,
     env_of,
     find,
     find_all,
@@ -26,6 +30,7 @@ from chartkit import (
     parse,
     render,
     render_with,
+    validate_document,
 )
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -507,3 +512,18 @@ def test_pool_from_values() -> None:
     assert pool["spec"]["backend"] == {"type": "devdax", "path": "/dev/dax0.0"}
     assert pool["spec"]["namespaceSelector"] == {"matchLabels": {"gismo.io/allowed": "true"}}
     assert pool["spec"]["agent"]["image"] == "registry.example.com/gismo-agent:0.1.0"
+
+
+def test_example_pool_can_be_created_from_values(tmp_path: Path) -> None:
+    """examples/gismopool.yaml's spec, given as pool.spec, renders the same GismoPool."""
+    example = yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text())
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"pool": {"create": True, "name": example["metadata"]["name"], "spec": example["spec"]}}
+        )
+    )
+    pool = find(render_with("-f", str(values)), "GismoPool")
+    assert pool["metadata"]["name"] == example["metadata"]["name"]
+    assert pool["spec"] == example["spec"]
+    validate_document(pool, crd_schemas())
