@@ -66,3 +66,12 @@ def test_every_documented_value_is_in_the_schema() -> None:
         return missing
 
     assert walk(values, schema, "") == []
+
+
+def test_missing_helm_fails_with_instructions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without .tools/bin/helm the chart tests fail (never skip) and say how to get it."""
+    import chartkit
+
+    monkeypatch.setattr(chartkit, "HELM", REPO / ".tools" / "bin" / "no-such-helm")
+    with pytest.raises(pytest.fail.Exception, match=r"make tools"):
+        chartkit.helm("version")
