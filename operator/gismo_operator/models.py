@@ -61,6 +61,8 @@ def _bytes(value: object) -> int:
 
 
 #: A byte count written as a Kubernetes quantity ("64Gi") or an integer; held as int bytes.
+#: The schema carries only the pattern (as controller-gen does for resource.Quantity): integer
+#: bounds next to x-kubernetes-int-or-string are left to the model and the validating webhook.
 ByteQuantity = Annotated[
     int,
     BeforeValidator(_bytes),
@@ -69,7 +71,6 @@ ByteQuantity = Annotated[
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": QUANTITY_PATTERN,
-            "minimum": 1,
         }
     ),
 ]

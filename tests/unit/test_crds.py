@@ -108,7 +108,6 @@ def test_example_pool_is_accepted() -> None:
         (lambda p: p["spec"].pop("capacity"), "capacity"),
         (lambda p: p["spec"].update(capacity="64Gx"), "capacity"),
         (lambda p: p["spec"].update(capacity="-1Gi"), "capacity"),
-        (lambda p: p["spec"].update(capacity=0), "capacity"),
         (lambda p: p["spec"].update(regionSize=True), "regionSize"),
         (lambda p: p["spec"].update(regionSize=[1]), "regionSize"),
         (lambda p: p["spec"]["backend"].update(type="nvme"), "type"),
