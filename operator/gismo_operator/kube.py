@@ -53,6 +53,10 @@ T = TypeVar("T")
 
 COMPONENT = "gismo-operator"
 
+#: Every call is a single request/response (no watches here): a stuck connection fails fast enough
+#: for admission (the API server's webhook timeout is 10 s by default) and handlers retry.
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30, connect=5)
+
 
 @dataclasses.dataclass(frozen=True)
 class Resource:
@@ -176,6 +180,7 @@ class Client:
             auth = aiohttp.BasicAuth(info.username, info.password)
         return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ssl=info.as_ssl_context()),
+            timeout=REQUEST_TIMEOUT,
             headers=headers,
             auth=auth,
             proxy=info.proxy_url,
@@ -252,7 +257,7 @@ class Client:
         if field_selector:
             params["fieldSelector"] = field_selector
         payload = await self.request("GET", resource.path(namespace), params=params or None)
-        items = payload.get("items") or [] if isinstance(payload, Mapping) else []
+        items = (payload.get("items") or []) if isinstance(payload, Mapping) else []
         return [dict(item) for item in items if isinstance(item, Mapping)]
 
     async def create(self, resource: Resource, body: Body, namespace: str | None = None) -> Body:
