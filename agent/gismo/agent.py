@@ -33,6 +33,7 @@ import socket
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +95,12 @@ class Agent:
         self.ready = False
         self.sel: selectors.BaseSelector | None = None
         self.listener: socket.socket | None = None
+        self._handlers: dict[int, Callable[[Conn, memoryview], bytes]] = {
+            protocol.DELETE: self._op_delete, protocol.ABORT: self._op_abort,
+            protocol.HELLO: self._op_hello, protocol.LEASE: self._op_lease,
+            protocol.FALLBACK: self._op_fallback, protocol.STATS: self._op_stats,
+            protocol.LIST: self._op_list, protocol.HEALTH: self._op_health,
+        }  # fmt: skip
 
     # ---- region setup -------------------------------------------------------------------------
     def _slots(self) -> Any:
@@ -348,41 +355,51 @@ class Agent:
     # ---- requests -----------------------------------------------------------------------------
     def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
         """Handle one request; return the reply body or raise a GismoError (sent as an error reply)."""
-        if op == protocol.CREATE:
+        if op == protocol.CREATE:  # the hot path first
             (n,) = protocol.CREATE_REQ.unpack(body)
             return protocol.CREATE_REP.pack(*self.create(c, n))
         if op == protocol.SEAL:
             self.seal(c, *protocol.SLOT_REQ.unpack(body))
             return b""
-        if op == protocol.DELETE:
-            self.delete(*protocol.DELETE_REQ.unpack(body))
-            return b""
-        if op == protocol.ABORT:
-            slot, gen = protocol.SLOT_REQ.unpack(body)
-            if self.reserved.get(slot) != (c.cid, gen):
-                raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
-            self._settle_reservation(slot, gen, abort=True)
-            return b""
-        if op == protocol.HELLO:
-            (c.pid,) = protocol.HELLO_REQ.unpack(body)
-            return protocol.json_body(self.hello(c))
-        if op == protocol.LEASE:
-            if body:
-                raise ProtocolError("lease takes no body")
-            return protocol.LEASE_REP.pack(*self._new_lease(c))
-        if op == protocol.FALLBACK:
-            (n,) = protocol.COUNT_REQ.unpack(body)
-            self.fallbacks += n
-            return b""
-        if op == protocol.STATS:
-            return protocol.json_body(self.stats())
-        if op == protocol.LIST:
-            return protocol.json_body(self.list_objects())
-        if op == protocol.HEALTH:
-            return protocol.json_body(
-                {"ok": True, "ready": self.ready, "region": self.region, "epoch": self.epoch}
-            )
-        raise ProtocolError(f"unknown op {op}")
+        handler = self._handlers.get(op)
+        if handler is None:
+            raise ProtocolError(f"unknown op {op}")
+        return handler(c, body)
+
+    def _op_delete(self, c: Conn, body: memoryview) -> bytes:
+        self.delete(*protocol.DELETE_REQ.unpack(body))
+        return b""
+
+    def _op_abort(self, c: Conn, body: memoryview) -> bytes:
+        slot, gen = protocol.SLOT_REQ.unpack(body)
+        if self.reserved.get(slot) != (c.cid, gen):
+            raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
+        self._settle_reservation(slot, gen, abort=True)
+        return b""
+
+    def _op_hello(self, c: Conn, body: memoryview) -> bytes:
+        (c.pid,) = protocol.HELLO_REQ.unpack(body)
+        return protocol.json_body(self.hello(c))
+
+    def _op_lease(self, c: Conn, body: memoryview) -> bytes:
+        if body:
+            raise ProtocolError("lease takes no body")
+        return protocol.LEASE_REP.pack(*self._new_lease(c))
+
+    def _op_fallback(self, c: Conn, body: memoryview) -> bytes:
+        (n,) = protocol.COUNT_REQ.unpack(body)
+        self.fallbacks += n
+        return b""
+
+    def _op_stats(self, c: Conn, body: memoryview) -> bytes:
+        return protocol.json_body(self.stats())
+
+    def _op_list(self, c: Conn, body: memoryview) -> bytes:
+        return protocol.json_body(self.list_objects())
+
+    def _op_health(self, c: Conn, body: memoryview) -> bytes:
+        health = {"ok": True, "ready": self.ready, "region": self.region, "epoch": self.epoch}
+        return protocol.json_body(health)
 
     def hello(self, c: Conn) -> dict[str, Any]:
         cfg = self.cfg

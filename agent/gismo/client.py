@@ -37,7 +37,24 @@ from .ref import Ref
 from .serialize import decode, encode, write
 
 _SEQ = layout.SLOT_SEQ
+_SLOT = struct.Struct("<QQIIQQQ")
+_PIN = struct.Struct("<IIQ")
 _COUNTERS = struct.Struct("<QQ")
+
+
+class _Release:
+    """Drops one get's pin, once (called by the last view's finaliser, or on a failed get)."""
+
+    __slots__ = ("client", "key")
+
+    def __init__(self, client: Client, key: tuple[int, int, int]) -> None:
+        self.client: Client | None = client
+        self.key = key
+
+    def __call__(self) -> None:
+        c, self.client = self.client, None
+        if c is not None:
+            c._unpin(self.key)
 
 
 def connect(socket_path: str | None = None, **env: Any) -> Client:
@@ -56,6 +73,7 @@ class Client:
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._rbuf = bytearray()
+        self._pending = bytearray()
         self._closed = False
         self._pinned: dict[tuple[int, int, int], list[int]] = {}  # key -> [entry, count]
         self._free_pins: list[int] = []
@@ -78,6 +96,7 @@ class Client:
         self._keep = self.map.keepalive()
         self.region_size = self.map.region_size
         self.geom = self._geometry(self.region)
+        self._pin_off = self.geom.pin_off
         self._add_lease(info.get("lease"))
 
     # ---- socket -------------------------------------------------------------------------------
@@ -100,7 +119,11 @@ class Client:
             if s is None:
                 raise AgentUnavailable("client is closed")
             try:
-                s.sendall(protocol.frame(op, body))
+                if self._pending:
+                    data, self._pending = bytes(self._pending) + protocol.frame(op, body), bytearray()
+                    s.sendall(data)
+                else:
+                    s.sendall(protocol.frame(op, body))
                 buf = self._rbuf
                 while True:
                     if len(buf) >= 4:
@@ -119,40 +142,51 @@ class Client:
             raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
         return rep[1:]
 
-    def _send(self, op: int, body: bytes) -> None:
-        """A one-way notice (no reply is sent for it)."""
+    def _notify(self, op: int, body: bytes) -> None:
+        """Queue a one-way notice; it leaves with the next request (one syscall saved per put)."""
         with self._lock:
-            if self._sock is None:
-                raise AgentUnavailable("client is closed")
-            try:
-                self._sock.sendall(protocol.frame(op, body, noreply=True))
-            except OSError as exc:
-                raise AgentUnavailable(f"agent connection lost: {exc}") from exc
+            self._pending += protocol.frame(op, body, noreply=True)
+            if len(self._pending) > 1 << 16:
+                self._flush_notices()
+
+    def _flush_notices(self) -> None:
+        with self._lock:
+            if self._pending and self._sock is not None:
+                data, self._pending = bytes(self._pending), bytearray()
+                try:
+                    self._sock.sendall(data)
+                except OSError as exc:
+                    raise AgentUnavailable(f"agent connection lost: {exc}") from exc
 
     # ---- put ----------------------------------------------------------------------------------
     def put(self, obj: Any) -> Ref:
-        """Store ``obj`` in this pod's region; returns its Ref. StoreFull when it does not fit."""
+        """Store ``obj`` in this pod's region; returns its Ref. StoreFull when it does not fit.
+
+        Cost: one round trip (CREATE, carrying the previous put's seal notice), one memcpy per buffer.
+        The object is sealed in shared memory before this returns, so the ref is valid everywhere
+        at once; the agent's own bookkeeping learns of the seal with this client's next message.
+        """
         enc = encode(obj)
-        slot, gen, off = protocol.CREATE_REP.unpack(
-            self._call(protocol.CREATE, protocol.CREATE_REQ.pack(enc.size))
-        )
+        rep = self._call(protocol.CREATE, protocol.CREATE_REQ.pack(enc.size))
+        slot, gen, off = protocol.CREATE_REP.unpack(rep)
         g = self.geom
-        if not g.in_data(off, enc.size):
+        if off < g.data_off or off + enc.size > g.region_size:
             raise CorruptRegion(f"agent handed out extent {off}+{enc.size} outside the data area")
         rw = self._rw
+        pos = g.slot_off + slot * layout.SLOT_SIZE
         try:
             write(enc, rw, off)
             coherence.flush(rw, off, enc.size)
             # An agent that restarted meanwhile may have reclaimed our reservation: never seal then.
             if layout.read_run(rw, 0)[0] != self.epoch:
                 raise AgentUnavailable("agent restarted during put; object discarded")
-            layout.write_state(rw, g.slot_pos(slot), SEALED)
-            coherence.flush(rw, g.slot_pos(slot), layout.SLOT_SIZE)
+            layout.write_state(rw, pos, SEALED)
+            coherence.flush(rw, pos, layout.SLOT_SIZE)
         except BaseException:
             with contextlib.suppress(GismoError):
                 self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
             raise
-        self._send(protocol.SEAL, protocol.SLOT_REQ.pack(slot, gen))
+        self._notify(protocol.SEAL, protocol.SLOT_REQ.pack(slot, gen))
         return Ref(self.region, slot, gen, off, enc.size)
 
     # ---- get ----------------------------------------------------------------------------------
@@ -170,59 +204,67 @@ class Client:
     def _locate(self, ref: Any) -> tuple[int, int, int, int, int, int]:
         """Validate a ref's shape and bounds; (region, slot, gen, offset, size, slot position)."""
         try:
-            region, slot, gen, off, size = (int(x) for x in ref)
+            region, slot, gen, off, size = ref
+            if type(region) is not int or type(slot) is not int or type(off) is not int:
+                region, slot, gen, off, size = (int(x) for x in ref)
         except (TypeError, ValueError) as exc:
             raise ObjectNotFound(f"not a Gismo ref: {ref!r}") from exc
-        g = self._geometry(region)
+        g = self._geoms.get(region) or self._geometry(region)
         if not 0 <= slot < g.slots:
             raise ObjectNotFound(f"slot {slot} does not exist in region {region}")
-        if not g.in_data(off, size) or size <= 0:
+        if size <= 0 or off < g.data_off or off + size > g.region_size:
             raise ObjectNotFound(f"ref points outside region {region}'s data area")
-        return region, slot, gen, off, size, self.map.region_base(region) + g.slot_pos(slot)
+        return region, slot, gen, off, size, region * self.region_size + g.slot_off + slot * layout.SLOT_SIZE
 
     def _check(self, pos: int, region: int, slot: int, gen: int, off: int, size: int) -> int:
-        """Seqlock read of the slot; returns its seq when it names exactly this sealed object."""
-        s = layout.read_slot_stable(self._ro, pos)
-        if s is None:
+        """One read of the slot; returns its (even) seq when it names exactly this sealed object.
+
+        This is the first half of the seqlock: the caller re-reads seq after pinning and accepts the
+        fields only if it is unchanged, so a torn read here is caught there.
+        """
+        for _ in range(10000):
+            seq, sgen, state, _f, soff, slen, _t = _SLOT.unpack_from(self._ro, pos)
+            if not seq & 1:
+                break
+        else:
             raise StaleRef(f"slot {slot} of region {region} is being rewritten")
-        if s.generation != gen or s.state != SEALED:
+        if sgen != gen or state != SEALED:
             raise StaleRef(
-                f"object r{region}/s{slot}@g{gen} is gone (slot is {layout.STATE_NAMES.get(s.state, s.state)}"
-                f" at generation {s.generation})"
+                f"object r{region}/s{slot}@g{gen} is gone (slot is {layout.STATE_NAMES.get(state, state)}"
+                f" at generation {sgen})"
             )
-        if s.offset != off or s.length != size:
+        if soff != off or slen != size:
             raise StaleRef(f"ref r{region}/s{slot}@g{gen} does not match its slot (forged or damaged)")
-        return s.seq
+        return int(seq)
 
     def get(self, ref: Ref) -> Any:
         """The object, as read-only views over the shared mapping (numpy array, memoryview, or the
         unpickled object whose buffers are views). No message to any agent. Raises StaleRef when the
         object was deleted or its slot reused, ObjectNotFound for refs that name nothing."""
         region, slot, gen, off, size, pos = self._locate(ref)
-        seq = self._check(pos, region, slot, gen, off, size)
-        key = (region, slot, gen)
-        self._pin(key)
-        done = [False]
-
-        def release() -> None:
-            if not done[0]:
-                done[0] = True
-                self._unpin(key)
-
+        for _attempt in range(3):
+            seq = self._check(pos, region, slot, gen, off, size)
+            key = (region, slot, gen)
+            self._pin(key)
+            # Re-check after the pin is published: an unchanged, even seq means the fields we checked
+            # were consistent and the owner had not started deleting when we pinned, so it will see
+            # our pin before it reclaims anything (see agent.py, "Delete protocol").
+            if _SEQ.unpack_from(self._ro, pos)[0] == seq:
+                break
+            self._unpin(key)
+        else:
+            raise StaleRef(f"object r{region}/s{slot}@g{gen} keeps changing under the reader")
+        release = _Release(self, key)
         try:
-            # Re-check after the pin is published: unchanged seq means the owner had not started
-            # deleting when we pinned, so it will see our pin before it reclaims anything.
-            (seq2,) = _SEQ.unpack_from(self._ro, pos)
-            if seq2 != seq:
-                self._check(pos, region, slot, gen, off, size)
-                raise StaleRef(f"object r{region}/s{slot}@g{gen} changed while being read")
-            base = self.map.region_base(region) + off
+            base = region * self.region_size + off
             coherence.invalidate(self._ro, base, size)
             obj = decode(self._ro, self._addr, base, size, self._keep, release)
         except BaseException:
             release()
             raise
-        self._count_get()
+        self._gets += 1
+        if self._counter_pos >= 0:
+            _COUNTERS.pack_into(self._rw, self._counter_pos, self._gets, 0)
         return obj
 
     def contains(self, ref: Ref) -> bool:
@@ -254,8 +296,8 @@ class Client:
                 rep = self._call(protocol.LEASE)
                 self._add_lease(protocol.LEASE_REP.unpack(rep))
             entry = self._free_pins.pop()
-            pos = self.geom.pin_pos(entry)
-            self._rw[pos : pos + layout.PIN_SIZE] = layout.pack_pin(*key)
+            pos = self._pin_off + entry * layout.PIN_SIZE
+            _PIN.pack_into(self._rw, pos, key[0] + 1, key[1], key[2])
             coherence.flush(self._rw, pos, layout.PIN_SIZE)
             self._pinned[key] = [entry, 1]
 
@@ -268,20 +310,15 @@ class Client:
             if e[1]:
                 return
             del self._pinned[key]
-            pos = self.geom.pin_pos(e[0])
+            pos = self._pin_off + e[0] * layout.PIN_SIZE
             try:
-                self._rw[pos : pos + layout.PIN_SIZE] = layout.EMPTY_PIN
-            except ValueError:  # mapping already released at interpreter exit
+                _PIN.pack_into(self._rw, pos, 0, 0, 0)
+            except (ValueError, TypeError):  # mapping already released at interpreter exit
                 return
             coherence.flush(self._rw, pos, layout.PIN_SIZE)
             self._free_pins.append(e[0])
             if self._closed and not self._pinned:
                 self._finish_close()
-
-    def _count_get(self) -> None:
-        self._gets += 1
-        if self._counter_pos >= 0:
-            _COUNTERS.pack_into(self._rw, self._counter_pos, self._gets, 0)
 
     @property
     def pins(self) -> int:
@@ -314,7 +351,7 @@ class Client:
     def note_fallback(self, count: int = 1) -> None:
         """Tell the agent the caller used Ray's own store instead (counted in gismo_fallbacks)."""
         with contextlib.suppress(GismoError):
-            self._send(protocol.FALLBACK, protocol.COUNT_REQ.pack(count))
+            self._notify(protocol.FALLBACK, protocol.COUNT_REQ.pack(count))
 
     def close(self) -> None:
         """Stop using the agent. Pins held by live views stay until those views are collected."""
@@ -326,6 +363,8 @@ class Client:
                 self._finish_close()
 
     def _finish_close(self) -> None:
+        with contextlib.suppress(GismoError):
+            self._flush_notices()
         s, self._sock = self._sock, None
         if s is not None:
             s.close()

@@ -91,8 +91,11 @@ class SliceMapping:
         self.address: int = self._keeper.ctypes.data
         self.view = memoryview(self.ro)
         self.rw_view: memoryview | None = memoryview(self.rw) if self.rw is not None else None
+        self.prefaulted = threading.Event()
         if prefault and self.rw is not None:
             threading.Thread(target=self._populate, name="gismo-prefault", daemon=True).start()
+        else:
+            self.prefaulted.set()
 
     def region_start(self, region: int) -> int:
         """Device offset of a region."""
@@ -107,9 +110,22 @@ class SliceMapping:
         return self.slice_size // self.region_size
 
     def _populate(self) -> None:
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            assert self.rw is not None
-            self.rw.madvise(MADV_POPULATE_WRITE)
+        """Pre-fault the own region's page tables in 4 MiB steps.
+
+        mmap.madvise holds the GIL, so small steps keep the process responsive; a put into a
+        not-yet-faulted page would otherwise run at ~1/3 of memcpy speed (one fault per 4 KiB).
+        """
+        step = 4 << 20
+        try:
+            for start in range(0, self.region_size, step):
+                rw = self.rw
+                if rw is None or rw.closed:
+                    break
+                rw.madvise(MADV_POPULATE_WRITE, start, min(step, self.region_size - start))
+        except (OSError, ValueError, AttributeError):
+            pass  # an older kernel: pages fault in on first write instead
+        finally:
+            self.prefaulted.set()
 
     def keepalive(self) -> Any:
         """An object whose lifetime keeps the mapping valid (views hold it)."""

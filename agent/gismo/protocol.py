@@ -64,6 +64,23 @@ class FrameReader:
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the payloads now complete. ProtocolError on an oversize length."""
         buf = self._buf
+        if not buf:
+            # Fast path (the common case): the read holds whole frames; slice them without copying
+            # the stream into the buffer first.
+            out = []
+            pos = 0
+            n = len(data)
+            while n - pos >= 4:
+                (length,) = LEN.unpack_from(data, pos)
+                if length == 0 or length > MAX_FRAME:
+                    raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
+                if n - pos - 4 < length:
+                    break
+                out.append(data[pos + 4 : pos + 4 + length])
+                pos += 4 + length
+            if pos < n:
+                buf += data[pos:]
+            return out
         buf += data
         out = []
         pos = 0

@@ -19,6 +19,7 @@ the region. Cost of get: no copy of any out-of-band buffer; only the pickle stre
 from __future__ import annotations
 
 import contextlib
+import functools
 import pickle
 import struct
 from collections.abc import Callable
@@ -117,6 +118,26 @@ def _u8(addr: int, n: int, keep: Any, release: Callable[[], None] | None) -> np.
     return np.asarray(_View(iface, keep, release))
 
 
+@functools.lru_cache(maxsize=1024)
+def _array_meta(meta: bytes, nbytes: int) -> tuple[tuple[str, Any], ...]:
+    """Parse (and cache: a job reads the same few shapes over and over) an array's dtype and shape."""
+    try:
+        ndim = meta[0]
+        shape = tuple(_DIM.unpack_from(meta, 1 + 8 * i)[0] for i in range(ndim))
+        dt = np.dtype(meta[1 + 8 * ndim :].decode())
+    except (IndexError, struct.error, TypeError, ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRegion(f"array metadata is damaged: {exc}") from exc
+    count = 1
+    for d in shape:
+        count *= d
+    if count * dt.itemsize != nbytes:
+        raise CorruptRegion("array shape disagrees with its buffer")
+    items: list[tuple[str, Any]] = [("shape", shape), ("typestr", dt.str), ("version", 3)]
+    if dt.str.startswith("|V") or dt.kind in "Mm":
+        items.append(("descr", dt.descr))
+    return tuple(items)
+
+
 def decode(
     buf: Any, base_addr: int, pos: int, size: int, keep: Any, release: Callable[[], None] | None
 ) -> Any:
@@ -145,16 +166,9 @@ def decode(
     if kind == NDARRAY:
         if nbuf != 1:
             raise CorruptRegion("array object without exactly one buffer")
-        meta = bytes(buf[pos + mpos : pos + mpos + meta_len])
-        ndim = meta[0]
-        shape = tuple(_DIM.unpack_from(meta, 1 + 8 * i)[0] for i in range(ndim))
-        dt = np.dtype(meta[1 + 8 * ndim :].decode())
         bo, bn = places[0]
-        if int(np.prod(shape, dtype=np.uint64)) * dt.itemsize != bn:
-            raise CorruptRegion("array shape disagrees with its buffer")
-        iface = {"data": (addr + bo, True), "shape": shape, "typestr": dt.str, "version": 3}
-        if dt.str.startswith("|V") or dt.kind in "Mm":
-            iface["descr"] = dt.descr
+        iface = dict(_array_meta(bytes(buf[pos + mpos : pos + mpos + meta_len]), bn))
+        iface["data"] = (addr + bo, True)
         return np.asarray(_View(iface, keep, release))
     if kind == BYTES:
         if nbuf != 1:
