@@ -110,7 +110,11 @@ async def refresh_pool(name: str) -> GismoPoolStatus | None:
                 slices=len(slices),
             )
         if previous is None or _status_patch(previous) != _status_patch(new):
-            await api.patch_status(kube.POOLS, name, _status_patch(new))
+            try:
+                await api.patch_status(kube.POOLS, name, _status_patch(new))
+            except kube.NotFound:  # deleted meanwhile (its finalizer came off)
+                metrics.forget_pool(name)
+                return None
         return new
 
 
@@ -126,12 +130,22 @@ async def reconcile_pool(name: str, logger: kopf.Logger, **_: Any) -> None:
         )
 
 
+#: Last pool seen per slice (namespace/name): when a slice moves to another pool, the old pool is
+#: refreshed too. Only an optimisation: at start-up every pool is recomputed by ``resume``.
+_slice_pools: dict[str, str] = {}
+
+
 @kopf.on.event(GROUP, VERSION, SLICE_PLURAL)
-async def slice_changed(body: kopf.Body, **_: Any) -> None:
-    """A slice appeared, changed or went away: its pool's figures changed."""
+async def slice_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A slice appeared, changed or went away: its pool's figures changed (and its old pool's)."""
+    key = f"{body.metadata.namespace}/{body.metadata.name}"
     pool = (body.get("spec") or {}).get("pool")
-    if isinstance(pool, str) and pool:
-        await refresh_pool(pool)
+    pool = pool if isinstance(pool, str) and pool else None
+    before = _slice_pools.pop(key, None) if type == "DELETED" else _slice_pools.get(key)
+    if pool is not None and type != "DELETED":
+        _slice_pools[key] = pool
+    for name in dict.fromkeys(p for p in (pool, before) if p is not None):
+        await refresh_pool(name)
 
 
 @kopf.on.delete(GROUP, VERSION, POOL_PLURAL)

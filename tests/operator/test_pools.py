@@ -238,3 +238,22 @@ async def test_webhook_never_blocks_metadata_only_updates(cluster: Cluster, oper
         old=small,
     )
     assert response["allowed"] is False
+
+
+async def test_slice_moving_or_going_updates_both_pools(cluster: Cluster, operator: OperatorHandle) -> None:
+    await cluster.create(kube.POOLS, example_pool())
+    other = example_pool()
+    other["metadata"]["name"] = "pool1"
+    await cluster.create(kube.POOLS, other)
+    await cluster.create(kube.SLICES, a_slice("alpha", "pool0", 0, 4 * GI))
+
+    async def allocated(pool: str, expected: int) -> bool:
+        body = await cluster.get(kube.POOLS, pool)
+        return bool(body and (body.get("status") or {}).get("allocatedBytes") == expected)
+
+    await cluster.wait_for(lambda: allocated("pool0", 4 * GI), "pool0 to count alpha")
+    await cluster.patch(kube.SLICES, "alpha", {"spec": {"pool": "pool1"}}, "ray")
+    await cluster.wait_for(lambda: allocated("pool1", 4 * GI), "pool1 to count alpha")
+    await cluster.wait_for(lambda: allocated("pool0", 0), "pool0 to forget alpha")
+    await cluster.delete(kube.SLICES, "alpha", "ray")
+    await cluster.wait_for(lambda: allocated("pool1", 0), "pool1 to forget alpha")
