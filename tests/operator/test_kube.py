@@ -130,3 +130,44 @@ async def test_shared_client_needs_login() -> None:
     kube.use_client(None)
     with pytest.raises(RuntimeError, match="has not logged in yet"):
         kube.client()
+
+
+async def test_rejected_credentials_trigger_one_fresh_login(unused_tcp_port: int) -> None:
+    # A stand-in API server that accepts only the rotated token.
+    from aiohttp import web
+
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != "Bearer new":
+            return web.json_response(
+                {"kind": "Status", "reason": "Unauthorized", "message": "token expired"}, status=401
+            )
+        return web.json_response({"metadata": {"name": "pool0"}})
+
+    app = web.Application()
+    app.router.add_get("/apis/gismo.io/v1alpha1/gismopools/pool0", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", unused_tcp_port)
+    await site.start()
+    server = f"http://127.0.0.1:{unused_tcp_port}"
+    logins: list[str] = []
+
+    async def relogin() -> kube.kopf.ConnectionInfo:
+        logins.append("again")
+        return kube.kopf.ConnectionInfo(server=server, token="new")
+
+    api = kube.Client(kube.kopf.ConnectionInfo(server=server, token="old"), relogin=relogin)
+    stale = kube.Client(kube.kopf.ConnectionInfo(server=server, token="old"))
+    try:
+        assert (await api.get(kube.POOLS, "pool0"))["metadata"]["name"] == "pool0"
+        assert logins == ["again"]
+        assert seen == ["Bearer old", "Bearer new"]
+        with pytest.raises(kube.Unauthorized, match="token expired"):
+            await stale.get(kube.POOLS, "pool0")
+    finally:
+        await api.close()
+        await stale.close()
+        await runner.cleanup()

@@ -160,3 +160,12 @@ def test_slice_schema_accepts_a_slice_with_regions() -> None:
     assert list(validator.iter_errors(sl)) == []
     sl["spec"]["regions"][0]["state"] = "Lost"
     assert list(validator.iter_errors(sl))
+
+
+def test_crdgen_cli_writes_every_folder(tmp_path: Path) -> None:
+    out, chart = tmp_path / "crds", tmp_path / "chart" / "crds"
+    assert crdgen.main(["--out", str(out), "--chart", str(chart)]) == 0
+    for folder in (out, chart):
+        assert sorted(p.name for p in folder.iterdir()) == sorted(crdgen.all_crds())
+        for name, crd in crdgen.all_crds().items():
+            assert yaml.safe_load((folder / name).read_text()) == crd
