@@ -340,10 +340,13 @@ class Client:
         namespace: str | None = None,
     ) -> None:
         """Post a core/v1 Event about ``involved`` (an object body). Never raises: events are
-        auxiliary, a failure is logged. Events of cluster-scoped objects go to ``namespace`` (default:
-        the credentials' namespace, else ``default``), as kubectl describe expects."""
+        auxiliary, a failure is logged. Events of cluster-scoped objects go to ``namespace``, else the
+        operator's own namespace (:func:`set_event_namespace`), else the credentials' namespace, else
+        ``default``; ``kubectl describe`` finds them in any namespace."""
         meta = involved.get("metadata") or {}
-        event_ns = meta.get("namespace") or namespace or self.default_namespace or "default"
+        event_ns = (
+            meta.get("namespace") or namespace or _event_namespace or self.default_namespace or "default"
+        )
         now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
         involved_ref = {
             "apiVersion": involved.get("apiVersion"),
@@ -402,6 +405,13 @@ async def retry_on_conflict(
 
 _client: Client | None = None
 _login_source: LoginFn | None = None
+_event_namespace: str | None = None
+
+
+def set_event_namespace(namespace: str | None) -> None:
+    """Where events about cluster-scoped objects (GismoPools) go: the operator's namespace."""
+    global _event_namespace
+    _event_namespace = namespace
 
 
 def set_login_source(source: LoginFn | None) -> None:

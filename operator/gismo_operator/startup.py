@@ -116,6 +116,7 @@ def apply_settings(kopf_settings: kopf.OperatorSettings, runtime: Runtime) -> No
         prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
     )
     kopf_settings.posting.reporting_component = kube.COMPONENT
+    kube.set_event_namespace(runtime.settings.namespace)
     kopf_settings.posting.level = logging.WARNING
     kopf_settings.admission.server = build_webhook_server(runtime)
     kopf_settings.admission.managed = MANAGED_WEBHOOKS_NAME if runtime.dev else None

@@ -365,6 +365,7 @@ async def operator(
         await asyncio.to_thread(thread.join, 30)  # the test loop keeps serving kmock meanwhile
         kube.set_login_source(None)
         kube.use_client(None)
+        kube.set_event_namespace(None)
         startup.configure(startup.Runtime(settings=Settings()))
     if thread.is_alive():
         pytest.fail("the operator did not stop within 30 s of its stop flag")

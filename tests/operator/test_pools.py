@@ -189,6 +189,7 @@ async def test_pool_with_slices_is_not_deleted_until_they_are_gone(
         lambda: cluster.events("pool0", "PoolInUse"), "a PoolInUse event about pool0"
     )
     assert warnings[0]["type"] == "Warning"
+    assert warnings[0]["metadata"]["namespace"] == operator.settings.namespace  # the operator's own
     assert "ray/alpha" in warnings[0]["message"] and "team-b/beta" in warnings[0]["message"]
     pool = await cluster.get(kube.POOLS, "pool0")
     assert pool is not None, "the pool must stay while slices use it"
