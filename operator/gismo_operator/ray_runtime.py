@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from gismo_operator import kube, startup
+from gismo_operator.models import GismoPool
 from gismo_operator.regions import RegionLedger
 from gismo_operator.settings import Settings
 from gismo_operator.sliceapi import KubeSliceApi
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 _ledger: RegionLedger | None = None
 _pools: dict[str, dict[str, Any]] = {}
+_pool_models: dict[str, GismoPool] = {}
 _tasks: set[asyncio.Task[None]] = set()
 _warned: dict[tuple[str, str], str] = {}
 
@@ -50,11 +52,13 @@ def reset() -> None:
     global _ledger
     _ledger = None
     _pools.clear()
+    _pool_models.clear()
     _warned.clear()
 
 
 def remember_pool(body: Mapping[str, Any] | None, name: str) -> None:
     """Keep (or, with None, drop) a pool body seen on the watch."""
+    _pool_models.pop(name, None)
     if body is None:
         _pools.pop(name, None)
     else:
@@ -69,6 +73,19 @@ async def get_pool(name: str) -> dict[str, Any] | None:
     if body is not None:
         _pools[name] = body
     return body
+
+
+async def get_pool_model(name: str) -> GismoPool | None:
+    """The pool, parsed (once per version seen, not per admission); raises ValidationError if invalid."""
+    model = _pool_models.get(name)
+    if model is None:
+        body = await get_pool(name)
+        if body is None:
+            return None
+        model = GismoPool.model_validate(body)
+        if _pools.get(name) is body:  # still the current version: keep the parse
+            _pool_models[name] = model
+    return model
 
 
 def raycluster_ref(namespace: str, name: str, uid: str | None = None) -> dict[str, Any]:

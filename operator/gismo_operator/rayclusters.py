@@ -29,7 +29,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from gismo_operator import allocator, kube, metrics, selectors, status
+from gismo_operator import allocator, kube, metrics, status
 from gismo_operator import ray_runtime as rt
 from gismo_operator.models import API_VERSION, SLICE_KIND, GismoPool, GismoSlice, describe_validation_error
 from gismo_operator.regions import SliceGone
@@ -148,7 +148,7 @@ async def wanted_slice(raycluster: Mapping[str, Any], pool_name: str) -> Wanted:
     if pool.spec.namespace_selector is not None:
         ns_body = await kube.client().get_or_none(kube.NAMESPACES, namespace)
         labels = ((ns_body or {}).get("metadata") or {}).get("labels") or {}
-        if not selectors.matches(pool.spec.namespace_selector, labels):
+        if not pool.spec.admits_namespace(dict(labels)):
             raise NoSlice(
                 REASON_NOT_ADMITTED,
                 f"GismoPool {pool_name}: spec.namespaceSelector does not admit namespace {namespace!r}",

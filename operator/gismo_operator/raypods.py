@@ -37,6 +37,7 @@ from gismo_operator.injection import (
     is_injected,
     mark_skipped,
 )
+from gismo_operator.injection.diff import json_patch
 from gismo_operator.injection.plan import ANN_REGION, LABEL_CLUSTER, LABEL_IS_RAY_NODE
 from gismo_operator.models import GismoPool, describe_validation_error
 from gismo_operator.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
@@ -75,14 +76,18 @@ def build_plan(pool: GismoPool, reservation: Reservation, default_image: str) ->
     )
 
 
-def _replace_with(new_body: dict[str, Any]) -> Any:
-    """A kopf patch function turning the admitted body into ``new_body`` (kopf diffs it into a JSON patch)."""
+def _answer_with(patch: kopf.Patch, old_body: dict[str, Any], new_body: dict[str, Any]) -> None:
+    """Make kopf answer the admission with the JSON patch from ``old_body`` to ``new_body``.
 
-    def fn(body: dict[str, Any]) -> None:
-        body.clear()
-        body.update(new_body)
-
-    return fn
+    kopf turns its ``patch`` into the answer with ``jsonpatch.make_patch`` over the whole pod, a
+    minimal-edit search that was the largest cost of an admission (several ms). Injection only
+    adds and replaces, so :func:`json_patch` computes the same result by a structural walk, and it
+    is handed to kopf by overriding ``as_json_patch`` on this one request's patch object (kopf
+    calls exactly that method to build the response). Equivalent output, a fraction of the cost.
+    """
+    ops = json_patch(old_body, new_body)
+    patch.fns.append(lambda body: None)  # non-empty, so kopf asks for the operations
+    setattr(patch, "as_json_patch", lambda body=None: ops)  # noqa: B010
 
 
 async def _reserve(ledger: RegionLedger, namespace: str, cluster: str, dryrun: bool) -> Reservation | None:
@@ -124,11 +129,10 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
 
     problem: str | None = None
     try:
-        pool_body = await rt.get_pool(reservation.slice.spec.pool)
-        if pool_body is None:
+        pool = await rt.get_pool_model(reservation.slice.spec.pool)
+        if pool is None:
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
         else:
-            pool = GismoPool.model_validate(pool_body)
             plan = build_plan(pool, reservation, rt.settings().default_agent_image)
             result = inject_pod(pod, plan)
     except ValidationError as exc:
@@ -168,7 +172,7 @@ async def mutate_raypod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, **_: A
             logger.warning("pod of %s not injected: %s", (pod.get("metadata") or {}).get("labels"), exc)
             new = mark_skipped(pod, f"operator error: {type(exc).__name__}")
         if new is not None:
-            patch.fns.append(_replace_with(new))
+            _answer_with(patch, pod, new)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_IS_RAY_NODE: "yes"}, annotations={ANN_REGION: kopf.PRESENT})

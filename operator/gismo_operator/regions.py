@@ -126,7 +126,7 @@ class RegionLedger:
         self.clock = clock
         self.max_attempts = max_attempts
         self._queues: dict[SliceKey, _SliceQueue] = {}
-        self._cache: dict[SliceKey, dict[str, Any]] = {}
+        self._cache: dict[SliceKey, GismoSlice] = {}
         self.writes = 0
         self.conflicts = 0
 
@@ -138,17 +138,19 @@ class RegionLedger:
         self._cache.pop((namespace, name), None)
 
     def cached(self, namespace: str, name: str) -> GismoSlice | None:
-        """The last body we read or wrote, parsed; None when we hold none. Only a hint."""
-        body = self._cache.get((namespace, name))
-        return parse_slice(body) if body is not None else None
+        """The last slice we read or wrote; None when we hold none. Only a hint."""
+        return self._cache.get((namespace, name))
 
-    async def _current(self, key: SliceKey) -> dict[str, Any] | None:
-        body = self._cache.get(key)
-        if body is None:
+    async def _current(self, key: SliceKey) -> GismoSlice | None:
+        """The cached slice, else one GET. Parsed once per read or write, not per operation:
+        validating a slice costs O(regions), and a burst of admissions shares one parse."""
+        current = self._cache.get(key)
+        if current is None:
             body = await self.api.read_slice(*key)
-            if body is not None:
-                self._cache[key] = body
-        return body
+            if body is None:
+                return None
+            current = self._cache[key] = parse_slice(body)
+        return current
 
     # ---------------------------------------------------------------------------------------------
     # Group commit
@@ -176,10 +178,9 @@ class RegionLedger:
     async def _commit(self, key: SliceKey, ops: list[Operation]) -> list[Any]:
         """Apply ``ops`` in order to the current slice and write once; re-apply on 409."""
         for _ in range(self.max_attempts):
-            body = await self._current(key)
-            if body is None:
+            current = await self._current(key)
+            if current is None:
                 raise SliceGone(f"GismoSlice {key[0]}/{key[1]} does not exist")
-            current = parse_slice(body)
             regions: Regions = list(current.spec.regions)
             now = self.clock()
             results = []
@@ -203,7 +204,7 @@ class RegionLedger:
                 self._cache.pop(key, None)
                 raise
             self.writes += 1
-            self._cache[key] = written
+            self._cache[key] = parse_slice(written)
             return results
         raise TooManyConflicts(
             f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"
@@ -222,15 +223,17 @@ class RegionLedger:
         entry = await self._submit(key, op)
         if entry is None:
             return None
-        return Reservation(slice=parse_slice(self._cache[key]), entry=entry)
+        current = self._cache.get(key) or await self._current(key)
+        if current is None:
+            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
+        return Reservation(slice=current, entry=entry)
 
     async def peek(self, namespace: str, name: str) -> Reservation | None:
         """What :meth:`reserve` would hand out, without writing (dry-run admissions)."""
         key = (namespace, name)
-        body = await self._current(key)
-        if body is None:
+        current = await self._current(key)
+        if current is None:
             raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-        current = parse_slice(body)
         _, entry = assignment.reserve(current.spec.regions, current.spec.region_count, self.clock())
         return None if entry is None else Reservation(slice=current, entry=entry)
 
@@ -273,10 +276,9 @@ class RegionLedger:
         async with queue.lock:
             for _ in range(self.max_attempts):
                 self._cache.pop(key, None)  # a sweep always starts from the API, not the cache
-                body = await self._current(key)
-                if body is None:
+                current = await self._current(key)
+                if current is None:
                     raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-                current = parse_slice(body)
                 pods = await self.api.list_cluster_pods(namespace, cluster)
                 claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
                 result = assignment.sweep(
@@ -299,7 +301,7 @@ class RegionLedger:
                     self.conflicts += 1
                     continue
                 self.writes += 1
-                self._cache[key] = written
+                self._cache[key] = parse_slice(written)
                 return result
         raise TooManyConflicts(
             f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
@@ -313,10 +315,9 @@ class RegionLedger:
         queue = self._queues.setdefault(key, _SliceQueue())
         async with queue.lock:
             for _ in range(self.max_attempts):
-                body = await self._current(key)
-                if body is None:
+                current = await self._current(key)
+                if current is None:
                     raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-                current = parse_slice(body)
                 patch = fn(current)
                 if not patch:
                     return current
@@ -329,8 +330,8 @@ class RegionLedger:
                     self._cache.pop(key, None)
                     continue
                 self.writes += 1
-                self._cache[key] = written
-                return parse_slice(written)
+                self._cache[key] = parse_slice(written)
+                return self._cache[key]
         raise TooManyConflicts(
             f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
         )
