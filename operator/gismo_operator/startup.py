@@ -118,6 +118,11 @@ def apply_settings(kopf_settings: kopf.OperatorSettings, runtime: Runtime) -> No
     kopf_settings.posting.reporting_component = kube.COMPONENT
     kube.set_event_namespace(runtime.settings.namespace)
     kopf_settings.posting.level = logging.WARNING
+    # Watches end server-side every few minutes and are re-established; a client timeout a bit
+    # longer catches connections that silently died (load balancers, node loss).
+    kopf_settings.watching.server_timeout = 300
+    kopf_settings.watching.client_timeout = 330
+    kopf_settings.watching.connect_timeout = 30
     kopf_settings.admission.server = build_webhook_server(runtime)
     kopf_settings.admission.managed = MANAGED_WEBHOOKS_NAME if runtime.dev else None
     if runtime.tune is not None:
