@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -49,3 +52,30 @@ def test_cleans_up_after_a_failed_start() -> None:
         pass
     assert lc.leftovers() == []
     assert not ray.is_initialized()
+
+
+DRIVER = """
+import json, sys, time
+from gismo.testing import LocalCluster
+lc = LocalCluster(2, object_store_bytes=128 << 20, region_bytes=16 << 20).start()
+print(json.dumps([lc.marker, lc.slice_path, lc.tmpdir]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_janitor_cleans_up_when_the_driver_is_killed() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", DRIVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        marker, slice_path, tmpdir = json.loads(proc.stdout.readline())
+        assert os.path.exists(slice_path) and leftover_processes(marker)
+    finally:
+        proc.kill()  # SIGKILL: no Python cleanup runs in the driver
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        leftover_processes(marker) or os.path.exists(slice_path) or os.path.exists(tmpdir)
+    ):
+        time.sleep(0.2)
+    assert leftover_processes(marker) == []
+    assert not os.path.exists(slice_path) and not os.path.exists(tmpdir)

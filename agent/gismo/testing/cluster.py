@@ -24,7 +24,9 @@ Usage::
 Cleanup is unconditional (also on errors, KeyboardInterrupt in the body, or a failed start):
 the driver disconnects, every raylet/worker/agent started here is stopped (stragglers are found
 by a marker in their environment and killed by pid), the emulation file and the temporary
-directory are removed, and the driver's environment is restored.
+directory are removed, and the driver's environment is restored. If the driver itself dies
+without running Python code (SIGKILL, SIGTERM's default action, os._exit), a small janitor
+process started with the cluster does the same (`gismo.testing.janitor`).
 
 Cost: starting takes ~3-6 s per cluster (mostly Ray), stopping ~2-5 s. Memory is only what is
 touched: object stores and the slice file are tmpfs pages, allocated on first write.
@@ -153,6 +155,7 @@ class LocalCluster:
         self.node_ids: list[str] = []
         self.cluster: Any = None
         self._saved_env: dict[str, str | None] = {}
+        self._janitor: subprocess.Popen[bytes] | None = None
         self._started = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -193,6 +196,9 @@ class LocalCluster:
             raise RuntimeError("ray is already initialized in this process; shut it down first")
         self.tmpdir = tempfile.mkdtemp(prefix="gr-", dir=self.tmp_root)
         self.marker = os.path.basename(self.tmpdir)
+        if self.with_agents:
+            self.slice_path = os.path.join(self.shm_dir, f"gismo-{self.marker}.slice")
+        self._start_janitor()
         # The driver's env: no inherited GISMO_* (raylets inherit ours), Ray's temp dir inside ours.
         for key in (*GISMO_ENV_KEYS, "RAY_TMPDIR", MARKER_ENV):
             self._saved_env[key] = os.environ.pop(key, None)
@@ -229,7 +235,6 @@ class LocalCluster:
 
     def _start_agents(self) -> None:
         size = self.nodes * self.region_bytes
-        self.slice_path = os.path.join(self.shm_dir, f"gismo-{self.marker}.slice")
         fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, size)
@@ -264,6 +269,32 @@ class LocalCluster:
                 )
         for agent in self.agents:
             self._wait_agent(agent)
+
+    def _start_janitor(self) -> None:
+        """A watchdog that cleans up if this process dies without `close()` (see janitor.py)."""
+        env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
+        paths = [p for p in (self.slice_path, self.tmpdir) if p]
+        self._janitor = subprocess.Popen(
+            [sys.executable, "-m", "gismo.testing.janitor", self.marker, *paths],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+    def _stop_janitor(self) -> None:
+        j, self._janitor = self._janitor, None
+        if j is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert j.stdin is not None
+            j.stdin.write(b"done\n")
+            j.stdin.close()
+        try:
+            j.wait(5)
+        except subprocess.TimeoutExpired:
+            j.kill()
+            j.wait()
 
     def _wait_agent(self, agent: AgentProcess) -> None:
         import gismo
@@ -323,6 +354,7 @@ class LocalCluster:
             else:
                 os.environ[key] = value
         self._saved_env.clear()
+        self._stop_janitor()
 
     # ----------------------------------------------------------------- helpers for callers
 
