@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             clusterwide=True,
             standalone=settings.peering is None,
             peering_name=settings.peering,
+            # kopf pauses every operator that shares the top priority, so equal priorities would
+            # leave all replicas paused: each process draws its own, the highest one works.
+            priority=secrets.randbelow(2**31 - 1) + 1 if settings.peering else 0,
             liveness_endpoint=liveness,
         )
     except startup.StartupError as exc:
