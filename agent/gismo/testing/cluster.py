@@ -92,18 +92,45 @@ def _proc_environ_has(pid: int, needle: bytes) -> bool:
         return False
 
 
-def leftover_processes(marker: str) -> list[int]:
-    """PIDs (other than this one) whose initial environment carries `MARKER_ENV=<marker>`.
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every live (non-zombie) process."""
+    out: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) "
+        if fields[0] != b"Z":
+            out[int(entry)] = int(fields[1])
+    return out
 
-    Cost: one read of /proc/<pid>/environ per process on the machine (a few ms).
+
+def leftover_processes(marker: str) -> list[int]:
+    """Live PIDs (other than this one) started for the cluster with this marker.
+
+    That is: processes whose initial environment carries `MARKER_ENV=<marker>`, plus all their
+    descendants (some Ray daemons rewrite their process title over the environment block, so
+    the marker is not always readable; their parent's is). Cost: two reads of /proc per process
+    on the machine (a few ms).
     """
     needle = f"{MARKER_ENV}={marker}\0".encode()
     me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me and _proc_environ_has(int(entry), needle):
-            pids.append(int(entry))
-    return pids
+    parents = _parents()
+    found = {pid for pid in parents if pid != me and _proc_environ_has(pid, needle)}
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = list(found)
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found and child != me:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
 
 
 class LocalCluster:
