@@ -81,9 +81,12 @@ class Agent:
         self.rw = self.map.rw_view
         self.started = time.time()
         self.puts = self.deletes = self.store_full = self.fallbacks = self.closed_gets = 0
-        self.reserved: dict[int, tuple[int, int]] = {}  # slot -> (conn id, generation)
+        # slot -> (conn id, generation, offset, taken): reservations handed to clients, by the agent's
+        # own record (the client may write the slot; the agent frees by this record, never by memory)
+        self.reserved: dict[int, tuple[int, int, int, int]] = {}
         self.pending: deque[tuple[int, int, float]] = deque()  # (slot, generation, due) DELETING
-        self.orphans: list[tuple[int, int, float]] = []  # RESERVED slots left by a previous agent
+        # RESERVED slots left by a previous agent: (slot, generation, due, offset, taken)
+        self.orphans: list[tuple[int, int, float, int, int]] = []
         self.sealed = 0
         self.sealed_bytes = 0
         self.recovered: dict[str, int] = {}
@@ -182,7 +185,7 @@ class Agent:
                 self.pending.append((s, gen, now))
             else:
                 orphaned += 1
-                self.orphans.append((s, gen, now + self.cfg.orphan_grace_s))
+                self.orphans.append((s, gen, now + self.cfg.orphan_grace_s, off, taken))
         used.sort()
         good: list[tuple[int, int]] = []
         end = 0
@@ -361,6 +364,9 @@ class Agent:
         if op == protocol.SEAL:
             self.seal(c, *protocol.SLOT_REQ.unpack(body))
             return b""
+        if op == protocol.CREATE_MANY:
+            n, count = protocol.CREATE_MANY_REQ.unpack(body)
+            return b"".join(protocol.CREATE_REP.pack(*r) for r in self.create_many(c, n, count))
         handler = self._handlers.get(op)
         if handler is None:
             raise ProtocolError(f"unknown op {op}")
@@ -372,7 +378,8 @@ class Agent:
 
     def _op_abort(self, c: Conn, body: memoryview) -> bytes:
         slot, gen = protocol.SLOT_REQ.unpack(body)
-        if self.reserved.get(slot) != (c.cid, gen):
+        r = self.reserved.get(slot)
+        if r is None or r[0] != c.cid or r[1] != gen:
             raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
         self._settle_reservation(slot, gen, abort=True)
         return b""
@@ -478,18 +485,42 @@ class Agent:
         off, taken = ext
         layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
-        self.reserved[slot] = (c.cid, gen)
+        self.reserved[slot] = (c.cid, gen, off, taken)
         c.reserved.add(slot)
         return slot, gen, off
 
+    def create_many(self, c: Conn, n: int, count: int) -> list[tuple[int, int, int]]:
+        """Up to ``count`` reservations of ``n`` bytes each, for a client's small-object stash.
+
+        Each is an ordinary reservation (own slot, own extent), so sealing, aborting, crash recovery
+        and quarantine treat it exactly like one from CREATE. Returns at least one or raises StoreFull.
+        """
+        if not 0 < n <= layout.SMALL_MAX or not 0 < count <= 256:
+            raise ProtocolError(f"create_many of {count} x {n} bytes is out of range")
+        out = [self.create(c, n)]
+        for _ in range(count - 1):
+            if not self.free_slots or self.alloc.largest_free < n:
+                break
+            try:
+                out.append(self.create(c, n))
+            except StoreFull:
+                self.store_full -= 1  # a short batch is not a failed put
+                break
+        return out
+
     def seal(self, c: Conn, slot: int, gen: int) -> None:
         """The client finished writing (and normally sealed the slot in memory already)."""
-        if self.reserved.get(slot) != (c.cid, gen):
+        r = self.reserved.get(slot)
+        if r is None or r[0] != c.cid or r[1] != gen:
             raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
         pos = self.geom.slot_pos(slot)
         s = layout.read_slot_stable(self.rw, pos)
         if s is None or s.generation != gen or s.state not in (RESERVED, SEALED):
             raise StaleRef(f"slot {slot} changed under its reservation")
+        if s.offset != r[2] or s.alloc_size != r[3] or not 0 < s.length <= r[3]:
+            # The client may only set the length inside its extent: anything else is refused.
+            self._settle_reservation(slot, gen, abort=True)
+            raise ProtocolError(f"slot {slot} was sealed with an extent the agent did not hand out")
         if s.state == RESERVED:
             layout.write_state(self.rw, pos, SEALED)
             coherence.flush(self.rw, pos, layout.SLOT_SIZE)
@@ -504,21 +535,29 @@ class Agent:
 
     def _settle_reservation(self, slot: int, gen: int, abort: bool = False) -> None:
         """A reservation whose holder left: keep it if it was sealed in memory, otherwise free it."""
-        cid, _g = self.reserved[slot]
+        cid, _g, off, taken = self.reserved[slot]
         c = self.conns.get(cid)
         if c is not None:
             c.reserved.discard(slot)
         pos = self.geom.slot_pos(slot)
         s = layout.read_slot_stable(self.rw, pos, tries=1)
-        if not abort and s is not None and s.generation == gen and s.state == SEALED:
+        if (
+            not abort and s is not None and s.generation == gen and s.state == SEALED
+            and s.offset == off and s.alloc_size == taken and 0 < s.length <= taken
+        ):  # fmt: skip
             self._adopt(slot, s.length)
             return
         del self.reserved[slot]
-        self._free_slot(slot)
+        self._free_slot(slot, off, taken)
 
-    def _free_slot(self, slot: int) -> None:
+    def _slot_state(self, slot: int) -> int:
+        return int(struct.unpack_from("<I", self.rw, self.geom.slot_pos(slot) + 16)[0])
+
+    def _free_slot(self, slot: int, off: int | None = None, taken: int | None = None) -> None:
         pos = self.geom.slot_pos(slot)
-        _seq, gen, _st, _f, off, _n, taken = layout.read_slot_raw(self.rw, pos)
+        _seq, gen, _st, _f, moff, _n, mtaken = layout.read_slot_raw(self.rw, pos)
+        if off is None or taken is None:
+            off, taken = moff, mtaken
         layout.write_slot(self.rw, pos, gen, FREE, 0, 0, 0, 0)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         if taken:
@@ -538,11 +577,10 @@ class Agent:
         if slot in self.reserved:
             if s.state != SEALED:
                 raise ObjectNotFound(f"object r{region}/s{slot}@g{gen} is not sealed yet")
-            cid = self.reserved[slot][0]
-            c = self.conns.get(cid)
-            if c is not None:
-                c.reserved.discard(slot)
-            self._adopt(slot, s.length)
+            # Sealed in memory, seal notice still in flight: settle it now (validates the extent).
+            self._settle_reservation(slot, gen)
+            if slot in self.reserved or self._slot_state(slot) != SEALED:
+                raise StaleRef(f"object r{region}/s{slot}@g{gen} no longer exists")
         layout.write_state(self.rw, pos, DELETING)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         self.sealed -= 1
@@ -570,18 +608,21 @@ class Agent:
                     self._free_slot(slot)
             self.pending = keep
         for o in orphans_due:
-            slot, gen, _t = o
+            slot, gen, _t, off, taken = o
             self.orphans.remove(o)
             s = layout.read_slot_stable(self.rw, self.geom.slot_pos(slot), tries=1)
-            if s is not None and s.generation == gen and s.state == SEALED:
+            if (
+                s is not None and s.generation == gen and s.state == SEALED and s.offset == off
+                and s.alloc_size == taken and 0 < s.length <= taken
+            ):  # fmt: skip
                 # A client of the previous agent finished its put after the restart: keep it.
                 self.sealed += 1
                 self.sealed_bytes += s.length
                 self.puts += 1
             elif (slot, gen) in pinned:
-                self.orphans.append((slot, gen, now + self.cfg.orphan_grace_s))
+                self.orphans.append((slot, gen, now + self.cfg.orphan_grace_s, off, taken))
             else:
-                self._free_slot(slot)
+                self._free_slot(slot, off, taken)
 
     def scan_pins(self) -> set[tuple[int, int]]:
         """(slot, generation) of this region's objects pinned anywhere in the slice.

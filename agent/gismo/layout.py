@@ -35,6 +35,7 @@ SLOT_SIZE = 64
 PIN_SIZE = 16
 COUNTER_SIZE = 16
 LEASE = 64  # pin entries per client lease
+SMALL_MAX = 64 << 10  # objects up to this size may come from a client's pre-reserved stash
 
 # Slot states.
 FREE = 0
@@ -210,6 +211,20 @@ def write_state(buf: Any, pos: int, state: int) -> None:
     seq = (seq | 1) + 1
     SLOT_SEQ.pack_into(buf, pos, seq - 1)
     struct.pack_into("<I", buf, pos + 16, state)
+    SLOT_SEQ.pack_into(buf, pos, seq)
+
+
+_STATE = struct.Struct("<I")
+_LENGTH = struct.Struct("<Q")
+
+
+def write_seal(buf: Any, pos: int, length: int) -> None:
+    """Seqlock update by a client sealing a stash reservation: state SEALED and the real length."""
+    (seq,) = SLOT_SEQ.unpack_from(buf, pos)
+    seq = (seq | 1) + 1
+    SLOT_SEQ.pack_into(buf, pos, seq - 1)
+    _STATE.pack_into(buf, pos + 16, SEALED)
+    _LENGTH.pack_into(buf, pos + 32, length)
     SLOT_SEQ.pack_into(buf, pos, seq)
 
 

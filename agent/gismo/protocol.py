@@ -21,16 +21,17 @@ MAX_FRAME = 1 << 20
 LEN = struct.Struct("<I")
 NOREPLY = 0x80
 
-HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK = range(1, 11)
+HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK, CREATE_MANY = range(1, 12)
 OP_NAMES = {
     HELLO: "hello", CREATE: "create", SEAL: "seal", ABORT: "abort", DELETE: "delete", LIST: "list",
-    STATS: "stats", HEALTH: "health", LEASE: "lease", FALLBACK: "fallback",
+    STATS: "stats", HEALTH: "health", LEASE: "lease", FALLBACK: "fallback", CREATE_MANY: "create_many",
 }  # fmt: skip
 
 # Bodies.
 HELLO_REQ = struct.Struct("<I")  # client pid
 CREATE_REQ = struct.Struct("<Q")  # bytes wanted
 CREATE_REP = struct.Struct("<IQQ")  # slot, generation, offset (region relative)
+CREATE_MANY_REQ = struct.Struct("<QI")  # bytes each, how many (reply: CREATE_REP repeated)
 SLOT_REQ = struct.Struct("<IQ")  # slot, generation (seal, abort)
 DELETE_REQ = struct.Struct("<IIQ")  # region, slot, generation
 LEASE_REP = struct.Struct("<II")  # first entry, lease index

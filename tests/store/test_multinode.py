@@ -128,18 +128,29 @@ def test_delete_waits_for_pins_in_other_regions(three: tuple[Pool, list]) -> Non
 
 def test_stale_ref_after_delete_and_reuse(three: tuple[Pool, list]) -> None:
     pool, (a, b, c) = three
-    ref = a.call("put_pattern", 4096, 1)
+    ref = a.call("put_pattern", 1 * MiB, 1)  # large: a CREATE of its own, not from a small-object stash
     a.call("delete", ref)
     wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim")
-    reused = a.call("put_pattern", 4096, 2)
+    reused = a.call("put_pattern", 1 * MiB, 2)
     assert (reused.slot, reused.offset) == (ref.slot, ref.offset)  # same slot, same bytes
     assert reused.generation != ref.generation
     for node in (b, c):
         assert node.call("get_error", ref) == "StaleRef"
         assert not node.call("contains", ref)
-        assert node.call("check_pattern", reused, 4096, 2)
+        assert node.call("check_pattern", reused, 1 * MiB, 2)
     with pytest.raises(AssertionError, match="StaleRef"):
         a.call("delete", ref)
+    # Small objects come from a per-client stash of reservations; a reused slot is just as stale.
+    small = a.call("put_pattern", 100, 3)
+    a.call("delete", small)
+    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim")
+    for i in range(200):
+        again = a.call("put_pattern", 100, 4 + i)
+        if again.slot == small.slot:
+            break
+    assert again.slot == small.slot and again.generation != small.generation
+    assert b.call("get_error", small) == "StaleRef"
+    assert b.call("check_pattern", again, 100, 4 + i)
 
 
 def test_forged_refs_fail_cleanly(three: tuple[Pool, list]) -> None:

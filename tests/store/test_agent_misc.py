@@ -1,0 +1,102 @@
+"""Agent surface: metrics and probes, the CLI, config errors, batch delete, reservation cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+from conftest import Pool, wait_for
+
+import gismo
+from gismo import config
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_probes_and_cli(pool: Pool) -> None:
+    port = _free_port()
+    a = pool.agent(0, metrics_port=port)
+    c = gismo.connect(a.socket)
+    try:
+        refs = [c.put(np.arange(1000)) for _ in range(3)]
+        for r in refs:
+            del_view = c.get(r)
+            del del_view
+        c.note_fallback(2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert r.status == 200
+        c.stats()  # flushes this client's queued notices to the agent
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        for name in ("gismo_bytes_used", "gismo_bytes_free", "gismo_objects", "gismo_puts_total",
+                     "gismo_gets_total", "gismo_fallbacks_total"):  # fmt: skip
+            assert name in text, name
+        line = next(x for x in text.splitlines() if x.startswith("gismo_objects{"))
+        assert line.endswith(" 3.0")
+        assert next(x for x in text.splitlines() if x.startswith("gismo_gets_total{")).endswith(" 3.0")
+        assert next(x for x in text.splitlines() if x.startswith("gismo_fallbacks_total{")).endswith(" 2.0")
+        env = {**os.environ, "GISMO_SOCKET": a.socket}
+        out = subprocess.run(
+            [sys.executable, "-m", "gismo.cli", "stats"], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0 and json.loads(out.stdout)["objects"] == 3
+        out = subprocess.run(
+            [sys.executable, "-m", "gismo.cli", "health", "--socket", a.socket], capture_output=True
+        )
+        assert out.returncode == 0
+        bad = os.path.join(pool.dir, "nothing.sock")
+        out = subprocess.run(
+            [sys.executable, "-m", "gismo.cli", "health", "--socket", bad], capture_output=True
+        )
+        assert out.returncode == 1
+    finally:
+        c.close()
+
+
+def test_config_errors_name_the_variable(pool: Pool) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+    env.update(pool.env(0))
+    env["GISMO_REGION"] = "9"
+    out = subprocess.run(
+        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 2 and "GISMO_REGION" in out.stderr
+    with pytest.raises(config.ConfigError, match="GISMO_REGION_OFFSET"):
+        config.load(environ=pool.env(1) | {"GISMO_REGION_OFFSET": "12345"}).validate()
+    cfg = config.load(environ=pool.env(1) | {"GISMO_REGION_OFFSET": str(pool.region_size)}).validate()
+    assert cfg.region == 1  # slice-relative offsets are accepted as well as absolute ones
+    assert config.parse_size("64Mi") == 64 << 20 and config.parse_size("2G") == 2 * 10**9
+    with pytest.raises(gismo.AgentUnavailable):
+        gismo.connect(os.path.join(pool.dir, "nothing.sock"))
+
+
+def test_delete_many_and_stash_released_on_disconnect(pool: Pool) -> None:
+    a = pool.agent(0)
+    c = gismo.connect(a.socket)
+    refs = [c.put(b"x" * 100) for _ in range(10)]
+    assert a.stats()["reserved"] > 0  # pre-reserved small-object stash
+    assert c.delete_many(refs[:6]) == 6
+    assert c.delete_many(refs[:8]) == 2  # already-deleted ones are skipped
+    c.close()
+    st = wait_for(lambda: (s := a.stats())["clients"] == 1 and s, what="disconnect")
+    assert st["reserved"] == 0 and st["objects"] == 2
+    c = gismo.connect(a.socket)
+    try:
+        assert [bytes(c.get(r)) for r in refs[8:]] == [b"x" * 100] * 2
+        with pytest.raises(gismo.StoreFull):
+            c.put(np.zeros(pool.region_size, np.uint8))
+        assert c.stats()["store_full"] == 1
+    finally:
+        c.close()
