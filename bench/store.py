@@ -1,0 +1,251 @@
+"""Benchmark of the Gismo store on this machine: put/get from 1 KiB to 1 GiB, small-object rate.
+
+Starts two agents on one /dev/shm pool file (two "nodes"), puts from a client of node 0 and gets
+from a client of node 1 (another process: the cross-node path, no transfer) and of node 0.
+memcpy bandwidth is measured in the same run with numpy.copyto between pre-faulted buffers.
+
+    .venv/bin/python bench/store.py [--max-size 1G] [--out bench/results/store.json]
+
+Prints a table and writes JSON. Targets (issue 4): put of >= 64 MiB at >= 50% of memcpy bandwidth;
+get (mapping, no reading) <= 50 us at every size; >= 20,000 small put+get pairs per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+import gismo
+from gismo import protocol
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if n >= size:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
+
+def reps_for(size: int) -> int:
+    return int(max(5, min(2000, (512 * MiB) // size)))
+
+
+def memcpy_bw(size: int) -> float:
+    """Bytes/s of numpy.copyto at this size (destination pre-faulted; median of repeats)."""
+    src = np.ones(size, np.uint8)
+    dst = np.zeros(size, np.uint8)
+    np.copyto(dst, src)
+    times = []
+    for _ in range(max(3, min(200, reps_for(size) // 4))):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - t)
+    return size / statistics.median(times)
+
+
+def start_agent(env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+    full.update(env)
+    with open(log, "ab") as f:
+        p = subprocess.Popen([sys.executable, "-m", "gismo.cli", "agent"], env=full, stdout=f, stderr=f)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise SystemExit(f"agent exited {p.returncode}; see {log}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.connect(env["GISMO_SOCKET"])
+                s.sendall(protocol.frame(protocol.HEALTH))
+                if s.recv(64):
+                    return p
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("agent did not start")
+
+
+def reader(conn: Any, sock: str) -> None:
+    """Node 1: time get() (mapping only) and, separately, a full read of each object."""
+    c = gismo.connect(sock)
+    while True:
+        msg = conn.recv()
+        if msg is None:
+            break
+        ref, reps = msg
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            v = c.get(ref)
+            times.append(time.perf_counter() - t)
+            del v
+        v = c.get(ref)
+        t = time.perf_counter()
+        total = int(v.sum(dtype=np.uint64)) if v.size else 0  # touches every byte
+        read_s = time.perf_counter() - t
+        del v
+        conn.send((times, read_s, total))
+    c.close()
+
+
+def stats_line(times: list[float]) -> tuple[float, float]:
+    s = sorted(times)
+    return statistics.median(s), s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--max-size", default="1G", help="largest object (default 1G)")
+    ap.add_argument("--pairs", type=int, default=50_000, help="small put+get pairs to time")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "store.json"))
+    args = ap.parse_args()
+    max_size = gismo.config.parse_size(args.max_size.replace("G", "Gi").replace("M", "Mi").replace("ii", "i"))
+    sizes = []
+    s = KiB
+    while s <= max_size:
+        sizes.append(s)
+        s *= 4
+    region = max_size + max_size // 8 + 64 * MiB
+    region = (region + 2 * MiB - 1) // (2 * MiB) * (2 * MiB)
+    tmp = tempfile.mkdtemp(prefix="gsb-", dir="/tmp")
+    path = f"/dev/shm/gismo-bench-{os.getpid()}.pool"
+    with open(path, "wb") as f:
+        f.truncate(2 * region)
+    agents = []
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    rproc = None
+    results: dict[str, Any] = {}
+    try:
+        socks = []
+        for r in range(2):
+            sock = os.path.join(tmp, f"a{r}.sock")
+            socks.append(sock)
+            env = {
+                "GISMO_DEVICE": path, "GISMO_SLICE_OFFSET": "0", "GISMO_SLICE_SIZE": str(2 * region),
+                "GISMO_REGION": str(r), "GISMO_REGION_SIZE": str(region), "GISMO_SOCKET": sock,
+            }  # fmt: skip
+            agents.append(start_agent(env, os.path.join(tmp, f"a{r}.log")))
+        c = gismo.connect(socks[0])
+        rproc = ctx.Process(target=reader, args=(child, socks[1]), daemon=True)
+        rproc.start()
+        c.map.prefaulted.wait(120)  # the client pre-faults its region's page tables in the background
+
+        rows = []
+        heads = ("size", "put med", "put p99", "put GB/s", "memcpy GB/s", "put/memcpy", "get B med",
+                 "get B p99", "get A med", "read B GB/s")  # fmt: skip
+        widths = (8, 10, 10, 9, 11, 10, 10, 10, 10, 11)
+        print(" ".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True)))
+        for size in sizes:
+            src = np.full(size, 7, np.uint8)
+            reps = reps_for(size)
+            puts = []
+            for _ in range(reps):
+                t = time.perf_counter()
+                ref = c.put(src)
+                puts.append(time.perf_counter() - t)
+                c.delete(ref)
+            ref = c.put(src)
+            local = []
+            for _ in range(min(reps * 4, 5000)):
+                t = time.perf_counter()
+                v = c.get(ref)
+                local.append(time.perf_counter() - t)
+                del v
+            parent.send((ref, min(reps * 4, 5000)))
+            remote, read_s, total = parent.recv()
+            assert total == 7 * size, "reader saw wrong bytes"
+            c.delete(ref)
+            bw = memcpy_bw(size)
+            pm, p99 = stats_line(puts)
+            gm, g99 = stats_line(remote)
+            lm, _ = stats_line(local)
+            row = {
+                "size": size, "put_median_s": pm, "put_p99_s": p99, "put_Bps": size / pm, "memcpy_Bps": bw,
+                "put_vs_memcpy": (size / pm) / bw, "get_remote_median_s": gm, "get_remote_p99_s": g99,
+                "get_local_median_s": lm, "read_remote_Bps": size / read_s if read_s else 0.0, "reps": reps,
+            }  # fmt: skip
+            rows.append(row)
+            cells = (human(size), f"{pm * 1e6:.1f}us", f"{p99 * 1e6:.1f}us", f"{size / pm / 1e9:.2f}",
+                     f"{bw / 1e9:.2f}", f"{row['put_vs_memcpy']:.0%}", f"{gm * 1e6:.1f}us",
+                     f"{g99 * 1e6:.1f}us", f"{lm * 1e6:.1f}us",
+                     f"{row['read_remote_Bps'] / 1e9:.2f}")  # fmt: skip
+            print(" ".join(f"{x:>{w}}" for x, w in zip(cells, widths, strict=True)), flush=True)
+            del src
+
+        small: dict[str, Any] = {}
+        for label, obj in (("bytes_1KiB", b"x" * KiB), ("ndarray_4KiB", np.ones(512))):
+            n = args.pairs
+            batch: list[gismo.Ref] = []
+            t_pairs = 0.0
+            t_del = 0.0
+            for _i in range(n):
+                t = time.perf_counter()
+                r = c.put(obj)
+                v = c.get(r)
+                del v
+                t_pairs += time.perf_counter() - t
+                batch.append(r)
+                if len(batch) == 1000:
+                    t = time.perf_counter()
+                    c.delete_many(batch)
+                    t_del += time.perf_counter() - t
+                    batch.clear()
+            c.delete_many(batch)
+            small[label] = {
+                "pairs": n, "pairs_per_s": n / t_pairs, "pairs_per_s_with_delete": n / (t_pairs + t_del),
+            }  # fmt: skip
+            with_del = n / (t_pairs + t_del)
+            print(
+                f"small {label}: {n / t_pairs:,.0f} put+get pairs/s ({with_del:,.0f}/s counting delete_many)"
+            )
+        results = {
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "kernel": platform.release(),
+            },
+            "memcpy_Bps_256MiB": memcpy_bw(256 * MiB) if max_size >= 256 * MiB else None,
+            "sizes": rows,
+            "small": small,
+            "agent_stats": c.stats(),
+        }
+        big = [r for r in rows if r["size"] >= 64 * MiB]
+        results["targets"] = {
+            "put_ge_64MiB_at_half_memcpy": all(r["put_vs_memcpy"] >= 0.5 for r in big) if big else None,
+            "get_le_50us_every_size": all(r["get_remote_median_s"] <= 50e-6 for r in rows),
+            "small_pairs_ge_20000": all(v["pairs_per_s"] >= 20_000 for v in small.values()),
+        }
+        print("targets:", json.dumps(results["targets"]))
+        c.close()
+    finally:
+        if rproc is not None:
+            parent.send(None)
+            rproc.join(10)
+        for p in agents:
+            p.terminate()
+            p.wait(10)
+        os.unlink(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
