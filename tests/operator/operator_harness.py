@@ -26,13 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
-import datetime as dt
 import functools
-import itertools
-import socket
 import ssl
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -40,13 +35,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import kmock as kmock_lib
 import kopf
 import pytest
 import yaml
 
-from gismo_operator import devcert, kube, pools, registry, startup
+from gismo_operator import embedded, kube, pools
+from gismo_operator.embedded import CORE_RESOURCES, VERBS, free_port, register_crd
 from gismo_operator.settings import Settings
+
+__all__ = [
+    "CORE_RESOURCES",
+    "VERBS",
+    "Cluster",
+    "OperatorHandle",
+    "cluster",
+    "free_port",
+    "kopf_tuning",
+    "operator",
+    "register_crd",
+]
 
 T = TypeVar("T")
 Body = dict[str, Any]
@@ -57,49 +64,6 @@ KUBERAY_CRD = REPO.parent / "shared" / "kuberay" / "ray.io_rayclusters.yaml"
 
 #: How long wait_for() polls before failing (a guard against hangs, not a timed assertion).
 WAIT_LIMIT = 30.0
-
-CORE_RESOURCES: dict[str, dict[str, Any]] = {
-    "pods": {
-        "kind": "Pod",
-        "namespaced": True,
-        "singular": "pod",
-        "shortnames": {"po"},
-        "subresources": {"status"},
-    },
-    "events": {"kind": "Event", "namespaced": True, "singular": "event", "shortnames": {"ev"}},
-    "namespaces": {"kind": "Namespace", "namespaced": False, "singular": "namespace", "shortnames": {"ns"}},
-    "nodes": {"kind": "Node", "namespaced": False, "singular": "node", "shortnames": {"no"}},
-}
-VERBS = {"get", "list", "watch", "create", "patch", "update", "delete", "deletecollection"}
-
-
-def register_crd(
-    emulator: Any, crd: Mapping[str, Any], versions: set[str] | None = None
-) -> list[kube.Resource]:
-    """Declare a CustomResourceDefinition's resource (served versions) to kmock's discovery."""
-    spec = crd["spec"]
-    names = spec["names"]
-    out = []
-    for version in spec["versions"]:
-        if not version.get("served", True) or (versions is not None and version["name"] not in versions):
-            continue
-        emulator.resources[kmock_lib.resource(spec["group"], version["name"], names["plural"])] = (
-            kmock_lib.ResourceInfo(
-                kind=names["kind"],
-                singular=names.get("singular"),
-                namespaced=spec["scope"] == "Namespaced",
-                shortnames=set(names.get("shortNames", [])),
-                categories=set(names.get("categories", [])),
-                verbs=VERBS,
-                subresources=set(version.get("subresources", {})),
-            )
-        )
-        out.append(
-            kube.Resource(
-                spec["group"], version["name"], names["plural"], spec["scope"] == "Namespaced", names["kind"]
-            )
-        )
-    return out
 
 
 @functools.cache
@@ -117,31 +81,19 @@ class Cluster:
 
     kmock: Any
     api: kube.Client
-    _rv: Iterator[int] = field(default_factory=lambda: itertools.count(1000))
+    _rv: Iterator[str] = field(default_factory=embedded.resource_versions)
 
     def next_rv(self) -> str:
         """A fresh resourceVersion (kmock assigns none)."""
-        return str(next(self._rv))
+        return next(self._rv)
 
     async def create(
         self, resource: kube.Resource, body: Mapping[str, Any], namespace: str | None = None
     ) -> Body:
         """Create an object as an API server would: name from ``generateName``, uid, resourceVersion,
         generation 1, creationTimestamp. Returns the stored object."""
-        obj: Body = {**body, "metadata": dict(body.get("metadata") or {})}
-        meta = obj["metadata"]
-        if resource.namespaced:
-            meta["namespace"] = namespace or meta.get("namespace") or "default"
-        if not meta.get("name"):
-            prefix = meta.get("generateName")
-            if not prefix:
-                raise ValueError("metadata.name or metadata.generateName is required")
-            meta["name"] = prefix + uuid.uuid4().hex[:5]
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta["resourceVersion"] = self.next_rv()
-        meta.setdefault("generation", 1)
-        meta.setdefault("creationTimestamp", dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        return await self.api.create(resource, obj, namespace=meta.get("namespace"))
+        obj = embedded.seed_new_object(resource, body, self.next_rv(), namespace)
+        return await self.api.create(resource, obj, namespace=obj["metadata"].get("namespace"))
 
     async def get(self, resource: kube.Resource, name: str, namespace: str | None = None) -> Body | None:
         """The object, or None when it does not exist."""
@@ -202,11 +154,9 @@ class Cluster:
 @pytest.fixture
 async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
     """kmock with gismo.io, ray.io/v1 RayCluster and core v1 resources registered (see module doc)."""
-    for path in GISMO_CRDS:
-        register_crd(kmock, _load_yaml(path))
-    register_crd(kmock, _load_yaml(KUBERAY_CRD), versions={"v1"})
-    for plural, info in CORE_RESOURCES.items():
-        kmock.resources[kmock_lib.resource("", "v1", plural)] = kmock_lib.ResourceInfo(verbs=VERBS, **info)
+    embedded.declare_resources(
+        kmock, [_load_yaml(path) for path in GISMO_CRDS], kuberay_crd=_load_yaml(KUBERAY_CRD)
+    )
     api = kube.Client(kopf.ConnectionInfo(server=str(kmock.url).rstrip("/"), default_namespace="default"))
     try:
         yield Cluster(kmock=kmock, api=api)
@@ -297,13 +247,6 @@ class OperatorHandle:
             return await self.cluster.wait_for(attempt, f"webhook {webhook_id} to know {resource.plural}")
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def kopf_tuning() -> Callable[[kopf.OperatorSettings], None]:
     """kopf settings for test runs (override this fixture to change them).
@@ -326,85 +269,23 @@ async def operator(
     monkeypatch: pytest.MonkeyPatch,
     kopf_tuning: Callable[[kopf.OperatorSettings], None],
 ) -> AsyncIterator[OperatorHandle]:
-    """The operator running in this event loop against ``cluster`` (see module doc)."""
-    tls = tmp_path / "tls"
-    ca, cert, key = devcert.generate(["127.0.0.1", "localhost"]).write(tls)
-    port = free_port()
-    settings = Settings(
-        webhook_port=port, tls_dir=tls, metrics_port=0, health_port=0, namespace="gismo-system"
-    )
-    server = kopf.WebhookServer(
-        addr="127.0.0.1", port=port, host="127.0.0.1", certfile=cert, pkeyfile=key, cafile=ca
-    )
+    """The operator running against ``cluster`` (see module doc), in its own thread
+    (:func:`gismo_operator.embedded.run_operator`)."""
     monkeypatch.setattr(pools, "IN_USE_RETRY_DELAY", 0.2)
     monkeypatch.setattr(pools, "IN_USE_RETRY_MAX", 1.0)
-    startup.configure(startup.Runtime(settings=settings, webhook_server=server, tune=kopf_tuning))
-
-    async def login() -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=cluster.api.server, default_namespace="default")
-
-    kube.set_login_source(login)
-    registry.load_handlers()
-    # kopf runs in its own thread and event loop, as in production: at exit, kopf cancels every task
-    # of its loop that it did not find at start-up, which in a shared loop would include the test's.
-    stop, ready = threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-    thread = threading.Thread(
-        target=_run_operator, args=(stop, ready, errors), name="kopf-operator", daemon=True
-    )
-    thread.start()
-    handle = OperatorHandle(
-        cluster=cluster, webhook_url=f"https://127.0.0.1:{port}", ca_file=ca, settings=settings
-    )
     try:
-        await cluster.wait_for(lambda: _ready_or_crashed(ready, thread, errors), "the operator to start")
-        await cluster.wait_for(lambda: _listening(port), "the webhook server to listen")
-        yield handle
-    finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)  # the test loop keeps serving kmock meanwhile
-        kube.set_login_source(None)
-        kube.use_client(None)
-        kube.set_event_namespace(None)
-        startup.configure(startup.Runtime(settings=Settings()))
-    if thread.is_alive():
-        pytest.fail("the operator did not stop within 30 s of its stop flag")
-    if errors:
-        raise errors[0]
-
-
-def _run_operator(stop: threading.Event, ready: threading.Event, errors: list[BaseException]) -> None:
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        loop.run_until_complete(
-            kopf.operator(clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready)
-        )
-    except asyncio.CancelledError:
-        pass  # kopf's graceful stop ends its own task as cancelled
-    except BaseException as exc:
-        errors.append(exc)
-    finally:
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
-
-
-async def _ready_or_crashed(
-    ready: threading.Event, thread: threading.Thread, errors: list[BaseException]
-) -> bool:
-    if errors:
-        raise errors[0]
-    if not thread.is_alive():
-        pytest.fail("the operator exited during start-up")
-    return ready.is_set()
-
-
-async def _listening(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
+        async with embedded.run_operator(
+            cluster.api.server,
+            tls_dir=tmp_path / "tls",
+            namespace="gismo-system",
+            tune=kopf_tuning,
+            start_limit=WAIT_LIMIT,
+        ) as running:
+            yield OperatorHandle(
+                cluster=cluster,
+                webhook_url=running.webhook_url,
+                ca_file=running.ca_file,
+                settings=running.settings,
+            )
+    except (TimeoutError, embedded.OperatorExited, RuntimeError) as exc:
+        pytest.fail(str(exc))
