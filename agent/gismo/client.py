@@ -186,9 +186,8 @@ class Client:
         rw = self._rw
         pos = g.slot_off + slot * layout.SLOT_SIZE
         try:
-            # A restarted agent no longer honours reservations of its predecessor: never write then.
-            if layout.read_run(rw, 0)[0] != self.epoch:
-                raise AgentUnavailable("agent restarted; reservation discarded")
+            # A restarted agent keeps its predecessor's reservations quarantined (orphan_grace_s) and
+            # bumps the epoch: we must notice before sealing, so we check once the bytes are written.
             write(enc, rw, off)
             coherence.flush(rw, off, n)
             if layout.read_run(rw, 0)[0] != self.epoch:

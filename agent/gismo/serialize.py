@@ -58,14 +58,25 @@ class Encoded:
         self.size = pos if buffers else _HDR.size + len(meta)
 
 
+@functools.lru_cache(maxsize=1024)
+def _nd_meta(dtype: np.dtype[Any], shape: tuple[int, ...]) -> bytes | None:
+    """Array meta (ndim, shape, dtype string), or None for dtypes that must go through pickle."""
+    if dtype.hasobject or dtype.fields is not None or len(shape) > 255:
+        return None
+    return bytes([len(shape)]) + b"".join(_DIM.pack(d) for d in shape) + dtype.str.encode()
+
+
 def encode(obj: Any) -> Encoded:
     """Plan how ``obj`` is laid out; buffers are views of the caller's memory, not copies."""
     t = type(obj)
-    if t is np.ndarray and not obj.dtype.hasobject and obj.dtype.fields is None and obj.flags.c_contiguous:
-        dt = obj.dtype.str.encode()
-        meta = bytes([obj.ndim]) + b"".join(_DIM.pack(d) for d in obj.shape) + dt
-        data = memoryview(obj.reshape(-1).view(np.uint8))
-        return Encoded(NDARRAY, meta, [data])
+    if t is np.ndarray and obj.flags.c_contiguous:
+        meta = _nd_meta(obj.dtype, obj.shape)
+        if meta is not None:
+            try:
+                data = memoryview(obj).cast("B")  # fast; fails for 0-d and datetime arrays
+            except (TypeError, ValueError):
+                data = memoryview(obj.reshape(-1).view(np.uint8))
+            return Encoded(NDARRAY, meta, [data])
     if t is bytes or t is bytearray:
         return Encoded(BYTES, b"", [memoryview(obj)])
     if t is memoryview and obj.contiguous:
