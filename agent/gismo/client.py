@@ -21,6 +21,8 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from . import coherence, layout, protocol
 from .config import Config
 from .config import load as load_config
@@ -30,6 +32,7 @@ from .errors import (
     GismoError,
     ObjectNotFound,
     StaleRef,
+    StoreFull,
     error_from_code,
 )
 from .layout import LEASE, SEALED, Geometry
@@ -280,7 +283,10 @@ class Client:
         for _attempt in range(3):
             seq = self._check(pos, region, slot, gen, off, size)
             key = (region, slot, gen)
-            self._pin(key)
+            try:
+                self._pin(key)
+            except StoreFull:
+                return self._get_copy(pos, region, slot, gen, off, size)
             # Re-check after the pin is published: an unchanged, even seq means the fields we checked
             # were consistent and the owner had not started deleting when we pinned, so it will see
             # our pin before it reclaims anything (see agent.py, "Delete protocol").
@@ -301,6 +307,20 @@ class Client:
         if self._counter_pos >= 0:
             _COUNTERS.pack_into(self._rw, self._counter_pos, self._gets, 0)
         return obj
+
+    def _get_copy(self, pos: int, region: int, slot: int, gen: int, off: int, size: int) -> Any:
+        """No pin entry left for this client: copy the object out under the seqlock instead.
+
+        Without a pin the owner may reclaim the object once it is deleted, so the bytes are copied
+        and accepted only if the slot's seq did not move meanwhile. Cost: one copy of the object.
+        """
+        seq = self._check(pos, region, slot, gen, off, size)
+        base = region * self.region_size + off
+        coherence.invalidate(self._ro, base, size)
+        data = np.frombuffer(self._ro, np.uint8, size, base).copy()
+        if _SEQ.unpack_from(self._ro, pos)[0] != seq:
+            raise StaleRef(f"object r{region}/s{slot}@g{gen} changed while being copied")
+        return decode(data, data.ctypes.data, 0, size, data, None)
 
     def contains(self, ref: Ref) -> bool:
         """True when ``ref`` names a sealed, undeleted object (local check, no message)."""

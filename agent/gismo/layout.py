@@ -90,11 +90,11 @@ class Geometry:
     def compute(
         cls, region: int, region_size: int, slots: int = 0, pins: int = 0, format_id: int = 0, owner: str = ""
     ) -> Geometry:
-        """Lay out a region. Default slots: one per 16 KiB (64..1M); pins: as many as slots (≥ 4096)."""
+        """Lay out a region. Default slots: one per 16 KiB (64..1M); pins: as many as slots (≥ 16384)."""
         if slots <= 0:
             slots = max(64, min(region_size // (16 << 10), 1 << 20))
         if pins <= 0:
-            pins = max(4096, min(slots, 1 << 16))
+            pins = max(16384, min(slots, 1 << 18))
         pins = align_up(pins, LEASE)
         slot_off = HEADER_SIZE
         pin_off = align_up(slot_off + slots * SLOT_SIZE, PAGE)

@@ -100,3 +100,25 @@ def test_delete_many_and_stash_released_on_disconnect(pool: Pool) -> None:
         assert c.stats()["store_full"] == 1
     finally:
         c.close()
+
+
+def test_pin_table_exhausted_falls_back_to_a_checked_copy(pool: Pool) -> None:
+    a = pool.agent(0, pin_entries=64)  # one lease of 64 pins for the whole region
+    c = gismo.connect(a.socket)
+    other = gismo.connect(a.socket)  # holds no lease: the only one went to c
+    try:
+        refs = [c.put(np.full(100, i)) for i in range(70)]
+        held = [c.get(r) for r in refs[:64]]  # every pin entry in use
+        assert c.pins == 64
+        extra = c.get(refs[64])  # no pin left: a copy, checked against the slot's seqlock
+        assert np.array_equal(extra, np.full(100, 64)) and extra.flags.owndata is False
+        assert not np.shares_memory(extra, np.frombuffer(c.map.ro, np.uint8))
+        assert np.array_equal(other.get(refs[65]), np.full(100, 65))
+        del held
+        assert c.pins == 0
+        view = c.get(refs[66])
+        assert np.shares_memory(view, np.frombuffer(c.map.ro, np.uint8))  # views again once pins free up
+        del view
+    finally:
+        other.close()
+        c.close()

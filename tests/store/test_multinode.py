@@ -64,6 +64,7 @@ def test_kinds_round_trip_across_nodes(three: tuple[Pool, list]) -> None:
         np.arange(10)[::2],
         np.zeros(0, dtype=np.float32),
         np.float64(3.5),
+        np.array(2.5),
         "a string",
         12345678901234567890,
     ]
