@@ -18,6 +18,7 @@ bench/results/ray_vs_gismo.png. `--quick` uses small sizes (and bench/results/qu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -110,15 +111,14 @@ def split_runs(xs: list[float]) -> dict[str, Any]:
     return {"cold": xs[0] if xs else None, "warm_median": median(xs[1:]), "warm": xs[1:]}
 
 
-def plasma_allocated(marker: str) -> int:
-    """Bytes of tmpfs pages allocated to the object stores of the cluster with this marker.
+def plasma_files(marker: str) -> list[str]:
+    """/proc paths of the plasma files (/dev/shm/plasma*, unlinked) held open by the cluster's raylets.
 
-    Each raylet keeps its plasma file (/dev/shm/plasma*, unlinked) open; its st_blocks is what the
-    store has touched: objects, pulled copies and transit buffers. Plasma does not give pages
-    back, so this is a high-water mark: meaningful as "memory this workload needed" on a fresh
-    cluster. Cost: a few /proc reads per raylet.
+    Their st_blocks is what each store has touched: objects, pulled copies and transit buffers.
+    Plasma does not give pages back, so it is a high-water mark: "memory this workload needed"
+    on a fresh cluster. Cost: one scan of /proc (done once per sampler).
     """
-    total = 0
+    paths = []
     for pid in leftover_processes(marker):
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() != "raylet":
@@ -126,39 +126,51 @@ def plasma_allocated(marker: str) -> int:
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 path = f"/proc/{pid}/fd/{fd}"
                 if "/plasma" in os.readlink(path):
-                    total += os.stat(path).st_blocks * 512
+                    paths.append(path)
         except OSError:
             continue
+    return paths
+
+
+def allocated(paths: list[str]) -> int:
+    total = 0
+    for path in paths:
+        with contextlib.suppress(OSError):
+            total += os.stat(path).st_blocks * 512
     return total
 
 
 class MemorySampler:
-    """Samples, every `period`, the bytes held by Ray's object stores and by Gismo; keeps peaks.
+    """Samples, every `period`, bytes held by Ray's object stores and by Gismo; keeps the peaks.
 
-    - ray_primary: cluster `object_store_memory` total minus available (primary copies only; the
-      raylets report it periodically, so short peaks can be missed).
-    - ray_plasma: tmpfs pages allocated to the raylets' plasma files (see `plasma_allocated`),
-      which also counts pulled copies; a high-water mark.
-    - gismo: the agents' `bytes_used` (objects and reservations in the regions; freed on delete).
-    Cost: one GCS call, a few /proc reads per raylet and one agent call per node per tick.
+    Kept light because it runs during timed shuffles (2 cores): only what is asked for is sampled.
+    - ray (on request): tmpfs pages allocated to the raylets' plasma files (see `plasma_files`),
+      which counts pulled copies too; and the cluster's `object_store_memory` in use (primary
+      copies only, reported periodically by the raylets).
+    - gismo (on request): the agents' `bytes_used` (objects and reservations; freed on delete).
+    Cost per tick: a few fstat calls and one GCS call (ray), one agent call per node (gismo).
     """
 
-    def __init__(self, lc: LocalCluster, with_gismo: bool, period: float = 0.05) -> None:
-        self.lc = lc
+    def __init__(self, lc: LocalCluster, gismo: bool, ray_stores: bool, period: float = 0.1) -> None:
         self.period = period
         self.peak_ray_primary = 0
         self.peak_ray_plasma = 0
         self.peak_gismo = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._clients = _agent_clients(lc) if with_gismo else []
+        self._clients = _agent_clients(lc) if gismo else []
+        self._plasma = plasma_files(lc.marker) if ray_stores else []
+        self._ray = ray_stores
         self._ray_total = float(_ray_resources(available=False).get("object_store_memory", 0))
         self.base_ray_primary, self.base_ray_plasma, self.base_gismo = self.sample()
 
     def sample(self) -> tuple[int, int, int]:
-        avail = float(_ray_resources(available=True).get("object_store_memory", self._ray_total))
+        primary = 0
+        if self._ray:
+            avail = float(_ray_resources(available=True).get("object_store_memory", self._ray_total))
+            primary = int(self._ray_total - avail)
         gismo_bytes = sum(_gismo_used(c.stats()) for c in self._clients)
-        return int(self._ray_total - avail), plasma_allocated(self.lc.marker), gismo_bytes
+        return primary, allocated(self._plasma), gismo_bytes
 
     def _tick(self) -> None:
         try:
@@ -254,7 +266,9 @@ def _check(got: int, want: int, what: str) -> None:
 # ---------------------------------------------------------------------------- (b)+(c) shuffle
 
 
-def run_shuffle(total: int, backend: str, nodes: int, lc: LocalCluster) -> dict[str, Any]:
+def run_shuffle(
+    total: int, backend: str, nodes: int, lc: LocalCluster, ray_stores: bool = False
+) -> dict[str, Any]:
     """One 16x16 shuffle of `total` bytes; maps on node i % nodes, reducers on node (j + 1) % nodes."""
     maps = reducers = 16
     per_map = total // maps
@@ -265,7 +279,9 @@ def run_shuffle(total: int, backend: str, nodes: int, lc: LocalCluster) -> dict[
             "map_strategy": lambda i: lc.on_node(i % nodes),
             "reduce_strategy": lambda j: lc.on_node((j + 1) % nodes),
         }
-    with MemorySampler(lc, with_gismo=backend == "gismo") as mem:
+    # Gismo runs also sample Ray's stores: the refs travel through Ray, their bytes count too.
+    gismo = backend == "gismo"
+    with MemorySampler(lc, gismo=gismo, ray_stores=ray_stores or gismo) as mem:
         t0 = time.perf_counter()
         r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
         dt = time.perf_counter() - t0
@@ -313,7 +329,7 @@ def bench_ray_memory(total: int, store: int) -> dict[str, Any]:
     """(c) Ray side: one shuffle on a fresh 4-node Ray cluster; plasma pages it needed."""
     with LocalCluster(4, cpus_per_node=1, object_store_bytes=store, agents=False) as lc:
         ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
-        r = run_shuffle(total, "ray", 4, lc)
+        r = run_shuffle(total, "ray", 4, lc, ray_stores=True)
     held = r["ray_plasma_allocated_bytes"] - r["ray_plasma_allocated_before"]
     print(f"  fresh-cluster Ray shuffle {total / GiB:.2f} GiB: {r['seconds']:.2f} s, stores needed "
           f"{held / GiB:.2f} GiB", flush=True)  # fmt: skip
