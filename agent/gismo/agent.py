@@ -84,7 +84,9 @@ class Agent:
         # slot -> (conn id, generation, offset, taken): reservations handed to clients, by the agent's
         # own record (the client may write the slot; the agent frees by this record, never by memory)
         self.reserved: dict[int, tuple[int, int, int, int]] = {}
-        self.pending: deque[tuple[int, int, float]] = deque()  # (slot, generation, due) DELETING
+        # DELETING objects: (slot, generation, due, delay); a pinned one is re-checked with backoff
+        self.pending: deque[tuple[int, int, float, float]] = deque()
+        self._next_due = float("inf")
         # RESERVED slots left by a previous agent: (slot, generation, due, offset, taken)
         self.orphans: list[tuple[int, int, float, int, int]] = []
         self.sealed = 0
@@ -94,7 +96,6 @@ class Agent:
         self.conns: dict[int, Conn] = {}
         self._next_cid = 1
         self._stop = False
-        self._last_scan = 0.0
         self.ready = False
         self.sel: selectors.BaseSelector | None = None
         self.listener: socket.socket | None = None
@@ -182,10 +183,12 @@ class Agent:
                 self.sealed_bytes += length
             elif state == DELETING:
                 deleting += 1
-                self.pending.append((s, gen, now))
+                self.pending.append((s, gen, now, self.cfg.grace_ms / 1000))
+                self._next_due = now
             else:
                 orphaned += 1
                 self.orphans.append((s, gen, now + self.cfg.orphan_grace_s, off, taken))
+                self._next_due = min(self._next_due, now + self.cfg.orphan_grace_s)
         used.sort()
         good: list[tuple[int, int]] = []
         end = 0
@@ -247,15 +250,15 @@ class Agent:
             signal.signal(signal.SIGINT, self.stop)
         try:
             while not self._stop:
-                busy = bool(self.pending or self.orphans)
-                for key, mask in self.sel.select(self.cfg.grace_ms / 1000 if busy else 0.1):
+                timeout = min(0.1, max(0.0, self._next_due - time.monotonic()))
+                for key, mask in self.sel.select(timeout):
                     if key.data is None:
                         self._accept()
                     elif mask & selectors.EVENT_READ:
                         self._on_read(key.data)
                     elif mask & selectors.EVENT_WRITE:
                         self._flush_out(key.data)
-                if busy:
+                if self._next_due <= time.monotonic():
                     self._maintain(time.monotonic())
         finally:
             self.shutdown()
@@ -466,7 +469,7 @@ class Agent:
             wait = min(p[2] for p in self.pending) - time.monotonic()
             if wait > 0:
                 time.sleep(min(wait, self.cfg.grace_ms / 1000))
-            self._maintain(time.monotonic(), force=True)
+            self._maintain(time.monotonic())
             ext = self.alloc.alloc(n)
         if ext is None:
             self.store_full += 1
@@ -611,24 +614,31 @@ class Agent:
         self.sealed -= 1
         self.sealed_bytes -= s.length
         self.deletes += 1
-        self.pending.append((slot, gen, time.monotonic() + self.cfg.grace_ms / 1000))
+        grace = self.cfg.grace_ms / 1000
+        due = time.monotonic() + grace
+        self.pending.append((slot, gen, due, grace))
+        self._next_due = min(self._next_due, due)
 
     # ---- reclaim ------------------------------------------------------------------------------
-    def _maintain(self, now: float, force: bool = False) -> None:
-        """Free deleted objects no pin names; settle orphans whose quarantine expired."""
+    def _maintain(self, now: float) -> None:
+        """Free deleted objects no pin names; settle orphans whose quarantine expired.
+
+        One scan of every pin table serves all due objects. A still-pinned object is re-checked
+        with exponential backoff (grace .. 0.25 s), so a long-held view costs a few scans a second,
+        not a busy loop.
+        """
         due = [p for p in self.pending if p[2] <= now]
         orphans_due = [o for o in self.orphans if o[2] <= now]
         if not due and not orphans_due:
+            self._reschedule()
             return
-        if not force and now - self._last_scan < self.cfg.grace_ms / 2000:
-            return
-        self._last_scan = now
         pinned = self.scan_pins()
         if due:
-            keep: deque[tuple[int, int, float]] = deque(p for p in self.pending if p[2] > now)
-            for slot, gen, t in due:
+            keep: deque[tuple[int, int, float, float]] = deque(p for p in self.pending if p[2] > now)
+            for slot, gen, _t, delay in due:
                 if (slot, gen) in pinned:
-                    keep.append((slot, gen, t))
+                    delay = min(0.25, delay * 2)
+                    keep.append((slot, gen, now + delay, delay))
                 else:
                     self._free_slot(slot)
             self.pending = keep
@@ -648,6 +658,11 @@ class Agent:
                 self.orphans.append((slot, gen, now + self.cfg.orphan_grace_s, off, taken))
             else:
                 self._free_slot(slot, off, taken)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        dues = [p[2] for p in self.pending] + [o[2] for o in self.orphans]
+        self._next_due = min(dues) if dues else float("inf")
 
     def scan_pins(self) -> set[tuple[int, int]]:
         """(slot, generation) of this region's objects pinned anywhere in the slice.
