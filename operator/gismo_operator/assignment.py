@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from gismo_operator.allocator import free_region
 from gismo_operator.injection.plan import ANN_REGION, ANN_RESERVATION
 from gismo_operator.models import RegionAssignment
@@ -249,6 +251,16 @@ def sweep(
     return SweepResult(result, tuple(released), tuple(bound), tuple(conflicts))
 
 
+_REGIONS = TypeAdapter(list[RegionAssignment])
+
+
 def to_api(regions: Iterable[RegionAssignment]) -> list[dict[str, Any]]:
-    """The list as written into ``spec.regions`` (camelCase, no nulls)."""
-    return [r.to_api() for r in _sorted(regions)]
+    """The list as written into ``spec.regions`` (camelCase, no nulls).
+
+    One serializer call for the whole list (in pydantic-core) rather than one ``model_dump`` per
+    entry: a slice write serializes every entry, and this was a per-admission cost under load.
+    """
+    result: list[dict[str, Any]] = _REGIONS.dump_python(
+        _sorted(regions), mode="json", by_alias=True, exclude_none=True
+    )
+    return result

@@ -106,6 +106,33 @@ def parse_slice(body: Mapping[str, Any]) -> GismoSlice:
         raise ValueError(f"{where}: {describe_validation_error(exc)}") from exc
 
 
+def after_write(current: GismoSlice, regions: Regions, written: Mapping[str, Any]) -> GismoSlice:
+    """The slice after our conditional write of ``regions``, without re-validating every entry.
+
+    The write carried ``current``'s resourceVersion, so the stored object is ``current`` plus our
+    regions; only the new resourceVersion is taken from the answer. Re-parsing the answer costs
+    O(regions) validation per write, the largest cost of a busy slice. When the answer disagrees
+    on the other spec fields (no precondition was possible: no resourceVersion), it is parsed.
+    """
+    spec = written.get("spec") or {}
+    same = (
+        spec.get("offset") == current.spec.offset
+        and spec.get("size") == current.spec.size
+        and spec.get("regionSize") == current.spec.region_size
+        and spec.get("pool") == current.spec.pool
+        and len(spec.get("regions") or []) == len(regions)
+    )
+    if not same:
+        return parse_slice(written)
+    rv = (written.get("metadata") or {}).get("resourceVersion")
+    return current.model_copy(
+        update={
+            "spec": current.spec.model_copy(update={"regions": list(regions)}),
+            "metadata": current.metadata.model_copy(update={"resource_version": rv}),
+        }
+    )
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -204,7 +231,7 @@ class RegionLedger:
                 self._cache.pop(key, None)
                 raise
             self.writes += 1
-            self._cache[key] = parse_slice(written)
+            self._cache[key] = after_write(current, regions, written)
             return results
         raise TooManyConflicts(
             f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"

@@ -440,3 +440,20 @@ async def test_write_spec_resizes_under_the_ledger_lock_and_retries_on_conflict(
     assert third is not None and third.index == 2
     unchanged = await ledger.write_spec(NS, NAME, lambda s: None)
     assert unchanged.spec.size == 4 * REGION
+
+
+async def test_the_cached_slice_after_a_write_equals_what_the_api_stores() -> None:
+    from gismo_operator.regions import after_write, parse_slice
+
+    api = FakeApi()
+    api.add_slice(8)
+    ledger = RegionLedger(api, clock=Clock())
+    for _ in range(3):
+        assert await ledger.reserve(NS, NAME) is not None
+    cached = ledger.cached(NS, NAME)
+    assert cached == parse_slice(api.slices[NS, NAME])
+    # An answer that disagrees on the slice itself (no precondition was possible) is parsed instead.
+    changed = copy.deepcopy(api.slices[NS, NAME])
+    changed["spec"]["size"] = 16 * REGION
+    assert cached is not None
+    assert after_write(cached, cached.spec.regions, changed).spec.size == 16 * REGION
