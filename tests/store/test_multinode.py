@@ -223,3 +223,27 @@ def test_each_region_written_only_by_its_owner(three: tuple[Pool, list]) -> None
         b.call("drop", f"h{r.slot}")
     assert b.call("pins") == 0
     assert os.path.getsize(pool.path) == pool.slice_offset + pool.slice_size
+
+
+def test_workers_of_one_node_share_its_agent_and_region(pool: Pool) -> None:
+    """Several Ray worker processes on one node: one agent, one region, separate pins and stashes."""
+    pool.agent(0)
+    pool.agent(1)
+    w1, w2, w3 = pool.node(0), pool.node(0), pool.node(1)
+    refs = [w1.call("put_pattern", 5000, i) for i in range(5)] + [w2.call("put_pattern", 5000, 10)]
+    assert {r.region for r in refs} == {0}
+    assert len({(r.slot, r.offset) for r in refs}) == 6
+    w2.call("hold", "x", refs[0])
+    w1.call("delete", refs[0])  # any worker of the owning node may delete
+    assert w3.call("get_error", refs[0]) == "StaleRef"
+    assert w2.call("held_bytes", "x", 0, 16) == bytes(pattern(16, 0))
+    w2.call("delete", refs[5])
+    with pytest.raises(AssertionError, match="only its own pod can delete"):
+        w3.call("delete", refs[1])  # another node's worker cannot
+    assert w3.call("check_pattern", refs[1], 5000, 1)
+    assert pool.agents[0].stats()["clients"] == 3
+    # refs[5] is reclaimed after the grace period; refs[0] stays pending while w2 pins it.
+    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 1, what="refs[5] reclaimed")
+    assert w2.call("held_bytes", "x", 0, 16) == bytes(pattern(16, 0))
+    w2.call("drop", "x")
+    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim after unpin")
