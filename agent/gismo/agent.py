@@ -123,7 +123,41 @@ class Agent:
             self.geom = old
             self._recover()
             return old
+        if old is not None:
+            self._wait_for_foreign_pins(old)
         return self._format()
+
+    def _wait_for_foreign_pins(self, old: Geometry) -> None:
+        """Before reformatting a region that held another pod's objects, let readers finish.
+
+        Readers in other regions may still hold views (and pins) on the previous owner's objects;
+        formatting would change bytes under them. Wait up to ``format_wait_s`` for those pins to go,
+        then format anyway (a reader that outlives that sees new bytes, never a crash).
+        """
+        me = self.region + 1
+        deadline = time.monotonic() + self.cfg.format_wait_s
+        while True:
+            n = 0
+            for r in range(self.map.regions):
+                if r == self.region:
+                    continue
+                base = self.map.region_base(r)
+                try:
+                    g = Geometry.unpack_header(self.map.ro, base, r, self.cfg.region_size)
+                except CorruptRegion:
+                    continue
+                t = np.frombuffer(self.map.ro, layout.pin_dtype(), g.pins, base + g.pin_off)
+                n += int(np.count_nonzero(t["region"] == me))
+            if not n:
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "region %d: formatting although %d pins from other regions remain", self.region, n
+                )
+                return
+            log.info("region %d: waiting for %d pins on the previous owner's objects before formatting",
+                     self.region, n)  # fmt: skip
+            time.sleep(0.25)
 
     def _format(self) -> Geometry:
         cfg = self.cfg

@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 4096)")
     a.add_argument("--grace-ms", type=float, help="delay between delete and reclaim (default 5)")
     a.add_argument("--orphan-grace-s", type=float, help="quarantine of half-written slots after restart")
+    a.add_argument(
+        "--format-wait-s", type=float, help="wait for readers of a previous owner before formatting"
+    )
     a.add_argument("--owner", help="identity of the pod (GISMO_OWNER); a different owner reformats")
     a.add_argument("--format", action="store_true", help="format the region even if it holds objects")
     a.add_argument("--log-level", default="INFO")

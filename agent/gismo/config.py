@@ -59,6 +59,7 @@ class Config:
     metrics_port: int = 0  # 0: no HTTP endpoint
     grace_ms: float = 5.0  # delete → reclaim delay that lets in-flight pins become visible
     orphan_grace_s: float = 10.0  # how long a restarted agent keeps a half-written slot before freeing it
+    format_wait_s: float = 30.0  # how long a new owner waits for readers of the old one before formatting
     owner: str = ""
 
     @property
@@ -120,7 +121,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                 values[name] = parse_size(val) if isinstance(val, str) else int(val)
             elif name in ("region", "metrics_port"):
                 values[name] = int(val)
-            elif name in ("grace_ms", "orphan_grace_s"):
+            elif name in ("grace_ms", "orphan_grace_s", "format_wait_s"):
                 values[name] = float(val)
             else:
                 values[name] = str(val)

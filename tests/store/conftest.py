@@ -96,6 +96,12 @@ class AgentProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
+        """Launch and wait until it serves."""
+        self.launch()
+        wait_for(self._up, 30, f"agent {self.region} to serve")
+        return self
+
+    def launch(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
         env.update(self.env)
         with open(self.log, "ab") as log:
@@ -103,8 +109,6 @@ class AgentProc:
                 [sys.executable, "-m", "gismo.cli", "agent"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_for(self._up, 30, f"agent {self.region} to serve")
-        return self
 
     def _up(self) -> bool:
         assert self.proc is not None

@@ -108,17 +108,25 @@ def test_sigterm_is_clean_and_restart_keeps_objects(pool: Pool) -> None:
         c.close()
 
 
-def test_new_owner_reformats_region(pool: Pool) -> None:
+def test_new_owner_waits_for_readers_then_reformats(pool: Pool) -> None:
     a = pool.agent(0, owner="pod-1")
+    pool.agent(1)
+    b = pool.node(1)
     c = gismo.connect(a.socket)
-    ref = c.put(b"old pod's object")
+    ref = c.put(np.arange(5000))
     c.close()
+    b.call("hold", "old", ref)  # a reader elsewhere still holds a view of the old pod's object
     a.stop()
-    a.env["GISMO_OWNER"] = "pod-2"
-    a.start()
+    a.env["GISMO_OWNER"] = "pod-2"  # the region is handed to a new pod
+    a.launch()
+    wait_for(lambda: "waiting for 1 pins" in a.log_text(), what="new owner to wait for the reader")
+    assert np.array_equal(np.frombuffer(b.call("held_bytes", "old"), np.int64), np.arange(5000))
+    b.call("drop", "old")
+    wait_for(a._up, 30, "new owner to format and serve")
     assert a.stats()["recovered"] == {"formatted": 1}
     c = gismo.connect(a.socket)
     try:
         assert not c.contains(ref)
+        assert b.call("get_error", ref) == "StaleRef"
     finally:
         c.close()
