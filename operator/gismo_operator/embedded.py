@@ -72,9 +72,6 @@ RAYCLUSTER_RESOURCE: dict[str, Any] = {
     "subresources": {"status"},
 }
 
-#: Where the repo keeps KubeRay's CRD (a sibling folder in the development setup; may be absent).
-KUBERAY_CRD = Path(__file__).resolve().parents[3] / "shared" / "kuberay" / "ray.io_rayclusters.yaml"
-
 
 # ------------------------------------------------------------------------------------------------
 # Discovery
