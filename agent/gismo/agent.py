@@ -119,7 +119,7 @@ class Agent:
             old = None
             if "no Gismo header" not in str(exc) and not force:
                 log.warning("region %d: %s; formatting it", cfg.region, exc)
-        if old is not None and not force and old.owner == cfg.owner[:64]:
+        if old is not None and not force and old.owner == cfg.identity:
             self.geom = old
             self._recover()
             return old
@@ -162,7 +162,7 @@ class Agent:
     def _format(self) -> Geometry:
         cfg = self.cfg
         g = Geometry.compute(cfg.region, cfg.region_size, cfg.slots, cfg.pin_entries,
-                             format_id=random.getrandbits(63), owner=cfg.owner)  # fmt: skip
+                             format_id=random.getrandbits(63), owner=cfg.identity)  # fmt: skip
         self.geom = g
         rw = self.rw
         # Kill the old magic first: a crash mid-format leaves memory that no reader accepts.

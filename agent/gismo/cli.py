@@ -36,13 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--socket", help="Unix socket path (GISMO_SOCKET, default /run/gismo/agent.sock)")
     a.add_argument("--metrics-port", type=int, help="HTTP port for /metrics, /healthz, /readyz (0 = off)")
     a.add_argument("--slots", type=int, help="object slots in the region (default: one per 16 KiB)")
-    a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 4096)")
+    a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 16384)")
     a.add_argument("--grace-ms", type=float, help="delay between delete and reclaim (default 5)")
     a.add_argument("--orphan-grace-s", type=float, help="quarantine of half-written slots after restart")
     a.add_argument(
         "--format-wait-s", type=float, help="wait for readers of a previous owner before formatting"
     )
-    a.add_argument("--owner", help="identity of the pod (GISMO_OWNER); a different owner reformats")
+    a.add_argument(
+        "--owner", help="identity of the pod (GISMO_OWNER, default: hostname); a new owner reformats"
+    )
     a.add_argument("--format", action="store_true", help="format the region even if it holds objects")
     a.add_argument("--log-level", default="INFO")
     for name, text in (

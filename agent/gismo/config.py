@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,7 +61,16 @@ class Config:
     grace_ms: float = 5.0  # delete → reclaim delay that lets in-flight pins become visible
     orphan_grace_s: float = 10.0  # how long a restarted agent keeps a half-written slot before freeing it
     format_wait_s: float = 30.0  # how long a new owner waits for readers of the old one before formatting
-    owner: str = ""
+    owner: str = ""  # empty: the hostname (see identity)
+
+    @property
+    def identity(self) -> str:
+        """Who owns the region: GISMO_OWNER, else the pod's hostname (the pod name in Kubernetes).
+
+        A restarted agent of the same pod recovers its region; a new pod handed the same region
+        (different hostname) formats it instead of inheriting objects nobody will ever delete.
+        """
+        return (self.owner or os.environ.get("HOSTNAME") or socket.gethostname())[:64]
 
     @property
     def regions(self) -> int:
