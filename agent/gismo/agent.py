@@ -298,9 +298,13 @@ class Agent:
             self.shutdown()
 
     def shutdown(self) -> None:
+        """Stop serving. Clients' reservations stay RESERVED in memory on purpose: a client that is
+        still alive may be writing into one, so only the next agent's recovery (which quarantines
+        them for orphan_grace_s) may free them; sealed ones are simply kept."""
         self.ready = False
         for c in list(self.conns.values()):
-            self._close(c)
+            self.conns.pop(c.cid, None)
+            c.sock.close()
         if self.listener is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.cfg.socket)

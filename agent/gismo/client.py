@@ -40,6 +40,7 @@ from .mapping import SliceMapping
 from .ref import Ref
 from .serialize import decode, encode, write
 
+REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
 _SEQ = layout.SLOT_SEQ
 _SLOT = struct.Struct("<QQIIQQQ")
 _PIN = struct.Struct("<IIQ")
@@ -91,10 +92,15 @@ class Client:
         self.region: int = int(info["region"])
         self.epoch: int = int(info["epoch"])
         device = cfg.device or str(info["device"])
-        self.map = SliceMapping(
-            device, int(info["slice_offset"]), int(info["slice_size"]), int(info["region_size"]), self.region,
-            prefault=True,
-        )  # fmt: skip
+        try:
+            self.map = SliceMapping(
+                device, int(info["slice_offset"]), int(info["slice_size"]), int(info["region_size"]),
+                self.region, prefault=True,
+            )  # fmt: skip
+        except BaseException:
+            self._sock.close()
+            self._sock = None
+            raise
         assert self.map.rw_view is not None
         self._rw = self.map.rw_view
         self._ro = self.map.view
@@ -108,6 +114,8 @@ class Client:
     # ---- socket -------------------------------------------------------------------------------
     def _hello(self) -> tuple[socket.socket, dict[str, Any]]:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # A hung agent must surface as AgentUnavailable (the Ray layer then falls back), not a hang.
+        s.settimeout(REQUEST_TIMEOUT)
         try:
             s.connect(self.cfg.socket)
         except OSError as exc:
@@ -189,8 +197,11 @@ class Client:
         rw = self._rw
         pos = g.slot_off + slot * layout.SLOT_SIZE
         try:
-            # A restarted agent keeps its predecessor's reservations quarantined (orphan_grace_s) and
-            # bumps the epoch: we must notice before sealing, so we check once the bytes are written.
+            # A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined
+            # for orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the
+            # small-object stash) must never be written, and one written meanwhile never sealed.
+            if layout.read_run(rw, 0)[0] != self.epoch:
+                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
             write(enc, rw, off)
             coherence.flush(rw, off, n)
             if layout.read_run(rw, 0)[0] != self.epoch:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from conftest import Pool, wait_for
 
 import gismo
@@ -130,3 +131,26 @@ def test_new_owner_waits_for_readers_then_reformats(pool: Pool) -> None:
         assert b.call("get_error", ref) == "StaleRef"
     finally:
         c.close()
+
+
+def test_client_outliving_its_agent_never_writes_a_void_reservation(pool: Pool) -> None:
+    a = pool.agent(0, orphan_grace_s=0.3)
+    old = gismo.connect(a.socket)
+    first = old.put(b"a" * 500)  # fills a small-object stash with reservations
+    stash = sum(len(v) for v in old._stash.values())
+    assert stash > 0
+    assert a.stop() == 0  # graceful: the stash stays reserved in memory for the next agent to judge
+    a.start()
+    assert a.stats()["recovered"]["orphaned"] >= stash
+    wait_for(lambda: a.stats()["orphans"] == 0, what="quarantine of the old stash to end")
+    new = gismo.connect(a.socket)
+    try:
+        refs = [new.put(np.full(64, i)) for i in range(200)]  # may reuse the old stash's space
+        with pytest.raises(gismo.AgentUnavailable):
+            old.put(b"b" * 500)  # the old client notices the new epoch before writing anything
+        assert bytes(new.get(first)) == b"a" * 500
+        for i, r in enumerate(refs):
+            assert np.array_equal(new.get(r), np.full(64, i))
+    finally:
+        new.close()
+        old.close()
