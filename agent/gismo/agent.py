@@ -52,7 +52,7 @@ SLOT_DTYPE = np.dtype(
     [("seq", "<u8"), ("generation", "<u8"), ("state", "<u4"), ("flags", "<u4"), ("offset", "<u8"),
      ("length", "<u8"), ("alloc", "<u8"), ("pad", "V16")]
 )  # fmt: skip
-DELETE_REQUEST = 0x8000_0000  # set in a pin entry's region field: "owner, please delete this"
+MAX_BACKLOG = 16 << 20  # unsent reply bytes tolerated per connection
 
 
 @dataclass
@@ -370,6 +370,9 @@ class Agent:
                 out += rep
         if out:
             self._flush_out(c)
+            if len(c.out) > MAX_BACKLOG:  # a client that sends but never reads: cut it off
+                log.warning("client %d (pid %d) does not read its replies; closing it", c.cid, c.pid)
+                self._close(c)
 
     def _flush_out(self, c: Conn) -> None:
         assert self.sel is not None
