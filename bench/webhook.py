@@ -15,7 +15,7 @@ Every admission does the full work: a durable region reservation written to the 
 resourceVersion precondition before the answer, and the JSON patch. The benchmark checks that every
 answer is allowed and carries an injected, distinct region (or reports how many were skipped).
 
-    .venv/bin/python bench/webhook.py          # 2000 closed-loop (16 in flight) + 2000 at 200/s, 8 clusters
+    .venv/bin/python bench/webhook.py          # 2000 closed-loop (16 in flight) + 2000 at 200/s, 32 clusters
     .venv/bin/python bench/webhook.py --admissions 500 --rate-admissions 500 --clusters 1
 
 Two measurements: throughput with ``--concurrency`` requests always in flight (closed loop), and
@@ -418,7 +418,7 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=int, default=100, help="untimed admissions first (default 100)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    parser.add_argument("--clusters", type=int, default=8, help="RayClusters the pods belong to (default 8)")
+    parser.add_argument("--clusters", type=int, default=32, help="RayClusters the pods belong to (default 32)")
     parser.add_argument("--profile", type=Path, help="write a cProfile of the operator process here")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"result file (default {RESULTS})")
     args = parser.parse_args()

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from gismo_operator.allocator import free_region
 from gismo_operator.injection.plan import ANN_REGION, ANN_RESERVATION
 from gismo_operator.models import RegionAssignment
@@ -251,16 +249,25 @@ def sweep(
     return SweepResult(result, tuple(released), tuple(bound), tuple(conflicts))
 
 
-_REGIONS = TypeAdapter(list[RegionAssignment])
+_dumped: dict[int, tuple[RegionAssignment, dict[str, Any]]] = {}
 
 
 def to_api(regions: Iterable[RegionAssignment]) -> list[dict[str, Any]]:
     """The list as written into ``spec.regions`` (camelCase, no nulls).
 
-    One serializer call for the whole list (in pydantic-core) rather than one ``model_dump`` per
-    entry: a slice write serializes every entry, and this was a per-admission cost under load.
+    Every write of a slice sends every entry, but entries are immutable and mostly the same from
+    one write to the next: each entry's serialization is memoized (keyed by identity, holding the
+    entry so the key cannot be reused) and the memo is trimmed to the entries just written.
+    Cost: O(entries) dictionary lookups plus serialization of the new entries only.
     """
-    result: list[dict[str, Any]] = _REGIONS.dump_python(
-        _sorted(regions), mode="json", by_alias=True, exclude_none=True
-    )
+    result: list[dict[str, Any]] = []
+    for entry in _sorted(regions):
+        hit = _dumped.get(id(entry))
+        if hit is None or hit[0] is not entry:
+            hit = _dumped[id(entry)] = (entry, entry.to_api())
+        result.append(hit[1])
+    if len(_dumped) > 4 * len(result) + 4096:
+        live = {id(r) for r in regions}
+        for key in [k for k in _dumped if k not in live]:
+            del _dumped[key]
     return result

@@ -78,7 +78,7 @@ def merge_env(existing: Sequence[Mapping[str, Any]] | None, added: Sequence[Mapp
     result: list[Any] = []
     for entry in existing or ():
         name = entry.get("name")
-        result.append(dict(by_name.pop(name)) if name in by_name else copy.deepcopy(dict(entry)))
+        result.append(dict(by_name.pop(name)) if name in by_name else entry)  # shared, never mutated
     result.extend(dict(e) for e in added if e["name"] in by_name)
     return result
 
@@ -87,7 +87,7 @@ def merge_mounts(
     existing: Sequence[Mapping[str, Any]] | None, added: Sequence[Mapping[str, Any]], where: str
 ) -> list[Any]:
     """``existing`` plus ``added``; a mount path already taken by another volume is a clear error."""
-    result = [copy.deepcopy(dict(m)) for m in existing or ()]
+    result = list(existing or ())  # entries shared with the input, never mutated
     taken = {m.get("mountPath"): m.get("name") for m in result}
     for mount in added:
         owner = taken.get(mount["mountPath"])
@@ -103,8 +103,12 @@ def merge_mounts(
 
 
 def extend_ray_container(container: Mapping[str, Any], plan: InjectionPlan, where: str) -> dict[str, Any]:
-    """The Ray container (``containers[0]``) with the GISMO_* env and the two mounts added."""
-    result = copy.deepcopy(dict(container))
+    """The Ray container (``containers[0]``) with the GISMO_* env and the two mounts added.
+
+    A shallow copy: only ``env`` and ``volumeMounts`` are new lists; the rest is shared with the
+    input and never mutated.
+    """
+    result = dict(container)
     result["env"] = merge_env(container.get("env"), plan.env())
     result["volumeMounts"] = merge_mounts(container.get("volumeMounts"), gismo_mounts(plan), where)
     return result

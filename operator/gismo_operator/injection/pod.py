@@ -1,8 +1,10 @@
 """Assemble the injected pod from the per-object builders.
 
-The result is a whole new pod body; the webhook hands it to kopf, which diffs it against the
-admitted pod and answers with the JSON patch. Working on whole bodies keeps the builders pure
-and lets tests assert on the pod the kubelet would see. Cost: one deep copy of the pod spec.
+The result is a whole new pod body; the webhook turns the difference into the JSON patch it
+answers with. Working on whole bodies keeps the builders pure and lets tests assert on the pod
+the kubelet would see. Cost: copies of only the dicts and lists on the changed paths (metadata,
+spec, the Ray container, the lists that grow); untouched parts are shared with the input, never
+mutated. A deep copy of the pod was a measurable share of an admission.
 """
 
 from __future__ import annotations
@@ -44,16 +46,17 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
     """
     if is_injected(pod):
         return copy.deepcopy(dict(pod))
-    result = copy.deepcopy(dict(pod))
-    spec = result.get("spec")
-    if not isinstance(spec, dict):
+    result = dict(pod)
+    if not isinstance(pod.get("spec"), Mapping):
         raise InjectionError("spec: the pod has no spec")
+    spec = result["spec"] = dict(pod["spec"])
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise InjectionError(
             "spec.containers: the pod has no containers (containers[0] must be the Ray container)"
         )
 
+    containers = spec["containers"] = list(containers)
     try:
         containers[0] = extend_ray_container(containers[0], plan, "spec.containers[0]")
         spec["volumes"] = merge_volumes(spec.get("volumes"), [build_pool_volume(plan), build_socket_volume()])
@@ -67,7 +70,7 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
     if plan.node_selector:
         spec["affinity"] = merge_node_affinity(spec.get("affinity"), plan.node_selector)
 
-    metadata = result.setdefault("metadata", {})
+    metadata = result["metadata"] = dict(pod.get("metadata") or {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), **plan.annotations()}
     return result
 

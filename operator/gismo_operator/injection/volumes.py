@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,7 @@ def merge_volumes(
     existing: Sequence[Mapping[str, Any]] | None, added: Sequence[Mapping[str, Any]]
 ) -> list[Any]:
     """``existing`` (e.g. KubeRay's ``shared-mem``) plus ``added``; a name clash is a clear error."""
-    result = [copy.deepcopy(dict(v)) for v in existing or ()]
+    result = list(existing or ())  # entries shared with the input, never mutated
     names = {v.get("name"): v for v in result}
     for volume in added:
         if volume["name"] in names:
