@@ -97,3 +97,18 @@ def test_region_size_override_must_be_a_multiple_of_the_pools() -> None:
     rc["metadata"]["annotations"] = {"gismo.io/region-size": "lots"}
     with pytest.raises(ShapeError, match=r"gismo\.io/region-size"):
         region_size_for(rc, GI)
+
+
+def test_the_example_raycluster_opts_in_and_is_valid_against_kuberays_crd() -> None:
+    import jsonschema
+
+    root = Path(__file__).resolve().parents[2]
+    example = yaml.safe_load((root / "examples" / "raycluster.yaml").read_text())
+    assert example["metadata"]["annotations"]["gismo.io/pool"] == "pool0"
+    assert cluster_shape(example).pods == 6
+    crd_path = SAMPLES.parent / "ray.io_rayclusters.yaml"
+    if not crd_path.exists():
+        pytest.skip("KubeRay CRD not found")
+    crd = yaml.safe_load(crd_path.read_text())
+    schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
+    jsonschema.validate(example, schema)
