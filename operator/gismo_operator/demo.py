@@ -201,6 +201,28 @@ async def wait_pool(kapi: embedded.EmbeddedApi, name: str, slices: int) -> Body:
     return result
 
 
+async def wait_slice(kapi: embedded.EmbeddedApi, namespace: str, name: str) -> Body:
+    """The RayCluster's GismoSlice; if the operator posts a Warning Event about the cluster instead
+    (unknown pool, bad annotation, pool full, ...), a RuntimeError quoting it."""
+
+    async def probe() -> tuple[str, Any] | None:
+        body = await kapi.api.get_or_none(kube.SLICES, name, namespace)
+        if body is not None:
+            return ("slice", body)
+        warnings = [
+            f"{e.get('reason')}: {e.get('message')}"
+            for e in await kapi.api.list(kube.EVENTS, namespace)
+            if e.get("type") == "Warning" and (e.get("involvedObject") or {}).get("name") == name
+        ]
+        return ("warnings", warnings) if warnings else None
+
+    kind, value = await embedded.poll(probe, f"GismoSlice {namespace}/{name}", WAIT)
+    if kind == "warnings":
+        raise RuntimeError(f"no slice for RayCluster {namespace}/{name}: " + "; ".join(value))
+    result: Body = value
+    return result
+
+
 async def wait_bound(kapi: embedded.EmbeddedApi, namespace: str, name: str, pods: int) -> Body:
     """The slice once ``pods`` regions are Bound to pods."""
 
@@ -252,9 +274,7 @@ async def control_plane(opts: Options, progress: Progress) -> list[AdmittedPod]:
                 f"applied RayCluster {ns}/{rc_name} ({source}), annotation "
                 f"gismo.io/pool={rc['metadata'].get('annotations', {}).get('gismo.io/pool')}"
             )
-            slice_body = await embedded.poll(
-                lambda: kapi.api.get_or_none(kube.SLICES, rc_name, ns), f"GismoSlice {ns}/{rc_name}", WAIT
-            )
+            slice_body = await wait_slice(kapi, ns, rc_name)
             sp = slice_body["spec"]
             progress.step("slice reserved for the cluster: kubectl get gismoslices")
             show(
