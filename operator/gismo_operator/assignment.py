@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from gismo_operator.allocator import free_region
-from gismo_operator.injection.plan import ANN_REGION, ANN_RESERVATION
+from gismo_operator.injection.plan import ANN_REGION, ANN_REGION_OFFSET, ANN_RESERVATION
 from gismo_operator.models import RegionAssignment
 
 Regions = list[RegionAssignment]
@@ -56,6 +56,14 @@ def _same_instant(a: dt.datetime | None, b: dt.datetime | None) -> bool:
 
 
 @dataclass(frozen=True)
+class Geometry:
+    """Where a slice lies in its pool: region ``i`` starts at ``offset + i * region_size``."""
+
+    offset: int
+    region_size: int
+
+
+@dataclass(frozen=True)
 class PodClaim:
     """What a pod says about its region: from its annotations, uid, name and node."""
 
@@ -64,6 +72,14 @@ class PodClaim:
     uid: str
     name: str | None = None
     node: str | None = None
+    offset: int | None = None  # gismo.io/region-offset: bytes from the start of the pool
+
+    def fits(self, geometry: Geometry | None) -> bool:
+        """Whether the pod's region is this slice's region ``index`` (and not one of an earlier slice
+        of the same name at another offset). Unknown offset or geometry: assumed to fit."""
+        if geometry is None or self.offset is None:
+            return True
+        return self.offset == geometry.offset + self.index * geometry.region_size
 
     @classmethod
     def from_pod(cls, pod: Mapping[str, Any]) -> PodClaim | None:
@@ -77,12 +93,17 @@ class PodClaim:
             return None
         if not uid or index < 0:
             return None
+        try:
+            offset: int | None = int(annotations.get(ANN_REGION_OFFSET, ""))
+        except ValueError:
+            offset = None
         return cls(
             index=index,
             reservation=parse_token(annotations.get(ANN_RESERVATION)),
             uid=str(uid),
             name=meta.get("name"),
             node=(pod.get("spec") or {}).get("nodeName"),
+            offset=offset,
         )
 
 
@@ -128,16 +149,19 @@ def reserve(
     return _sorted([*regions, entry]), entry
 
 
-def bind(regions: Sequence[RegionAssignment], region_count: int, claim: PodClaim) -> tuple[Regions, Outcome]:
+def bind(
+    regions: Sequence[RegionAssignment], region_count: int, claim: PodClaim, geometry: Geometry | None = None
+) -> tuple[Regions, Outcome]:
     """Tie the entry a pod claims to its uid (and node once scheduled).
 
     - Reserved with the pod's token, or Bound to its uid: Bound with uid/name/node (UNCHANGED when
       nothing differs, so a watch event that changes nothing writes nothing).
     - No entry at that index (its reservation expired or was swept): re-recorded as Bound (ADOPTED);
       the pod is running with that region, nobody else holds it, so recording it is what is true.
-    - Held by another pod or reservation: CONFLICT, nothing written; the caller must report it.
+    - Held by another pod or reservation, or the pod's region offset is not this slice's region
+      (a pod of an earlier slice of the same name): CONFLICT, nothing written; the caller reports it.
     """
-    if not 0 <= claim.index < region_count:
+    if not 0 <= claim.index < region_count or not claim.fits(geometry):
         return list(regions), Outcome.CONFLICT
     current = _by_index(regions)
     entry = current.get(claim.index)
@@ -205,6 +229,7 @@ def sweep(
     live_pods: Iterable[PodClaim],
     now: dt.datetime,
     ttl: dt.timedelta,
+    geometry: Geometry | None = None,
 ) -> SweepResult:
     """Reconcile the assignments with the pods that exist.
 
@@ -241,7 +266,7 @@ def sweep(
     conflicts: list[PodClaim] = []
     result = _sorted(kept)
     for claim in claims:
-        result, outcome = bind(result, region_count, claim)
+        result, outcome = bind(result, region_count, claim, geometry)
         if outcome in (Outcome.BOUND, Outcome.ADOPTED):
             bound.append(claim.index)
         elif outcome is Outcome.CONFLICT:

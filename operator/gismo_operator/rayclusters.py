@@ -15,7 +15,8 @@ inside a slice are the ledger's job (:mod:`gismo_operator.regions`); a resize go
 ledger too, so it can never race an admission in this process and is resourceVersion-checked.
 
 API calls: GET/POST/DELETE gismoslices, LIST gismoslices (all namespaces), GET gismopools,
-GET namespaces, GET/LIST rayclusters (resync), POST events.
+GET namespaces, GET/LIST rayclusters (resync), PATCH gismoslices (spec.size; metadata.finalizers),
+POST events.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 from gismo_operator import allocator, kube, metrics, status
 from gismo_operator import ray_runtime as rt
 from gismo_operator.models import API_VERSION, SLICE_KIND, GismoPool, GismoSlice, describe_validation_error
-from gismo_operator.regions import SliceGone
+from gismo_operator.regions import SLICE_FINALIZER, SliceGone
 from gismo_operator.shape import ANN_POOL, ShapeError, cluster_shape, region_size_for, slice_size
 
 logger = logging.getLogger(__name__)
@@ -104,6 +105,7 @@ def build_slice(
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
             "labels": {"app.kubernetes.io/managed-by": "gismo-operator", "ray.io/cluster": meta.get("name")},
+            "finalizers": [SLICE_FINALIZER],
             "ownerReferences": [owner_reference(raycluster)] if meta.get("uid") else [],
         },
         "spec": {
@@ -237,6 +239,11 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
     involved = rt.raycluster_ref(namespace, name, uid)
 
     existing_body = await kube.client().get_or_none(kube.SLICES, name, namespace)
+    if existing_body is not None and (existing_body.get("metadata") or {}).get("deletionTimestamp"):
+        # The previous slice of this name waits for its pods to go (finalizer); a new one can only
+        # be created after that, by a later event or the periodic resync.
+        logger.info("RayCluster %s/%s: previous GismoSlice still being released", namespace, name)
+        return
     if existing_body is not None and not owned_by(existing_body, uid):
         existing_body = None  # a leftover of an earlier cluster with this name: the sweep removes it
     if not pool_name:
@@ -301,14 +308,20 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
 
 
 async def release_slice(namespace: str, name: str, uid: str | None, *, why: str) -> bool:
-    """Delete the cluster's slice (if it is this cluster's); its regions and bytes return to the pool."""
+    """Delete the cluster's slice (if it is this cluster's). Its bytes return to the pool when the
+    object is gone: at once if no pod holds a region, else when the last such pod is deleted
+    (the ``gismo.io/regions-in-use`` finalizer, removed by :meth:`RegionLedger.finalize_if_idle`)."""
     client = kube.client()
     body = await client.get_or_none(kube.SLICES, name, namespace)
     if body is None or not owned_by(body, uid):
         return False
-    slice_uid = (body.get("metadata") or {}).get("uid")
-    await client.delete(kube.SLICES, name, namespace, uid=slice_uid)
+    meta = body.get("metadata") or {}
+    if meta.get("deletionTimestamp"):
+        await rt.ledger().finalize_if_idle(namespace, name)
+        return False
+    await client.delete(kube.SLICES, name, namespace, uid=meta.get("uid"))
     rt.ledger().forget(namespace, name)
+    await rt.ledger().finalize_if_idle(namespace, name)
     metrics.count_release("slice")
     logger.info("GismoSlice %s/%s released: %s", namespace, name, why)
     rt.post_event(

@@ -12,7 +12,8 @@ Pod events: once the pod exists its entry is bound to its uid (and node once sch
 deletion its region is released at once. The periodic sweep (:mod:`gismo_operator.sweep`) catches
 whatever events were missed.
 
-API calls: GET/PATCH gismoslices (through the ledger), GET gismopools (cache misses), POST events;
+API calls: GET/PATCH gismoslices (through the ledger; spec.regions, metadata.finalizers), GET gismopools
+(cache misses), POST events;
 pods are only watched (LIST/WATCH), never written.
 """
 
@@ -190,6 +191,9 @@ async def raypod_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> N
         if event.get("type") == "DELETED":
             if await ledger.release(namespace, cluster, claim) is Outcome.RELEASED:
                 metrics.count_release("region")
+                cached = ledger.cached(namespace, cluster)
+                if cached is not None and cached.metadata.deletion_timestamp:
+                    await ledger.finalize_if_idle(namespace, cluster)  # the last pod of a gone cluster
             return
         outcome = await ledger.bind(namespace, cluster, claim)
     except SliceGone:

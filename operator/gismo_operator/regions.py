@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 
 SliceKey = tuple[str, str]  # (namespace, name)
 
+#: On every GismoSlice: its bytes stay allocated (the object stays) until no pod holds a region,
+#: even after the RayCluster is gone. Without it, garbage collection would free the range while
+#: the cluster's pods are still terminating, and a new slice could overlap their regions.
+SLICE_FINALIZER = "gismo.io/regions-in-use"
+
 
 class Conflict(Exception):
     """The write's resourceVersion precondition failed (HTTP 409)."""
@@ -63,9 +68,16 @@ class SliceApi(Protocol):
     async def list_cluster_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         """LIST the pods of one RayCluster (label ``ray.io/cluster``), live ones only."""
 
+    async def write_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]:
+        """Merge-PATCH ``metadata.finalizers`` with a resourceVersion precondition."""
 
-#: An operation: given the slice's region count, its current list and "now", the new list and a result.
-Operation = Callable[[int, Regions, dt.datetime], tuple[Regions, Any]]
+
+#: An operation: given the slice as read, its current list and "now", the new list and a result.
+Operation = Callable[[GismoSlice, Regions, dt.datetime], tuple[Regions, Any]]
+
+_TERMINATING = object()
 
 
 @dataclass
@@ -131,6 +143,11 @@ def after_write(current: GismoSlice, regions: Regions, written: Mapping[str, Any
             "metadata": current.metadata.model_copy(update={"resource_version": rv}),
         }
     )
+
+
+def geometry(current: GismoSlice) -> assignment.Geometry:
+    """Where the slice's regions lie in the pool (to check what a pod's annotations claim)."""
+    return assignment.Geometry(offset=current.spec.offset, region_size=current.spec.region_size)
 
 
 def utcnow() -> dt.datetime:
@@ -212,7 +229,7 @@ class RegionLedger:
             now = self.clock()
             results = []
             for op in ops:
-                regions, result = op(current.spec.region_count, regions, now)
+                regions, result = op(current, regions, now)
                 results.append(result)
             if regions == current.spec.regions:
                 return results
@@ -243,11 +260,15 @@ class RegionLedger:
     async def reserve(self, namespace: str, name: str) -> Reservation | None:
         """Reserve a free region and record it; None when the slice is full. Raises SliceGone."""
 
-        def op(count: int, regions: Regions, now: dt.datetime) -> tuple[Regions, RegionAssignment | None]:
-            return assignment.reserve(regions, count, now)
+        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Any]:
+            if current.metadata.deletion_timestamp:  # its cluster is going: no new regions
+                return regions, _TERMINATING
+            return assignment.reserve(regions, current.spec.region_count, now)
 
         key = (namespace, name)
         entry = await self._submit(key, op)
+        if entry is _TERMINATING:
+            raise SliceGone(f"GismoSlice {namespace}/{name} is being deleted")
         if entry is None:
             return None
         current = self._cache.get(key) or await self._current(key)
@@ -259,8 +280,8 @@ class RegionLedger:
         """What :meth:`reserve` would hand out, without writing (dry-run admissions)."""
         key = (namespace, name)
         current = await self._current(key)
-        if current is None:
-            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
+        if current is None or current.metadata.deletion_timestamp:
+            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist or is being deleted")
         _, entry = assignment.reserve(current.spec.regions, current.spec.region_count, self.clock())
         return None if entry is None else Reservation(slice=current, entry=entry)
 
@@ -269,7 +290,7 @@ class RegionLedger:
         reserved_at = reservation.entry.reserved_at
         assert reserved_at is not None
 
-        def op(count: int, regions: Regions, now: dt.datetime) -> tuple[Regions, None]:
+        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, None]:
             return assignment.release_reservation(regions, reservation.index, reserved_at), None
 
         await self._submit((namespace, name), op)
@@ -277,8 +298,8 @@ class RegionLedger:
     async def bind(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
         """Tie a pod's entry to its uid/node (see :func:`assignment.bind`)."""
 
-        def op(count: int, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
-            return assignment.bind(regions, count, claim)
+        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
+            return assignment.bind(regions, current.spec.region_count, claim, geometry(current))
 
         result: Outcome = await self._submit((namespace, name), op)
         return result
@@ -286,7 +307,7 @@ class RegionLedger:
     async def release(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
         """Free a deleted pod's region (only if still that pod's)."""
 
-        def op(count: int, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
+        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
             return assignment.release(regions, claim)
 
         result: Outcome = await self._submit((namespace, name), op)
@@ -314,6 +335,7 @@ class RegionLedger:
                     claims,
                     self.clock(),
                     self.reservation_ttl,
+                    geometry(current),
                 )
                 if result.regions == current.spec.regions:
                     return result
@@ -359,6 +381,43 @@ class RegionLedger:
                 self.writes += 1
                 self._cache[key] = parse_slice(written)
                 return self._cache[key]
+        raise TooManyConflicts(
+            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
+        )
+
+    async def finalize_if_idle(self, namespace: str, name: str) -> bool:
+        """Let a slice being deleted go once no region is held: remove :data:`SLICE_FINALIZER`.
+
+        Read fresh and written with the read's resourceVersion: a region recorded meanwhile makes
+        the write fail (409) and the next call look again. True when the slice is gone or let go.
+        """
+        key = (namespace, name)
+        queue = self._queues.setdefault(key, _SliceQueue())
+        async with queue.lock:
+            for _ in range(self.max_attempts):
+                self._cache.pop(key, None)
+                current = await self._current(key)
+                if current is None:
+                    return True
+                finalizers = list(current.metadata.finalizers)
+                if not current.metadata.deletion_timestamp or SLICE_FINALIZER not in finalizers:
+                    return False
+                if current.spec.regions:
+                    return False
+                try:
+                    await self.api.write_finalizers(
+                        namespace,
+                        name,
+                        [f for f in finalizers if f != SLICE_FINALIZER],
+                        current.metadata.resource_version,
+                    )
+                except Conflict:
+                    self.conflicts += 1
+                    continue
+                except SliceGone:
+                    pass
+                self._cache.pop(key, None)
+                return True
         raise TooManyConflicts(
             f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
         )

@@ -4,7 +4,8 @@ Kept apart from the ledger so the ledger can be unit-tested against a fake API t
 resourceVersion (kmock does not). Each call looks the shared client up anew: it is replaced when
 credentials are refreshed. Cost: one HTTP request per call.
 
-API calls: GET/PATCH gismoslices (namespaced), LIST pods (namespaced, labelSelector).
+API calls: GET/PATCH gismoslices (namespaced; spec.regions and metadata.finalizers), LIST pods
+(namespaced, labelSelector).
 """
 
 from __future__ import annotations
@@ -29,6 +30,22 @@ class KubeSliceApi:
         try:
             return await kube.client().patch(
                 kube.SLICES, name, {"spec": dict(spec)}, namespace, resource_version=resource_version
+            )
+        except kube.Conflict as exc:
+            raise Conflict(str(exc)) from exc
+        except kube.NotFound as exc:
+            raise SliceGone(str(exc)) from exc
+
+    async def write_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]:
+        try:
+            return await kube.client().patch(
+                kube.SLICES,
+                name,
+                {"metadata": {"finalizers": finalizers}},
+                namespace,
+                resource_version=resource_version,
             )
         except kube.Conflict as exc:
             raise Conflict(str(exc)) from exc

@@ -16,7 +16,7 @@ replicas, is safe. Cost per round: one LIST of slices and of RayClusters, one GE
 slice's RayCluster, one LIST of each slice's pods, and a write only where something changed.
 
 API calls: LIST gismoslices and rayclusters (all namespaces), GET rayclusters, LIST pods,
-GET/PATCH/DELETE gismoslices, POST events.
+GET/PATCH/DELETE gismoslices (spec.regions, metadata.finalizers), POST events.
 """
 
 from __future__ import annotations
@@ -66,10 +66,8 @@ async def sweep_once() -> SweepReport:
                 why = "the gismo.io/pool annotation was removed"
             else:
                 why = ""
-            if why:
-                if await rayclusters.release_slice(namespace, name, None, why=why):
-                    report.slices_released.append(f"{namespace}/{name}")
-                continue
+            # Regions first: a slice being released waits for its pods (finalizer), and the sweep
+            # is what frees the regions of pods whose deletion event was missed.
             result = await rt.ledger().sweep(namespace, name, cluster)
             report.regions_released += len(result.released)
             report.regions_bound += len(result.bound)
@@ -82,6 +80,11 @@ async def sweep_once() -> SweepReport:
                     f"pod {claim.name} uses region {claim.index} of GismoSlice {namespace}/{name}, which is "
                     "recorded for another pod; delete the pod so it is recreated with a free region",
                 )
+            released = (why or meta.get("deletionTimestamp")) and await rayclusters.release_slice(
+                namespace, name, None, why=why or "released"
+            )
+            if released:
+                report.slices_released.append(f"{namespace}/{name}")
         except (SliceGone, TooManyConflicts, kube.ApiError, ValueError) as exc:
             report.errors.append(f"{namespace}/{name}: {exc}")
             logger.warning("sweep of GismoSlice %s/%s: %s", namespace, name, exc)

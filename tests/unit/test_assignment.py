@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from gismo_operator import assignment
 from gismo_operator.assignment import Outcome, PodClaim
 from gismo_operator.models import GismoSlice, RegionAssignment
-from gismo_operator.regions import Conflict, RegionLedger, SliceGone, TooManyConflicts
+from gismo_operator.regions import SLICE_FINALIZER, Conflict, RegionLedger, SliceGone, TooManyConflicts
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TTL = dt.timedelta(seconds=60)
@@ -44,7 +44,12 @@ class FakeApi:
         self.slices[namespace, name] = {
             "apiVersion": "gismo.io/v1alpha1",
             "kind": "GismoSlice",
-            "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(next(self.rv))},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "resourceVersion": str(next(self.rv)),
+                "finalizers": [SLICE_FINALIZER],
+            },
             "spec": {
                 "pool": "pool-a",
                 "rayCluster": name,
@@ -82,6 +87,28 @@ class FakeApi:
     async def list_cluster_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
         return copy.deepcopy(self.pods)
+
+    async def write_finalizers(
+        self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
+    ) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        body = self.slices.get((namespace, name))
+        if body is None:
+            raise SliceGone(name)
+        if resource_version != body["metadata"]["resourceVersion"]:
+            self.conflicts += 1
+            raise Conflict(name)
+        body["metadata"]["finalizers"] = list(finalizers)
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
+        if body["metadata"].get("deletionTimestamp") and not finalizers:
+            del self.slices[namespace, name]
+        return copy.deepcopy(body)
+
+    def delete_slice(self, namespace: str = NS, name: str = NAME) -> None:
+        """What the API server does on DELETE of an object with finalizers."""
+        body = self.slices[namespace, name]
+        body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+        body["metadata"]["resourceVersion"] = str(next(self.rv))
 
     def regions(self) -> list[RegionAssignment]:
         return GismoSlice.model_validate(self.slices[NS, NAME]).spec.regions
@@ -457,3 +484,31 @@ async def test_the_cached_slice_after_a_write_equals_what_the_api_stores() -> No
     changed["spec"]["size"] = 16 * REGION
     assert cached is not None
     assert after_write(cached, cached.spec.regions, changed).spec.size == 16 * REGION
+
+
+async def test_a_slice_being_deleted_takes_no_new_pods_and_goes_once_its_last_region_is_free() -> None:
+    api = FakeApi()
+    api.add_slice(4)
+    ledger = RegionLedger(api, clock=Clock())
+    r = await ledger.reserve(NS, NAME)
+    assert r is not None
+    pod = pod_for(r, "u1")
+    await ledger.bind(NS, NAME, claim_of(pod))
+    api.delete_slice()
+    ledger.forget(NS, NAME)
+    with pytest.raises(SliceGone):
+        await ledger.reserve(NS, NAME)
+    assert await ledger.finalize_if_idle(NS, NAME) is False  # a pod still holds region 0
+    assert (NS, NAME) in api.slices
+    await ledger.release(NS, NAME, claim_of(pod))
+    assert await ledger.finalize_if_idle(NS, NAME) is True
+    assert (NS, NAME) not in api.slices
+
+
+def test_a_pod_of_an_earlier_slice_at_another_offset_is_not_adopted() -> None:
+    from gismo_operator.assignment import Geometry
+
+    claim = PodClaim(index=1, reservation=None, uid="old", offset=5 * REGION)
+    assert assignment.bind([], 4, claim, Geometry(offset=0, region_size=REGION))[1] is Outcome.CONFLICT
+    same = PodClaim(index=1, reservation=None, uid="old", offset=REGION)
+    assert assignment.bind([], 4, same, Geometry(offset=0, region_size=REGION))[1] is Outcome.ADOPTED
