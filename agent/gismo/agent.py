@@ -408,6 +408,22 @@ class Agent:
         if op == protocol.SEAL:
             self.seal(c, *protocol.SLOT_REQ.unpack(body))
             return b""
+        if op == protocol.SEAL_MANY:
+            # Batched seal notices: one bad entry must not void the others, so each is settled alone.
+            size = protocol.SLOT_REQ.size
+            if len(body) % size:
+                raise ProtocolError("seal_many body is not a whole number of entries")
+            errors = 0
+            for i in range(0, len(body), size):
+                try:
+                    self.seal(c, *protocol.SLOT_REQ.unpack_from(body, i))
+                except GismoError:
+                    errors += 1
+            if errors:
+                raise StaleRef(
+                    f"{errors} of {len(body) // size} seal notices named no reservation of this client"
+                )
+            return b""
         if op == protocol.CREATE_MANY:
             n, count = protocol.CREATE_MANY_REQ.unpack(body)
             return b"".join(protocol.CREATE_REP.pack(*r) for r in self.create_many(c, n, count))
@@ -578,22 +594,28 @@ class Agent:
         return out
 
     def seal(self, c: Conn, slot: int, gen: int) -> None:
-        """The client finished writing (and normally sealed the slot in memory already)."""
+        """The client finished writing (and normally sealed the slot in memory already).
+
+        The hot path of the agent (one call per put): one slot read, no allocation.
+        """
         r = self.reserved.get(slot)
         if r is None or r[0] != c.cid or r[1] != gen:
             raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
-        pos = self.geom.slot_pos(slot)
-        s = layout.read_slot_stable(self.rw, pos)
-        if s is None or s.generation != gen or s.state not in (RESERVED, SEALED):
+        pos = self.geom.slot_off + slot * layout.SLOT_SIZE
+        seq, sgen, state, _f, off, length, taken = layout.read_slot_raw(self.rw, pos)
+        if seq & 1 or sgen != gen or state not in (RESERVED, SEALED):
             raise StaleRef(f"slot {slot} changed under its reservation")
-        if s.offset != r[2] or s.alloc_size != r[3] or not 0 < s.length <= r[3]:
+        if off != r[2] or taken != r[3] or not 0 < length <= taken:
             # The client may only set the length inside its extent: anything else is refused.
             self._settle_reservation(slot, gen, abort=True)
             raise ProtocolError(f"slot {slot} was sealed with an extent the agent did not hand out")
-        if s.state == RESERVED:
+        if state == RESERVED:
             layout.write_state(self.rw, pos, SEALED)
             coherence.flush(self.rw, pos, layout.SLOT_SIZE)
-        self._adopt(slot, s.length)
+        del self.reserved[slot]
+        self.sealed += 1
+        self.sealed_bytes += length
+        self.puts += 1
         c.reserved.discard(slot)
 
     def _adopt(self, slot: int, length: int) -> None:

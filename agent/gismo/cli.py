@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     _geometry_flags(a)
     a.add_argument("--socket", help="Unix socket path (GISMO_SOCKET, default /run/gismo/agent.sock)")
     a.add_argument("--metrics-port", type=int, help="HTTP port for /metrics, /healthz, /readyz (0 = off)")
-    a.add_argument("--slots", type=int, help="object slots in the region (default: one per 16 KiB)")
+    a.add_argument("--slots", type=int, help="object slots in the region (default: one per 8 KiB)")
     a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 16384)")
     a.add_argument("--grace-ms", type=float, help="delay between delete and reclaim (default 5)")
     a.add_argument("--orphan-grace-s", type=float, help="quarantine of half-written slots after restart")

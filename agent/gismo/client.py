@@ -40,6 +40,7 @@ from .mapping import SliceMapping
 from .ref import Ref
 from .serialize import decode, encode, write
 
+SEAL_BATCH = 1024  # seal notices sent at the latest after this many puts
 REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
 _SEQ = layout.SLOT_SEQ
 _SLOT = struct.Struct("<QQIIQQQ")
@@ -78,7 +79,8 @@ class Client:
         self._lock = threading.RLock()
         self._sock: socket.socket | None = None
         self._rbuf = bytearray()
-        self._pending = bytearray()
+        self._pending = bytearray()  # one-way notice frames not yet sent
+        self._seals = bytearray()  # SLOT_REQ bodies of puts sealed since the last message
         self._stash: dict[int, list[tuple[int, int, int]]] = {}
         self._batch: dict[int, int] = {}
         self._closed = False
@@ -141,8 +143,8 @@ class Client:
             raise AgentUnavailable("client is closed")
         out: list[bytes] = []
         try:
-            if self._pending:
-                frames, self._pending = bytes(self._pending) + frames, bytearray()
+            if self._pending or self._seals:
+                frames = self._take_notices() + frames
             s.sendall(frames)
             buf = self._rbuf
             while len(out) < replies:
@@ -160,6 +162,15 @@ class Client:
             raise AgentUnavailable(f"agent connection lost: {exc}") from exc
         return out
 
+    def _take_notices(self) -> bytes:
+        """Queued notices as frames (seals batched into one SEAL_MANY frame); clears the queues."""
+        out = bytes(self._pending)
+        if self._seals:
+            out += protocol.frame(protocol.SEAL_MANY, bytes(self._seals), noreply=True)
+        self._pending = bytearray()
+        self._seals = bytearray()
+        return out
+
     def _notify(self, op: int, body: bytes) -> None:
         """Queue a one-way notice; it leaves with the next request (one syscall saved per put)."""
         with self._lock:
@@ -169,8 +180,8 @@ class Client:
 
     def _flush_notices(self) -> None:
         with self._lock:
-            if self._pending and self._sock is not None:
-                data, self._pending = bytes(self._pending), bytearray()
+            if (self._pending or self._seals) and self._sock is not None:
+                data = self._take_notices()
                 try:
                     self._sock.sendall(data)
                 except OSError as exc:
@@ -212,7 +223,10 @@ class Client:
             with contextlib.suppress(GismoError):
                 self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
             raise
-        self._notify(protocol.SEAL, protocol.SLOT_REQ.pack(slot, gen))
+        with self._lock:
+            self._seals += protocol.SLOT_REQ.pack(slot, gen)
+            if len(self._seals) >= SEAL_BATCH * protocol.SLOT_REQ.size:
+                self._flush_notices()
         return Ref(self.region, slot, gen, off, n)
 
     def _reserve_small(self, n: int) -> tuple[int, int, int]:

@@ -90,9 +90,9 @@ class Geometry:
     def compute(
         cls, region: int, region_size: int, slots: int = 0, pins: int = 0, format_id: int = 0, owner: str = ""
     ) -> Geometry:
-        """Lay out a region. Default slots: one per 16 KiB (64..1M); pins: as many as slots (≥ 16384)."""
+        """Lay out a region. Default slots: one per 8 KiB (64..4M); pins: as many as slots (≥ 16384)."""
         if slots <= 0:
-            slots = max(64, min(region_size // (16 << 10), 1 << 20))
+            slots = max(64, min(region_size // (8 << 10), 1 << 22))
         if pins <= 0:
             pins = max(16384, min(slots, 1 << 18))
         pins = align_up(pins, LEASE)

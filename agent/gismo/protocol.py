@@ -21,10 +21,13 @@ MAX_FRAME = 1 << 20
 LEN = struct.Struct("<I")
 NOREPLY = 0x80
 
-HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK, CREATE_MANY = range(1, 12)
+HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK, CREATE_MANY, SEAL_MANY = range(
+    1, 13
+)
 OP_NAMES = {
     HELLO: "hello", CREATE: "create", SEAL: "seal", ABORT: "abort", DELETE: "delete", LIST: "list",
     STATS: "stats", HEALTH: "health", LEASE: "lease", FALLBACK: "fallback", CREATE_MANY: "create_many",
+    SEAL_MANY: "seal_many",
 }  # fmt: skip
 
 # Bodies.
