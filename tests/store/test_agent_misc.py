@@ -122,3 +122,15 @@ def test_pin_table_exhausted_falls_back_to_a_checked_copy(pool: Pool) -> None:
     finally:
         other.close()
         c.close()
+
+
+def test_second_agent_on_a_region_is_refused(pool: Pool) -> None:
+    pool.agent(0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+    env.update(pool.env(0))
+    env["GISMO_SOCKET"] = os.path.join(pool.dir, "second.sock")
+    out = subprocess.run(
+        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2 and "already served by another agent" in out.stderr
+    assert pool.agents[0].stats()["objects"] == 0  # the first one is untouched and still serving
