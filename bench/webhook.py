@@ -369,6 +369,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         if line.strip() != b"ready":
             raise RuntimeError(f"the API stand-in did not start (see {folder / 'processes.log'})")
         command = ["-m", "gismo_operator"]
+        if os.environ.get("BENCH_OPERATOR_SCRIPT"):  # diagnostics: run the operator through a wrapper
+            command = [os.environ["BENCH_OPERATOR_SCRIPT"]]
         if args.profile:  # written on SIGUSR1 (sent below): kopf owns SIGTERM
             env["PROF_OUT"] = str(args.profile)
             command = [str(ROOT / "bench" / "profile_operator.py")]
@@ -418,7 +420,9 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=int, default=100, help="untimed admissions first (default 100)")
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
-    parser.add_argument("--clusters", type=int, default=32, help="RayClusters the pods belong to (default 32)")
+    parser.add_argument(
+        "--clusters", type=int, default=32, help="RayClusters the pods belong to (default 32)"
+    )
     parser.add_argument("--profile", type=Path, help="write a cProfile of the operator process here")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"result file (default {RESULTS})")
     args = parser.parse_args()
