@@ -226,3 +226,12 @@ def test_gismo_ref_read_where_no_agent_is_shipped_by_ray(
         monkeypatch.undo()
         gray.reset()
     assert gray.free([ref]) == 1
+
+
+def test_cluster_stats_reaches_every_nodes_agent(cluster3: LocalCluster) -> None:
+    reports = gray.cluster_stats()
+    assert sorted(r["node_id"] for r in reports) == sorted(cluster3.node_ids)
+    by_node = {r["node_id"]: r for r in reports}
+    for i, node in enumerate(cluster3.node_ids):
+        assert by_node[node]["socket"] == cluster3.agents[i].socket_path
+        assert by_node[node]["agent"]["region"] == i
