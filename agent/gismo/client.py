@@ -84,6 +84,7 @@ class Client:
         self._stash: dict[int, list[tuple[int, int, int]]] = {}
         self._batch: dict[int, int] = {}
         self._closed = False
+        self._pid = os.getpid()
         self._pinned: dict[tuple[int, int, int], list[int]] = {}  # key -> [entry, count]
         self._free_pins: list[int] = []
         self._counter_pos = -1
@@ -195,6 +196,8 @@ class Client:
         The object is sealed in shared memory before this returns, so the ref is valid everywhere
         at once; the agent's own bookkeeping learns of the seal with this client's next message.
         """
+        if self._pid != os.getpid():
+            raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
         enc = encode(obj)
         n = enc.size
         if n <= layout.SMALL_MAX:
@@ -372,6 +375,10 @@ class Client:
             if e is not None:
                 e[1] += 1
                 return
+            if self._pid != os.getpid():
+                # A forked child shares our socket and pin lease: two writers on one lease would break
+                # the one-writer rule. It must connect() itself.
+                raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
             if not self._free_pins:
                 rep = self._call(protocol.LEASE)
                 self._add_lease(protocol.LEASE_REP.unpack(rep))

@@ -134,3 +134,33 @@ def test_second_agent_on_a_region_is_refused(pool: Pool) -> None:
     )
     assert out.returncode == 2 and "already served by another agent" in out.stderr
     assert pool.agents[0].stats()["objects"] == 0  # the first one is untouched and still serving
+
+
+def test_client_refuses_to_be_used_across_fork(pool: Pool) -> None:
+    a = pool.agent(0)
+    c = gismo.connect(a.socket)
+    try:
+        ref = c.put(np.arange(10))
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: must not write into the parent's stash or pin lease
+            code = 0
+            try:
+                c.put(b"x")
+                code = 1
+            except gismo.GismoError:
+                pass
+            try:
+                c.get(ref)
+                code = 1
+            except gismo.GismoError:
+                pass
+            os.write(w, bytes([code]))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(r, 1) == b"\0"
+        os.close(r)
+        os.close(w)
+        assert np.array_equal(c.get(ref), np.arange(10))  # the parent is unaffected
+    finally:
+        c.close()
