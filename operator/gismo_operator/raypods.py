@@ -172,6 +172,9 @@ async def mutate_raypod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, **_: A
             # A reservation written before the failure expires through the sweep; Ray starts anyway.
             logger.warning("pod of %s not injected: %s", (pod.get("metadata") or {}).get("labels"), exc)
             new = mark_skipped(pod, f"operator error: {type(exc).__name__}")
+        except Exception as exc:  # a bug must not cost Ray its pod either: admit it, say why, log it
+            logger.exception("pod of %s not injected", (pod.get("metadata") or {}).get("labels"))
+            new = mark_skipped(pod, f"operator error: {type(exc).__name__}")
         if new is not None:
             _answer_with(patch, pod, new)
 

@@ -269,3 +269,27 @@ async def _equals(fn: Any, value: Any) -> bool:
 
 async def _gone(op: RunningOperator) -> bool:
     return await op.slice("raycluster-kuberay") is None
+
+
+async def test_a_broken_pool_admits_the_pod_unchanged_returns_the_region_and_warns(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op)
+        await op.client.patch(kube.POOLS, "pool-a", {"spec": {"backend": {"path": "relative/path"}}})
+
+        injected = []  # admitted before the operator saw the pool change: legitimately reserved
+
+        async def skipped() -> dict[str, Any] | None:
+            pod = kuberay_pod(rc)
+            admitted = apply_response(pod, await op.admit(pod))
+            if "gismo.io/skipped" in admitted["metadata"]["annotations"]:
+                return admitted
+            injected.append(admitted)
+            return None
+
+        admitted = await eventually(skipped)
+        assert "backend.path" in admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "gismo-agent" not in str(admitted["spec"])
+        assert len(await regions_of(op)) == len(injected)  # the skipped pod's reservation was given back
+        assert await eventually(lambda: op.events("GismoNotInjected"))
