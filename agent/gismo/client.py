@@ -235,8 +235,8 @@ class Client:
     def _reserve_small(self, n: int) -> tuple[int, int, int]:
         """A reservation from this client's stash for the size class of ``n`` (a power of two ≥ 256).
 
-        The stash is refilled with one CREATE_MANY round trip for 4, then 8, ... up to 64
-        reservations, so a steady stream of small puts needs about one round trip per 64 objects.
+        The stash is refilled with one CREATE_MANY round trip for 4, then 8, ... up to 256
+        reservations, so a steady stream of small puts needs about one round trip per 256 objects.
         Cost: up to 2x space for an object just above a power of two; unused reservations are
         released when the client disconnects.
         """
@@ -252,7 +252,10 @@ class Client:
                 ]
                 stash.reverse()
                 self._stash[cls] = stash
-                self._batch[cls] = min(64, count * 2)
+                # Grow the batch up to 256, but never let one class's stash hold more than 1/64 of
+                # the data area (small regions would otherwise be mostly stashed away).
+                cap = max(4, min(256, self.geom.data_size // (cls * 64)))
+                self._batch[cls] = min(cap, count * 2)
             return stash.pop()
 
     # ---- get ----------------------------------------------------------------------------------
