@@ -93,6 +93,7 @@ class Agent:
         self.orphans: list[tuple[int, int, float, int, int]] = []
         self.sealed = 0
         self.sealed_bytes = 0
+        self.reserved_bytes = 0  # extents handed to clients and not yet sealed (in-flight puts, stashes)
         self.recovered: dict[str, int] = {}
         self.geom = self._format_or_recover(force_format)
         self.conns: dict[int, Conn] = {}
@@ -572,6 +573,7 @@ class Agent:
         layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         self.reserved[slot] = (c.cid, gen, off, taken)
+        self.reserved_bytes += taken
         c.reserved.add(slot)
         return slot, gen, off
 
@@ -615,6 +617,7 @@ class Agent:
         out = []
         for slot, gen, off in zip(slots, gens.tolist(), offs.tolist(), strict=True):
             self.reserved[slot] = (c.cid, gen, off, each)
+            self.reserved_bytes += each
             c.reserved.add(slot)
             out.append((slot, gen, off))
         return out
@@ -639,13 +642,14 @@ class Agent:
             layout.write_state(self.rw, pos, SEALED)
             coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         del self.reserved[slot]
+        self.reserved_bytes -= taken
         self.sealed += 1
         self.sealed_bytes += length
         self.puts += 1
         c.reserved.discard(slot)
 
     def _adopt(self, slot: int, length: int) -> None:
-        del self.reserved[slot]
+        self.reserved_bytes -= self.reserved.pop(slot)[3]
         self.sealed += 1
         self.sealed_bytes += length
         self.puts += 1
@@ -665,6 +669,7 @@ class Agent:
             self._adopt(slot, s.length)
             return
         del self.reserved[slot]
+        self.reserved_bytes -= taken
         self._free_slot(slot, off, taken)
 
     def _slot_state(self, slot: int) -> int:
@@ -785,8 +790,9 @@ class Agent:
         g = self.geom
         return {
             "region": self.region, "epoch": self.epoch, "pool": self.cfg.pool, "objects": self.sealed,
-            "object_bytes": self.sealed_bytes, "bytes_used": self.alloc.used,
-            "bytes_free": self.alloc.free_bytes, "data_size": g.data_size,
+            "object_bytes": self.sealed_bytes, "bytes_used": self.alloc.used - self.reserved_bytes,
+            "bytes_reserved": self.reserved_bytes, "bytes_free": self.alloc.free_bytes,
+            "data_size": g.data_size,
             "largest_free": self.alloc.largest_free, "slots": g.slots, "slots_free": len(self.free_slots),
             "reserved": len(self.reserved), "pending_deletes": len(self.pending),
             "orphans": len(self.orphans), "puts": self.puts, "gets": self.gets(), "deletes": self.deletes,

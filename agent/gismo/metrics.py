@@ -40,7 +40,10 @@ class AgentCollector(Collector):
             c.add_metric(labels, value)
             return c
 
-        yield gauge("gismo_bytes_used", "Data-area bytes allocated in this region", s["bytes_used"])
+        yield gauge("gismo_bytes_used", "Data-area bytes held by objects (incl. deleted, still pinned)",
+                    s["bytes_used"])  # fmt: skip
+        yield gauge("gismo_bytes_reserved", "Data-area bytes handed to clients for puts in flight",
+                    s["bytes_reserved"])  # fmt: skip
         yield gauge("gismo_bytes_free", "Data-area bytes free in this region", s["bytes_free"])
         yield gauge("gismo_largest_free_bytes", "Largest free extent", s["largest_free"])
         yield gauge("gismo_objects", "Sealed objects in this region", s["objects"])

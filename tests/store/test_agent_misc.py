@@ -86,12 +86,15 @@ def test_delete_many_and_stash_released_on_disconnect(pool: Pool) -> None:
     a = pool.agent(0)
     c = gismo.connect(a.socket)
     refs = [c.put(b"x" * 100) for _ in range(10)]
-    assert a.stats()["reserved"] > 0  # pre-reserved small-object stash
+    st = c.stats()
+    assert st["reserved"] > 0 and st["bytes_reserved"] > 0  # pre-reserved small-object stash
+    assert st["bytes_used"] == 10 * 256  # sealed objects only (100 B + header, in the 256 B class)
+    assert st["bytes_used"] + st["bytes_reserved"] + st["bytes_free"] == st["data_size"]
     assert c.delete_many(refs[:6]) == 6
     assert c.delete_many(refs[:8]) == 2  # already-deleted ones are skipped
     c.close()
     st = wait_for(lambda: (s := a.stats())["clients"] == 1 and s, what="disconnect")
-    assert st["reserved"] == 0 and st["objects"] == 2
+    assert st["reserved"] == 0 and st["bytes_reserved"] == 0 and st["objects"] == 2
     c = gismo.connect(a.socket)
     try:
         assert [bytes(c.get(r)) for r in refs[8:]] == [b"x" * 100] * 2

@@ -106,6 +106,7 @@ def test_fuzzed_frames_get_replies_and_agent_keeps_serving(
     st_ = client.stats()
     # Fuzzed reservations died with their sockets: only our client's small-object stash remains.
     assert st_["objects"] == 1 and st_["reserved"] == sum(len(v) for v in client._stash.values())
+    assert st_["bytes_used"] + st_["bytes_reserved"] + st_["bytes_free"] == st_["data_size"]
 
 
 def test_frame_reader_reassembles_and_rejects() -> None:
