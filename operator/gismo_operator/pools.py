@@ -4,6 +4,11 @@
   API (the pool and all slices naming it) and write it to the status subresource. The status is a
   pure function of that state (:mod:`gismo_operator.status`), so a lost event or a restart costs
   nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
+  Slice events do not recompute inline: they request a coalesced refresh
+  (:class:`~gismo_operator.coalesce.Coalescer`, :data:`REFRESH_DELAY` debounce, at most one refresh
+  in flight and one pending per pool). Under a burst of admissions every admission changes a
+  slice; the status is informational, so it follows a fraction of a second later, and the last
+  refresh always starts after the last change, so the figures converge to the exact truth.
 - ``delete`` (kopf adds the finalizer ``gismo.io/finalizer``): while slices name the pool, posts a
   Warning Event naming their RayClusters and retries with backoff; the pool goes once they are gone.
 - ``validate-gismopool`` (CREATE, UPDATE) refuses what the CRD schema cannot say: capacity not a
@@ -11,7 +16,9 @@
   a backend change while slices exist. Messages name the field.
 
 Cost: each refresh lists GismoSlices in all namespaces (one API call); fine for the number of
-RayClusters a cluster runs. An informer cache would replace it if that ever matters.
+RayClusters a cluster runs. A slice is validated again only when its resourceVersion changed
+(:func:`list_pool_slices` keeps the last view of each). An informer cache would replace the LIST
+if that ever matters.
 """
 
 from __future__ import annotations
@@ -21,12 +28,14 @@ import datetime as dt
 import logging
 import weakref
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
 from gismo_operator import kube, metrics, status
+from gismo_operator.coalesce import Coalescer
 from gismo_operator.models import (
     GROUP,
     POOL_PLURAL,
@@ -53,6 +62,16 @@ _locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, defaultdict[str, as
 )
 
 
+#: Debounce of a pool refresh requested by a slice event (seconds): the events of this interval
+#: merge into one refresh. The status is informational (the webhook and the reconciler never read
+#: it), so a fraction of a second of lag is invisible, and it saves a GET + LIST + PATCH per event.
+REFRESH_DELAY = 0.2
+
+_refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _lock(pool: str) -> asyncio.Lock:
     loop = asyncio.get_running_loop()
     per_loop = _locks.get(loop)
@@ -61,14 +80,59 @@ def _lock(pool: str) -> asyncio.Lock:
     return per_loop[pool]
 
 
+def refresher() -> Coalescer[str]:
+    """This event loop's coalesced pool refresher (one per loop: tests run several operators)."""
+    loop = asyncio.get_running_loop()
+    found = _refreshers.get(loop)
+    if found is None:
+        found = _refreshers[loop] = Coalescer(
+            refresh_pool, delay=REFRESH_DELAY, what="GismoPool status refresh"
+        )
+    return found
+
+
+def request_refresh(pool: str) -> None:
+    """Ask for pool ``pool``'s status to be recomputed soon (coalesced; never blocks)."""
+    refresher().request(pool)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+#: The last view of each slice, by (namespace, name): (uid, resourceVersion, view). Validating a
+#: slice costs O(regions); an unchanged slice (same uid and resourceVersion) is not validated again.
+_views: dict[tuple[str, str], tuple[str, str, status.SliceView | None]] = {}
+
+
+def _view(body: Mapping[str, Any]) -> status.SliceView | None:
+    """:func:`status.slice_view`, memoized by the slice's uid and resourceVersion."""
+    meta = body.get("metadata") or {}
+    key = _key_of(body)
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    if not uid or not rv:  # emulators without resourceVersion: nothing to key a cache on
+        return status.slice_view(body)
+    hit = _views.get(key)
+    if hit is not None and hit[0] == uid and hit[1] == rv:
+        return hit[2]
+    view = status.slice_view(body)
+    _views[key] = (str(uid), str(rv), view)
+    return view
 
 
 async def list_pool_slices(pool: str) -> list[status.SliceView]:
     """The slices (all namespaces) whose ``spec.pool`` is ``pool``, read from the API."""
     bodies = await kube.client().list(kube.SLICES)
-    return status.slices_of_pool(pool, bodies)
+    if len(_views) > 2 * len(bodies) + 1024:  # forget slices that are gone
+        listed = {_key_of(b) for b in bodies}
+        for key in [k for k in _views if k not in listed]:
+            del _views[key]
+    return status.slices_of_pool(pool, bodies, view=_view)
+
+
+def _key_of(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
 def _status_patch(new: GismoPoolStatus) -> dict[str, Any]:
@@ -137,7 +201,8 @@ _slice_pools: dict[str, str] = {}
 
 @kopf.on.event(GROUP, VERSION, SLICE_PLURAL)
 async def slice_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A slice appeared, changed or went away: its pool's figures changed (and its old pool's)."""
+    """A slice appeared, changed or went away: its pool's figures changed (and its old pool's).
+    The refresh runs in the background, coalesced with the other changes of the moment."""
     key = f"{body.metadata.namespace}/{body.metadata.name}"
     pool = (body.get("spec") or {}).get("pool")
     pool = pool if isinstance(pool, str) and pool else None
@@ -145,7 +210,15 @@ async def slice_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
     if pool is not None and type != "DELETED":
         _slice_pools[key] = pool
     for name in dict.fromkeys(p for p in (pool, before) if p is not None):
-        await refresh_pool(name)
+        request_refresh(name)
+
+
+@kopf.on.cleanup()
+async def stop_refreshes(**_: Any) -> None:
+    """Cancel scheduled pool refreshes (a restarted operator recomputes every pool on resume)."""
+    found = _refreshers.pop(asyncio.get_running_loop(), None)
+    if found is not None:
+        await found.close()
 
 
 @kopf.on.delete(GROUP, VERSION, POOL_PLURAL)
