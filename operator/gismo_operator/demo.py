@@ -366,7 +366,7 @@ def data_plane(pods: Sequence[AdmittedPod], opts: Options, progress: Progress) -
     if len(used) < 2:
         raise RuntimeError("the demo needs at least 2 Ray pods (head + 1 worker)")
     progress.step(f"starting {len(used)} local Ray nodes, one Gismo agent each on its pod's region ...")
-    # GISMO_OWNER: the pod's identity; in Kubernetes the agent gets it from the hostname (pod name).
+    # GISMO_OWNER: the pod's identity; in Kubernetes the injected agent gets the pod uid (downward API).
     envs = [{**p.env, "GISMO_OWNER": p.name} for p in used]
     lc = dp.OperatorLayoutCluster(envs, cpus_per_node=1, object_store_bytes=opts.object_store_bytes)
     with lc:

@@ -70,7 +70,11 @@ def kuberay_pod(**spec_extra: Any) -> dict[str, Any]:
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in container.get("env", [])}
+    """Plain values; downward-API entries as ``fieldRef:<path>``."""
+    return {
+        e["name"]: e["value"] if "value" in e else "fieldRef:" + e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container.get("env", [])
+    }
 
 
 def test_native_sidecar_is_appended_after_existing_init_containers() -> None:
@@ -112,8 +116,13 @@ def test_ray_container_gets_env_and_mounts_other_containers_do_not() -> None:
     assert mounts == {"shared-mem": "/dev/shm", POOL_VOLUME: "/dev/dax0.0", SOCKET_VOLUME: "/run/gismo"}
     assert other == {"name": "sidecar", "image": "x"}
     agent = out["spec"]["initContainers"][-1]
-    assert env_of(agent) == {k: v for k, v in env.items() if k.startswith("GISMO_")}
+    assert env_of(agent) == {
+        **{k: v for k, v in env.items() if k.startswith("GISMO_")},
+        "GISMO_OWNER": "fieldRef:metadata.uid",  # the pod, never the host (hostNetwork shares it)
+    }
     assert {m["name"] for m in agent["volumeMounts"]} == {POOL_VOLUME, SOCKET_VOLUME}
+    # The native sidecar's startup probe holds the Ray container back until the agent serves.
+    assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health"]
 
 
 def test_stale_gismo_env_in_the_ray_container_is_replaced_not_duplicated() -> None:

@@ -44,6 +44,28 @@ def agent_security_context() -> dict[str, Any]:
     }
 
 
+#: ``gismo health`` exits 0 once the agent serves its socket. As a startup probe of a native sidecar it
+#: holds the Ray container back until the agent is ready, so Ray's first put already finds it.
+#: Exec probes cost a Python start each, which is why there is no periodic readiness probe: after
+#: start-up the client falls back to Ray on its own if the agent goes away.
+AGENT_STARTUP_PROBE: dict[str, Any] = {
+    "exec": {"command": ["gismo", "health"]},
+    "periodSeconds": 1,
+    "failureThreshold": 120,
+    "timeoutSeconds": 5,
+}
+
+
+def agent_owner_env() -> dict[str, Any]:
+    """GISMO_OWNER from the pod's uid (downward API; the uid does not exist yet at admission).
+
+    The agent reformats its region when the owner changes and recovers it when it does not, so the
+    owner must name the pod, never a host: with hostNetwork the hostname is the node's, shared by
+    every pod that lands there.
+    """
+    return {"name": "GISMO_OWNER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
+
+
 def build_agent_container(plan: InjectionPlan) -> dict[str, Any]:
     """The agent: a native sidecar (``restartPolicy: Always``) unless the pool turns that off.
 
@@ -55,9 +77,10 @@ def build_agent_container(plan: InjectionPlan) -> dict[str, Any]:
         "name": AGENT_CONTAINER,
         "image": plan.agent.image,
         "command": list(AGENT_COMMAND),
-        "env": plan.env(),
+        "env": [*plan.env(), agent_owner_env()],
         "volumeMounts": gismo_mounts(plan),
         "securityContext": agent_security_context(),
+        "startupProbe": copy.deepcopy(AGENT_STARTUP_PROBE),
     }
     if plan.agent.image_pull_policy:
         container["imagePullPolicy"] = plan.agent.image_pull_policy
