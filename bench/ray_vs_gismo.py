@@ -212,11 +212,9 @@ def _agent_clients(lc: LocalCluster) -> list[Any]:
 
 
 def _gismo_used(stats: dict[str, Any]) -> int:
-    """Bytes of the region in use (objects + reservations) from an agent's stats."""
-    for key in ("bytes_used", "used_bytes"):
-        if key in stats:
-            return int(stats[key])
-    raise KeyError(f"no used-bytes figure in agent stats: {sorted(stats)}")
+    """Bytes of a region held: sealed objects (`bytes_used`) plus open reservations (`bytes_reserved`:
+    in-flight puts and clients' small-object stashes)."""
+    return int(stats["bytes_used"]) + int(stats.get("bytes_reserved", 0))
 
 
 # ---------------------------------------------------------------------------- (a) remote get
