@@ -9,7 +9,9 @@ one Gismo agent per node, all mapping one /dev/shm file):
   (c) memory held during the shuffle: Ray's object stores (all nodes, incl. pulled copies and
       fallback allocations) vs Gismo's slice (+ whatever Ray holds for the small refs).
 Each measurement: the first run (cold) is reported apart, then the median of >= 3 warm repeats.
-Sides are interleaved per repeat so background noise hits both alike.
+Sides are interleaved per repeat so background noise hits both alike, and every run starts on a
+quiet cluster (`quiesce`: Ray keeps freeing/evicting after a call returns; neither side should
+pay for the other's leftovers).
 
 Outputs: a table on stdout, bench/results/{remote_get,shuffle,memory,summary}.json and
 bench/results/ray_vs_gismo.png. `--quick` uses small sizes (and bench/results/quick/).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -198,6 +201,38 @@ class MemorySampler:
             c.close()
 
 
+def _cpu_seconds(pids: list[int]) -> float:
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / tick
+
+
+def quiesce(lc: LocalCluster, idle: float = 0.1, window: float = 0.5, limit: float = 15.0) -> float:
+    """Wait until the cluster's processes use < `idle` of a core over `window` s; returns the wait.
+
+    Why: Ray keeps working after a call returns (freeing and evicting objects, pulls); without
+    this, the next run (often the other side's) would pay for it. Cost: the wait itself.
+    """
+    gc.collect()
+    t0 = time.monotonic()
+    pids = leftover_processes(lc.marker)
+    before = _cpu_seconds(pids)
+    while time.monotonic() - t0 < limit:
+        time.sleep(window)
+        now = _cpu_seconds(pids)
+        if now - before < idle * window:
+            break
+        before = now
+    return time.monotonic() - t0
+
+
 def _ray_resources(available: bool) -> dict[str, float]:
     fn: Any = ray.available_resources if available else ray.cluster_resources
     return dict(fn())
@@ -232,6 +267,7 @@ def bench_remote_get(lc: LocalCluster, nbytes: int, runs: int) -> dict[str, Any]
     for rep in range(runs):
         fill = rep % 200 + 1
         # Ray: the array is the task's return value, stored in node A's object store.
+        quiesce(lc)
         rref = ray_make.options(scheduling_strategy=a_node).remote(nbytes, fill)
         ray.wait([rref], fetch_local=False)
         for key, where in (("ray_remote", b_node), ("ray_local", a_node)):
@@ -241,6 +277,7 @@ def bench_remote_get(lc: LocalCluster, nbytes: int, runs: int) -> dict[str, Any]
             res[key]["get_read"].append(gr)
         del rref
         # Gismo: the array is put into node A's region; node B reads it in place.
+        quiesce(lc)
         gref, p = ray.get(gismo_make.options(scheduling_strategy=a_node).remote(nbytes, fill))
         put_s.append(p)
         fallbacks += not gref.in_gismo
@@ -306,9 +343,14 @@ def bench_shuffle(
         raw: dict[str, list[dict[str, Any]]] = {b: [] for b in backends}
         for _ in range(runs):
             for b in backends:
+                waited = quiesce(lc)
                 raw[b].append(run_shuffle(total, b, nodes, lc))
+                raw[b][-1]["settle_s"] = waited
                 took = raw[b][-1]["seconds"]
-                print(f"  shuffle {label} {b} {total / GiB:.2f} GiB: {took:.2f} s", flush=True)
+                print(
+                    f"  shuffle {label} {b} {total / GiB:.2f} GiB: {took:.2f} s (settled {waited:.1f} s)",
+                    flush=True,
+                )
         for b, rs in raw.items():
             out[f"{b}_{label}_{total}"] = {
                 "backend": b,
@@ -327,6 +369,7 @@ def bench_ray_memory(total: int, store: int) -> dict[str, Any]:
     """(c) Ray side: one shuffle on a fresh 4-node Ray cluster; plasma pages it needed."""
     with LocalCluster(4, cpus_per_node=1, object_store_bytes=store, agents=False) as lc:
         ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
+        quiesce(lc)
         r = run_shuffle(total, "ray", 4, lc, ray_stores=True)
     held = r["ray_plasma_allocated_bytes"] - r["ray_plasma_allocated_before"]
     print(f"  fresh-cluster Ray shuffle {total / GiB:.2f} GiB: {r['seconds']:.2f} s, stores needed "
