@@ -52,3 +52,48 @@ def test_kopf_settings(tmp_path: Path) -> None:
         assert settings.admission.managed == "gismo.io"
     finally:
         kube.set_event_namespace(None)
+
+
+def test_event_only_kinds_have_no_change_handlers() -> None:
+    """kopf's change detection is skipped for EVENT_ONLY_KINDS: a create/update/delete/resume
+    handler, daemon or timer on one of them would silently never see a change. Fail loudly."""
+    from gismo_operator import registry
+
+    registry.load_handlers()
+    by_kind = {(r.api_version, r.kind): r for r in (kube.SLICES, kube.PODS, kube.POOLS, kube.RAYCLUSTERS)}
+    event_only = {by_kind[k] for k in startup.EVENT_ONLY_KINDS}
+    assert len(event_only) == len(startup.EVENT_ONLY_KINDS)
+    kopf_registry = kopf.get_default_registry()
+    handlers = [*kopf_registry._changing.get_all_handlers(), *kopf_registry._spawning.get_all_handlers()]
+    assert handlers, "expected the GismoPool change handlers"
+    for handler in handlers:
+        selector = handler.selector
+        assert selector is not None
+        names = {selector.any_name, selector.plural, selector.kind, selector.singular} - {None}
+        for resource in event_only:
+            same_group = (selector.group, selector.version) == (resource.group, resource.version)
+            assert not (same_group and names & {resource.plural, resource.kind}), (
+                f"{handler.id} is a change handler on {resource.kind}, listed in EVENT_ONLY_KINDS"
+            )
+
+
+def test_event_only_kinds_skip_the_essence() -> None:
+    storage = startup.EventOnlyDiffBaseStorage(prefix="gismo.io", key="last-handled-configuration")
+    a_slice = {
+        "apiVersion": "gismo.io/v1alpha1",
+        "kind": "GismoSlice",
+        "metadata": {"name": "s", "namespace": "ray", "labels": {"a": "b"}},
+        "spec": {"pool": "p", "regions": [{"index": 0, "state": "Reserved"}]},
+    }
+    assert storage.build(body=kopf.Body(a_slice)) == {}
+    pool = {
+        "apiVersion": "gismo.io/v1alpha1",
+        "kind": "GismoPool",
+        "metadata": {"name": "p", "labels": {"a": "b"}},
+        "spec": {"capacity": "1Gi"},
+        "status": {"free": "1Gi"},
+    }
+    essence = storage.build(body=kopf.Body(pool))
+    assert essence == {"spec": {"capacity": "1Gi"}, "metadata": {"labels": {"a": "b"}}}
+    no_kind = {k: v for k, v in a_slice.items() if k != "kind"}
+    assert storage.build(body=kopf.Body(no_kind))["spec"] == a_slice["spec"]  # unknown: kopf's own
