@@ -161,7 +161,7 @@ class RegionLedger:
         self,
         api: SliceApi,
         *,
-        reservation_ttl: dt.timedelta = dt.timedelta(seconds=60),
+        reservation_ttl: dt.timedelta = dt.timedelta(seconds=30),
         clock: Callable[[], dt.datetime] = utcnow,
         max_attempts: int = 20,
     ) -> None:

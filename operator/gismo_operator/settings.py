@@ -21,6 +21,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
+#: A reservation whose pod never appeared must be released within this many seconds (DESIGN.md,
+#: issue 3). It expires after RESERVATION_TTL and the next sweep (every SWEEP_INTERVAL, start to
+#: start) releases it, so their sum must not exceed this bound.
+MAX_RESERVATION_LIFETIME = 60.0
+
+
 class SettingsError(ValueError):
     """One or more environment variables hold bad values; the message names each of them."""
 
@@ -36,8 +42,10 @@ class Settings:
     health_port: int = 8081
     log_format: str = "text"
     log_level: str = "INFO"
-    sweep_interval: float = 30.0
-    reservation_ttl: float = 60.0
+    #: Defaults: 30 + 25 = 55 s, within :data:`MAX_RESERVATION_LIFETIME` with room for the sweep
+    #: round itself (listing and writing before it reaches the slice).
+    sweep_interval: float = 25.0
+    reservation_ttl: float = 30.0
     namespace: str = "default"
     peering: str | None = None
     default_agent_image: str = "gismo-agent:dev"
@@ -81,6 +89,8 @@ class Settings:
                 return
             values[attr] = number
 
+        failed: set[str] = set()
+
         def seconds(name: str, attr: str) -> None:
             text = raw(name)
             if text is None:
@@ -89,9 +99,11 @@ class Settings:
                 number = float(text)
             except ValueError:
                 errors.append(f"{PREFIX}{name}: expected a number of seconds, got {text!r}")
+                failed.add(name)
                 return
             if not number > 0 or number != number or number == float("inf"):
                 errors.append(f"{PREFIX}{name}: must be a positive number of seconds, got {text!r}")
+                failed.add(name)
                 return
             values[attr] = number
 
@@ -120,6 +132,17 @@ class Settings:
         choice("LOG_LEVEL", "log_level", LOG_LEVELS, upper=True)
         seconds("SWEEP_INTERVAL", "sweep_interval")
         seconds("RESERVATION_TTL", "reservation_ttl")
+
+        if "SWEEP_INTERVAL" not in failed and "RESERVATION_TTL" not in failed:
+            ttl = float(values.get("reservation_ttl", cls.reservation_ttl))  # type: ignore[arg-type]
+            interval = float(values.get("sweep_interval", cls.sweep_interval))  # type: ignore[arg-type]
+            if ttl + interval > MAX_RESERVATION_LIFETIME:
+                errors.append(
+                    f"{PREFIX}RESERVATION_TTL ({ttl:g}) + {PREFIX}SWEEP_INTERVAL ({interval:g}) = "
+                    f"{ttl + interval:g} s, above {MAX_RESERVATION_LIFETIME:g} s: a reservation whose pod "
+                    f"never appears expires after RESERVATION_TTL and is released by the next sweep, "
+                    f"and that must happen within {MAX_RESERVATION_LIFETIME:g} s; lower one of them"
+                )
 
         tls_dir = raw("TLS_DIR")
         if tls_dir is not None:

@@ -1,11 +1,12 @@
 """The periodic sweep: the safety net under the event handlers.
 
-Every ``SWEEP_INTERVAL`` seconds (default 30) it:
+Every ``SWEEP_INTERVAL`` seconds (default 25, start to start) it:
 
 1. releases slices whose RayCluster is gone, was replaced (other uid) or opted out — Kubernetes'
    garbage collector does the first on a real cluster; this covers events missed while down;
 2. sweeps each slice's regions (:meth:`RegionLedger.sweep`): a region whose pod is gone is
-   released, a reservation that never became a pod expires after ``RESERVATION_TTL``, pods whose
+   released, a reservation that never became a pod expires after ``RESERVATION_TTL`` (default 30;
+   TTL + interval ≤ 60 s is enforced by the settings, the bound DESIGN.md promises), pods whose
    entry is Reserved get bound;
 3. re-reconciles every opted-in RayCluster (a pool that was full may have room now).
 
@@ -98,8 +99,14 @@ async def sweep_once() -> SweepReport:
 
 
 async def _loop(interval: float) -> None:
+    """A round every ``interval`` seconds, start to start: a round's own duration does not stretch
+    the period, so an expired reservation is released at most RESERVATION_TTL + SWEEP_INTERVAL
+    (plus the time the round takes to reach its slice) after it was made."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + interval
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at = max(next_at + interval, loop.time())  # a round longer than the period: no catch-up burst
         try:
             report = await sweep_once()
         except asyncio.CancelledError:

@@ -32,6 +32,7 @@ BAD_VALUES: list[tuple[list[str], str]] = [
     (["--set", "ports.webhook=443"], "/ports/webhook"),
     (["--set", "ports.metrics=99999"], "/ports/metrics"),
     (["--set", "operator.sweepInterval=120"], "/operator/sweepInterval"),
+    (["--set", "operator.reservationTTL=120"], "/operator/reservationTTL"),
     (["--set", "operator.logFormat=xml"], "/operator/logFormat"),
     (["--set", "operator.logLevel=LOUD"], "/operator/logLevel"),
     (["--set", "peering.name=Bad_Name"], "/peering/name"),
@@ -80,3 +81,13 @@ def test_service_monitor_needs_the_metrics_service() -> None:
 def test_good_values_render(args: list[str]) -> None:
     result = helm(*template_args(*args))
     assert result.returncode == 0, result.stderr
+
+
+def test_reservation_lifetime_above_60_seconds_is_refused() -> None:
+    """Each value fits its own range, their sum does not: a reservation without a pod must be
+    released within 60 s (the operator refuses such settings too)."""
+    result = helm(*template_args("--set", "operator.reservationTTL=40", "--set", "operator.sweepInterval=25"))
+    assert result.returncode != 0, "rendered with reservationTTL + sweepInterval = 65"
+    assert "operator.reservationTTL (40) + operator.sweepInterval (25) must be at most 60" in result.stderr
+    ok = helm(*template_args("--set", "operator.reservationTTL=30", "--set", "operator.sweepInterval=30"))
+    assert ok.returncode == 0, ok.stderr

@@ -361,10 +361,10 @@ async def test_restart_at_any_instant_of_an_admission(crash_after_write: bool) -
     api = FakeApi()
     api.add_slice(3)
     clock = Clock()
-    old = RegionLedger(api, clock=clock)
+    old = RegionLedger(api, clock=clock, reservation_ttl=TTL)
     if crash_after_write:
         await old.reserve(NS, NAME)  # written; the webhook never answered (pod admitted without Gismo)
-    new = RegionLedger(api, clock=clock)
+    new = RegionLedger(api, clock=clock, reservation_ttl=TTL)
     clock.now = T0 + TTL / 2
     taken = [r.index for r in [await new.reserve(NS, NAME) for _ in range(3)] if r is not None]
     assert len(taken) == (2 if crash_after_write else 3)

@@ -18,7 +18,8 @@ def test_defaults_match_the_contract() -> None:
     assert s.tls_key == Path("/etc/gismo/tls/tls.key")
     assert (s.metrics_port, s.health_port) == (8080, 8081)
     assert (s.log_format, s.log_level) == ("text", "INFO")
-    assert (s.sweep_interval, s.reservation_ttl) == (30.0, 60.0)
+    assert (s.sweep_interval, s.reservation_ttl) == (25.0, 30.0)
+    assert s.sweep_interval + s.reservation_ttl <= 60  # a reservation without a pod expires within 60 s
     assert s.namespace == "gismo-system"
     assert s.peering is None
 
@@ -34,7 +35,7 @@ def test_values_are_parsed() -> None:
             "GISMO_OPERATOR_LOG_FORMAT": "JSON",
             "GISMO_OPERATOR_LOG_LEVEL": "debug",
             "GISMO_OPERATOR_SWEEP_INTERVAL": "2.5",
-            "GISMO_OPERATOR_RESERVATION_TTL": "90",
+            "GISMO_OPERATOR_RESERVATION_TTL": "45",
             "GISMO_OPERATOR_NAMESPACE": "ops",
             "GISMO_OPERATOR_PEERING": "gismo",
             "GISMO_OPERATOR_DEFAULT_AGENT_IMAGE": "registry/gismo-agent:1.0",
@@ -45,7 +46,7 @@ def test_values_are_parsed() -> None:
     assert s.tls_dir == Path("/tls")
     assert (s.metrics_port, s.health_port) == (0, 9000)
     assert (s.log_format, s.log_level) == ("json", "DEBUG")
-    assert (s.sweep_interval, s.reservation_ttl) == (2.5, 90.0)
+    assert (s.sweep_interval, s.reservation_ttl) == (2.5, 45.0)
     assert (s.namespace, s.peering, s.default_agent_image) == ("ops", "gismo", "registry/gismo-agent:1.0")
 
 
@@ -85,3 +86,28 @@ def test_all_errors_reported_at_once() -> None:
 def test_unknown_variables_are_listed() -> None:
     env = {"GISMO_OPERATOR_WEBHOOK_PROT": "1", "GISMO_OPERATOR_LOG_LEVEL": "INFO", "OTHER": "x"}
     assert unknown_variables(env) == ["GISMO_OPERATOR_WEBHOOK_PROT"]
+
+
+@pytest.mark.parametrize(("ttl", "interval"), [("60", None), (None, "40"), ("50", "20"), ("59", "1.5")])
+def test_reservation_lifetime_above_60_seconds_is_refused(ttl: str | None, interval: str | None) -> None:
+    env = {}
+    if ttl is not None:
+        env["GISMO_OPERATOR_RESERVATION_TTL"] = ttl
+    if interval is not None:
+        env["GISMO_OPERATOR_SWEEP_INTERVAL"] = interval
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert "GISMO_OPERATOR_RESERVATION_TTL" in message and "GISMO_OPERATOR_SWEEP_INTERVAL" in message
+    assert "above 60 s" in message
+
+
+def test_reservation_lifetime_of_exactly_60_seconds_is_accepted() -> None:
+    s = Settings.from_env({"GISMO_OPERATOR_RESERVATION_TTL": "30", "GISMO_OPERATOR_SWEEP_INTERVAL": "30"})
+    assert (s.reservation_ttl, s.sweep_interval) == (30.0, 30.0)
+
+
+def test_a_bad_ttl_is_reported_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env({"GISMO_OPERATOR_RESERVATION_TTL": "soon"})
+    assert "above 60 s" not in str(info.value)
