@@ -351,6 +351,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "GISMO_OPERATOR_HEALTH_PORT": "0",
         "GISMO_OPERATOR_LOG_LEVEL": "WARNING",
         "GISMO_OPERATOR_NAMESPACE": NS,
+        # The bench's pods are never created, so every reservation would expire after the default
+        # TTL (30 s) and its region be handed out again (correctly, but the bench counts it as a
+        # double assignment). A long TTL keeps every run below it; sweeps run more often than the
+        # default (25 s) so their cost is part of what is measured.
+        "GISMO_OPERATOR_RESERVATION_TTL": "50",
+        "GISMO_OPERATOR_SWEEP_INTERVAL": "10",
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "operator"), str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")]
         ),

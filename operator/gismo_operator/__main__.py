@@ -9,6 +9,7 @@ Exit code 2 means bad settings (the message names the variable).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import secrets
 import sys
@@ -33,6 +34,30 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+#: Young-generation threshold of the cyclic garbage collector (CPython's default: 700).
+GC_GEN0_THRESHOLD = 5000
+
+
+def tune_gc() -> None:
+    """Shorter, rarer garbage-collector pauses: they were the admission latency tail.
+
+    kopf wraps every admission's pod (and every watched object) in objects with reference cycles,
+    so they are freed only by the cyclic collector, and objects still in flight when it runs are
+    promoted to older generations. With CPython's defaults that ended in a full collection every
+    few seconds under load, each scanning every object of the process (~100k, mostly kopf,
+    aiohttp and pydantic from imports): tens of ms during which no admission is answered.
+
+    - ``gc.freeze()`` after the imports moves those long-lived objects out of the collector's
+      reach: a full collection scans only what the operator allocated since.
+    - A larger young generation means fewer collections, so fewer in-flight objects are
+      promoted (they die young instead), and full collections become rare.
+    """
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM; return the process exit code."""
     args = parse_args(argv)
@@ -51,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger.info("handler modules: %s", ", ".join(loaded))
     if settings.metrics_port:
         metrics.start_server(settings.metrics_port, addr=addr)
+    tune_gc()
     liveness = f"http://{addr}:{settings.health_port}/healthz" if settings.health_port else None
     try:
         kopf.run(

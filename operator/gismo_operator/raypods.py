@@ -20,6 +20,8 @@ pods are only watched (LIST/WATCH), never written.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -27,7 +29,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from gismo_operator import kube, metrics
+from gismo_operator import kube, metrics, startup
 from gismo_operator import ray_runtime as rt
 from gismo_operator.assignment import Outcome, PodClaim
 from gismo_operator.injection import (
@@ -163,21 +165,62 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
     side_effects=True,
 )
 async def mutate_raypod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, **_: Any) -> None:
-    """Inject the agent and a durably reserved region into a Ray pod at creation."""
+    """Inject the agent and a durably reserved region into a Ray pod at creation.
+
+    Requests normally take the fast path (:func:`serve_review`); kopf calls this for the rest."""
     with metrics.webhook_timer(WEBHOOK_ID):
         pod = dict(body)
-        try:
-            async with asyncio.timeout(ADMISSION_BUDGET_SECONDS):  # no extra task, unlike wait_for
-                new = await admit(pod, dryrun=dryrun)
-        except (TimeoutError, TooManyConflicts, kube.ApiError, OSError) as exc:
-            # A reservation written before the failure expires through the sweep; Ray starts anyway.
-            logger.warning("pod of %s not injected: %s", (pod.get("metadata") or {}).get("labels"), exc)
-            new = mark_skipped(pod, f"operator error: {type(exc).__name__}")
-        except Exception as exc:  # a bug must not cost Ray its pod either: admit it, say why, log it
-            logger.exception("pod of %s not injected", (pod.get("metadata") or {}).get("labels"))
-            new = mark_skipped(pod, f"operator error: {type(exc).__name__}")
+        new = await admit_safely(pod, dryrun=dryrun)
         if new is not None:
             _answer_with(patch, pod, new)
+
+
+async def admit_safely(pod: dict[str, Any], *, dryrun: bool) -> dict[str, Any] | None:
+    """:func:`admit` within the admission budget; any failure admits the pod, marked skipped."""
+    try:
+        async with asyncio.timeout(ADMISSION_BUDGET_SECONDS):  # no extra task, unlike wait_for
+            return await admit(pod, dryrun=dryrun)
+    except (TimeoutError, TooManyConflicts, kube.ApiError, OSError) as exc:
+        # A reservation written before the failure expires through the sweep; Ray starts anyway.
+        logger.warning("pod of %s not injected: %s", (pod.get("metadata") or {}).get("labels"), exc)
+        return mark_skipped(pod, f"operator error: {type(exc).__name__}")
+    except Exception as exc:  # a bug must not cost Ray its pod either: admit it, say why, log it
+        logger.exception("pod of %s not injected", (pod.get("metadata") or {}).get("labels"))
+        return mark_skipped(pod, f"operator error: {type(exc).__name__}")
+
+
+@startup.fast_admission(WEBHOOK_ID)
+async def serve_review(review: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The ``mutate-raypod`` answer without kopf's per-request machinery (see
+    :class:`gismo_operator.startup.FastAdmissionServer`): the same patch and response kopf builds
+    from :func:`mutate_raypod`. Returns None, so kopf answers, for anything but what the handler is
+    registered for (a CREATE of a core/v1 pod labelled ``ray.io/is-ray-node=yes``, with userInfo)."""
+    request = review.get("request")
+    if not isinstance(request, Mapping):
+        return None
+    pod = request.get("object")
+    resource = request.get("resource") or {}
+    if (
+        request.get("operation") != "CREATE"
+        or request.get("subResource")
+        or request.get("userInfo") is None
+        or not isinstance(pod, dict)
+        or (resource.get("group"), resource.get("version"), resource.get("resource")) != ("", "v1", "pods")
+        or ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_IS_RAY_NODE) != "yes"
+    ):
+        return None
+    with metrics.webhook_timer(WEBHOOK_ID):
+        new = await admit_safely(pod, dryrun=bool(request.get("dryRun")))
+        response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+        ops = json_patch(pod, new) if new is not None else []
+        if ops:
+            response["patch"] = base64.b64encode(json.dumps(ops).encode()).decode("ascii")
+            response["patchType"] = "JSONPatch"
+    return {
+        "apiVersion": review.get("apiVersion", "admission.k8s.io/v1"),
+        "kind": review.get("kind", "AdmissionReview"),
+        "response": response,
+    }
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_IS_RAY_NODE: "yes"}, annotations={ANN_REGION: kopf.PRESENT})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import kopf
 import pytest
@@ -44,7 +46,8 @@ def test_kopf_settings(tmp_path: Path) -> None:
         startup.apply_settings(settings, runtime)
         assert settings.persistence.finalizer == "gismo.io/finalizer"
         assert settings.admission.managed is None  # the chart owns the webhook configurations
-        assert isinstance(settings.admission.server, kopf.WebhookServer)
+        assert isinstance(settings.admission.server, startup.FastAdmissionServer)
+        assert isinstance(settings.admission.server.inner, kopf.WebhookServer)
         assert tuned == [settings]
 
         dev = startup.Runtime(settings=Settings(namespace="ops"), dev=True)
@@ -97,3 +100,30 @@ def test_event_only_kinds_skip_the_essence() -> None:
     assert essence == {"spec": {"capacity": "1Gi"}, "metadata": {"labels": {"a": "b"}}}
     no_kind = {k: v for k, v in a_slice.items() if k != "kind"}
     assert storage.build(body=kopf.Body(no_kind))["spec"] == a_slice["spec"]  # unknown: kopf's own
+
+
+async def test_fast_admission_answers_first_and_falls_back_to_kopf(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path answers its own webhook id; None from it, or another id, goes to kopf's fn."""
+    calls: list[str] = []
+
+    async def fast(review: Any) -> Any:
+        calls.append("fast")
+        return {"fast": True} if review.get("take") else None
+
+    async def kopf_fn(request: Any, *, webhook: str | None = None, **_: Any) -> Any:
+        calls.append(f"kopf:{webhook}")
+        return {"kopf": True}
+
+    async def inner(fn: Any) -> AsyncIterator[Any]:  # a server: calls fn per request, yields configs
+        assert await fn({"take": True}, webhook="fast-one") == {"fast": True}
+        assert await fn({"take": False}, webhook="fast-one") == {"kopf": True}
+        assert await fn({"take": True}, webhook="other", headers={}) == {"kopf": True}
+        yield {"url": "https://example"}
+
+    monkeypatch.setattr(startup, "_fast_admissions", {})
+    startup.fast_admission("fast-one")(fast)
+    server = startup.FastAdmissionServer(inner)
+    async with server as entered:
+        configs = [c async for c in entered(kopf_fn)]
+    assert configs == [{"url": "https://example"}]
+    assert calls == ["fast", "fast", "kopf:fast-one", "kopf:other"]
