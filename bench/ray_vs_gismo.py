@@ -6,8 +6,10 @@ one Gismo agent per node, all mapping one /dev/shm file):
       page; Ray vs Gismo, and Ray's local get on node A as the reference;
   (b) an all-to-all shuffle, 16 map x 16 reduce tasks, 2 GiB and 4 GiB total, end to end; Ray vs
       Gismo on 4 nodes, and Ray on 1 node with 4 CPUs (a separate cluster) as the reference;
-  (c) memory held during the shuffle: Ray's object stores (all nodes, incl. pulled copies and
-      fallback allocations) vs Gismo's slice (+ whatever Ray holds for the small refs).
+  (c) memory held for the shuffle: Ray's object stores (all nodes, incl. pulled copies: plasma
+      pages touched by one shuffle on a fresh cluster) vs Gismo's slice (peak bytes used and
+      reserved in all regions, plus what Ray holds for the small refs), each measured in an
+      extra, untimed run.
 Each measurement: the first run (cold) is reported apart, then the median of >= 3 warm repeats.
 Sides are interleaved per repeat so background noise hits both alike, and every run starts on a
 quiet cluster (`quiesce`: Ray keeps freeing/evicting after a call returns; neither side should
@@ -146,7 +148,7 @@ def allocated(paths: list[str]) -> int:
 class MemorySampler:
     """Samples, every `period`, bytes held by Ray's object stores and by Gismo; keeps the peaks.
 
-    Kept light because it runs during timed shuffles (2 cores): only what is asked for is sampled.
+    Used only in untimed runs (a driver thread competes for the GIL and the 2 cores).
     - ray (on request): tmpfs pages allocated to the raylets' plasma files (see `plasma_files`),
       which counts pulled copies too; and the cluster's `object_store_memory` in use (primary
       copies only, reported periodically by the raylets).
@@ -154,7 +156,10 @@ class MemorySampler:
     Cost per tick: a few fstat calls and one GCS call (ray), one agent call per node (gismo).
     """
 
-    def __init__(self, lc: LocalCluster, gismo: bool, ray_stores: bool, period: float = 0.1) -> None:
+    def __init__(
+        self, lc: LocalCluster, gismo: bool, ray_stores: bool, active: bool = True, period: float = 0.1
+    ) -> None:
+        self.active = active
         self.period = period
         self.peak_ray_primary = 0
         self.peak_ray_plasma = 0
@@ -190,13 +195,15 @@ class MemorySampler:
             self._stop.wait(self.period)
 
     def __enter__(self) -> MemorySampler:
-        self._thread.start()
+        if self.active:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
-        self._tick()
+        if self.active:
+            self._thread.join()
+            self._tick()
         for c in self._clients:
             c.close()
 
@@ -302,9 +309,13 @@ def _check(got: int, want: int, what: str) -> None:
 
 
 def run_shuffle(
-    total: int, backend: str, nodes: int, lc: LocalCluster, ray_stores: bool = False
+    total: int, backend: str, nodes: int, lc: LocalCluster, sample: bool = False
 ) -> dict[str, Any]:
-    """One 16x16 shuffle of `total` bytes; maps on node i % nodes, reducers on node (j + 1) % nodes."""
+    """One 16x16 shuffle of `total` bytes; maps on node i % nodes, reducers on node (j + 1) % nodes.
+
+    With `sample`, memory is sampled during the run (a thread in this driver: it competes for
+    the GIL and the 2 cores, so sampled runs are kept out of the timing medians).
+    """
     maps = reducers = 16
     per_map = total // maps
     specs = [(i, per_map, reducers) for i in range(maps)]
@@ -316,7 +327,7 @@ def run_shuffle(
         }
     # Gismo runs also sample Ray's stores: the refs travel through Ray, their bytes count too.
     gismo = backend == "gismo"
-    with MemorySampler(lc, gismo=gismo, ray_stores=ray_stores or gismo) as mem:
+    with MemorySampler(lc, gismo=gismo and sample, ray_stores=sample, active=sample) as mem:
         t0 = time.perf_counter()
         r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
         dt = time.perf_counter() - t0
@@ -351,14 +362,20 @@ def bench_shuffle(
                     f"  shuffle {label} {b} {total / GiB:.2f} GiB: {took:.2f} s (settled {waited:.1f} s)",
                     flush=True,
                 )
+        sampled: dict[str, dict[str, Any]] = {}
+        if "gismo" in backends:
+            quiesce(lc)
+            sampled["gismo"] = run_shuffle(total, "gismo", nodes, lc, sample=True)
+            print(f"  shuffle {label} gismo {total / GiB:.2f} GiB, memory-sampled run (untimed)", flush=True)
         for b, rs in raw.items():
             out[f"{b}_{label}_{total}"] = {
                 "backend": b,
                 "nodes": nodes,
                 "bytes": total,
                 "seconds": split_runs([x["seconds"] for x in rs]),
-                "gismo_held_bytes": max(x["gismo_held_bytes"] for x in rs),
-                "ray_primary_held_bytes": max(x["ray_primary_held_bytes"] for x in rs),
+                "gismo_held_bytes": sampled.get(b, {}).get("gismo_held_bytes", 0),
+                "ray_primary_held_bytes": sampled.get(b, {}).get("ray_primary_held_bytes", 0),
+                "memory_run": sampled.get(b),
                 "fallbacks": sum(x["fallbacks"] for x in rs),
                 "runs": rs,
             }
@@ -370,7 +387,7 @@ def bench_ray_memory(total: int, store: int) -> dict[str, Any]:
     with LocalCluster(4, cpus_per_node=1, object_store_bytes=store, agents=False) as lc:
         ray.get([ping.options(scheduling_strategy=lc.on_node(i)).remote() for i in range(4)])
         quiesce(lc)
-        r = run_shuffle(total, "ray", 4, lc, ray_stores=True)
+        r = run_shuffle(total, "ray", 4, lc, sample=True)
     held = r["ray_plasma_allocated_bytes"] - r["ray_plasma_allocated_before"]
     print(f"  fresh-cluster Ray shuffle {total / GiB:.2f} GiB: {r['seconds']:.2f} s, stores needed "
           f"{held / GiB:.2f} GiB", flush=True)  # fmt: skip
@@ -452,7 +469,7 @@ def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], sum
     big = mem["bytes"]
     print(f"\n(c) memory held for a {big / GiB:.2f} GiB shuffle on 4 nodes")
     print(f"    Ray object stores (fresh cluster, plasma pages)  {mem['ray_store_bytes'] / GiB:6.2f} GiB")
-    print(f"    Gismo slice (peak bytes_used, all regions)       {mem['gismo_bytes'] / GiB:6.2f} GiB")
+    print(f"    Gismo slice + Ray for the refs (peak, untimed run){mem['gismo_bytes'] / GiB:6.2f} GiB")
     print("\nratios (warm medians)")
     for k, v in summary.items():
         mark = "met" if v["met"] else "MISSED"
