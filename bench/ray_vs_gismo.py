@@ -469,7 +469,7 @@ def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], sum
     big = mem["bytes"]
     print(f"\n(c) memory held for a {big / GiB:.2f} GiB shuffle on 4 nodes")
     print(f"    Ray object stores (fresh cluster, plasma pages)  {mem['ray_store_bytes'] / GiB:6.2f} GiB")
-    print(f"    Gismo slice + Ray for the refs (peak, untimed run){mem['gismo_bytes'] / GiB:6.2f} GiB")
+    print(f"    Gismo slice + Ray for the refs (peak)          {mem['gismo_bytes'] / GiB:6.2f} GiB")
     print("\nratios (warm medians)")
     for k, v in summary.items():
         mark = "met" if v["met"] else "MISSED"
