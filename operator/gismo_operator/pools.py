@@ -43,6 +43,7 @@ from gismo_operator.models import (
     VERSION,
     GismoPoolSpec,
     GismoPoolStatus,
+    GismoSlice,
     describe_validation_error,
 )
 from gismo_operator.quantity import format_bytes
@@ -118,6 +119,19 @@ def _view(body: Mapping[str, Any]) -> status.SliceView | None:
     view = status.slice_view(body)
     _views[key] = (str(uid), str(rv), view)
     return view
+
+
+def slice_written(written: GismoSlice) -> None:
+    """The region ledger wrote this slice (a validated model, with its new resourceVersion):
+    remember its view, so the refresh its watch event requests does not validate it again."""
+    meta = written.metadata
+    if not (meta.uid and meta.resource_version and meta.name):
+        return
+    spec = written.spec
+    view = status.SliceView(
+        str(meta.namespace or ""), meta.name, spec.ray_cluster, spec.offset, spec.size, len(spec.regions)
+    )
+    _views[(view.namespace, view.name)] = (meta.uid, meta.resource_version, view)
 
 
 async def list_pool_slices(pool: str) -> list[status.SliceView]:

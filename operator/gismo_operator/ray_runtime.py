@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gismo_operator import kube, startup
+from gismo_operator import kube, pools, startup
 from gismo_operator.models import GismoPool
 from gismo_operator.regions import RegionLedger
 from gismo_operator.settings import Settings
@@ -42,7 +42,9 @@ def ledger() -> RegionLedger:
     global _ledger
     if _ledger is None:
         _ledger = RegionLedger(
-            KubeSliceApi(), reservation_ttl=dt.timedelta(seconds=settings().reservation_ttl)
+            KubeSliceApi(),
+            reservation_ttl=dt.timedelta(seconds=settings().reservation_ttl),
+            on_write=pools.slice_written,
         )
     return _ledger
 

@@ -164,8 +164,12 @@ class RegionLedger:
         reservation_ttl: dt.timedelta = dt.timedelta(seconds=30),
         clock: Callable[[], dt.datetime] = utcnow,
         max_attempts: int = 20,
+        on_write: Callable[[GismoSlice], None] | None = None,
     ) -> None:
+        """``on_write`` is told every slice body this ledger wrote (already validated, with the
+        resourceVersion the API gave it): the pool status reuses it instead of validating again."""
         self.api = api
+        self.on_write = on_write
         self.reservation_ttl = reservation_ttl
         self.clock = clock
         self.max_attempts = max_attempts
@@ -195,6 +199,13 @@ class RegionLedger:
                 return None
             current = self._cache[key] = parse_slice(body)
         return current
+
+    def _written(self, written: GismoSlice) -> None:
+        if self.on_write is not None:
+            try:
+                self.on_write(written)
+            except Exception as exc:  # only an optimisation: never fail a write for it
+                logger.warning("on_write hook failed: %s", exc)
 
     # ---------------------------------------------------------------------------------------------
     # Group commit
@@ -249,6 +260,7 @@ class RegionLedger:
                 raise
             self.writes += 1
             self._cache[key] = after_write(current, regions, written)
+            self._written(self._cache[key])
             return results
         raise TooManyConflicts(
             f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"
@@ -351,6 +363,7 @@ class RegionLedger:
                     continue
                 self.writes += 1
                 self._cache[key] = parse_slice(written)
+                self._written(self._cache[key])
                 return result
         raise TooManyConflicts(
             f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
@@ -380,6 +393,7 @@ class RegionLedger:
                     continue
                 self.writes += 1
                 self._cache[key] = parse_slice(written)
+                self._written(self._cache[key])
                 return self._cache[key]
         raise TooManyConflicts(
             f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"

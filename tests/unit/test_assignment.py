@@ -295,6 +295,19 @@ async def test_two_operator_instances_on_one_api_never_hand_out_the_same_region(
     assert len(api.regions()) == 40
 
 
+async def test_every_write_is_reported_to_on_write_as_stored() -> None:
+    api = FakeApi()
+    api.add_slice(8)
+    written: list[GismoSlice] = []
+    ledger = RegionLedger(api, clock=Clock(), on_write=written.append)
+    await ledger.reserve(NS, NAME)
+    await ledger.reserve(NS, NAME)
+    assert len(written) == api.writes == 2
+    stored = GismoSlice.model_validate(api.slices[NS, NAME])
+    assert written[-1].metadata.resource_version == stored.metadata.resource_version
+    assert written[-1].spec == stored.spec
+
+
 async def test_full_slice_answers_none_and_writes_nothing() -> None:
     api = FakeApi()
     api.add_slice(2)

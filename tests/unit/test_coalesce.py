@@ -202,3 +202,28 @@ async def test_an_unchanged_slice_is_not_validated_again(
     await pools.refresh_pool("p")
     assert sorted(validated) == ["a", "b", "b"]
     assert fake_api.pool["status"]["allocatedBytes"] == 12 * GI
+
+
+async def test_a_slice_the_ledger_wrote_is_not_validated_again(
+    fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gismo_operator.models import GismoSlice
+
+    fake_api.put_slice("a", 0, 4 * GI)
+    validated: list[str] = []
+    real = pools.status.slice_view
+
+    def counting(body: Any) -> Any:
+        validated.append(body["metadata"]["name"])
+        return real(body)
+
+    monkeypatch.setattr(pools.status, "slice_view", counting)
+    pools._views.clear()
+    pools.slice_written(GismoSlice.model_validate(fake_api.slices["a"]))  # as the ledger's hook does
+    await pools.refresh_pool("p")
+    assert validated == []
+    assert fake_api.pool["status"]["allocatedBytes"] == 4 * GI
+    fake_api.put_slice("a", 0, 8 * GI)  # changed by someone else: validated
+    await pools.refresh_pool("p")
+    assert validated == ["a"]
+    assert fake_api.pool["status"]["allocatedBytes"] == 8 * GI
