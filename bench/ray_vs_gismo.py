@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray": ray.__version__, "nodes": 4, "cpus_per_node": 1, "object_store_per_node": store4,
         "region_per_node": region, "one_node_object_store": store1, "one_node_cpus": 4,
         "machine_cpus": os.cpu_count(), "repeats_warm": runs - 1, "quick": args.quick,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_1m_start": os.getloadavg()[0],
         "read": "touch one byte of every 4 KiB page", "placement": "map i on node i%4, reduce j on (j+1)%4",
     }  # fmt: skip
     print(
@@ -568,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     mem["gismo_bytes"] = g["gismo_held_bytes"] + g["ray_primary_held_bytes"]
     mem["gismo_slice_bytes"] = g["gismo_held_bytes"]
     mem["gismo_ray_store_bytes"] = g["ray_primary_held_bytes"]
+    meta["loadavg_1m_end"] = os.getloadavg()[0]  # other users of the 2 cores show up here
     summary = summarize(rg, sh, mem, big)
     print_table(rg, sh, mem, summary)
     (out / "remote_get.json").write_text(json.dumps({"meta": meta, **rg}, indent=2))
