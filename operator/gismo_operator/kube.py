@@ -35,12 +35,13 @@ Cost: one HTTP request per call; the session (connection pool) is shared and cre
 from __future__ import annotations
 
 import asyncio
+import builtins
 import dataclasses
 import datetime as dt
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import aiohttp
@@ -259,6 +260,49 @@ class Client:
         payload = await self.request("GET", resource.path(namespace), params=params or None)
         items = (payload.get("items") or []) if isinstance(payload, Mapping) else []
         return [dict(item) for item in items if isinstance(item, Mapping)]
+
+    async def list_with_version(self, resource: Resource) -> tuple[builtins.list[Body], str]:
+        """All objects (all namespaces) and the list's resourceVersion ("" when the API gives none),
+        the starting point of a :meth:`watch` that misses nothing."""
+        payload = await self.request("GET", resource.path(None))
+        if not isinstance(payload, Mapping):
+            return [], ""
+        items = [dict(i) for i in payload.get("items") or [] if isinstance(i, Mapping)]
+        return items, str((payload.get("metadata") or {}).get("resourceVersion") or "")
+
+    async def watch(
+        self, resource: Resource, *, resource_version: str = "", timeout_seconds: int = 300
+    ) -> AsyncIterator[Body]:
+        """Watch events (all namespaces) from ``resource_version`` until the server ends the stream.
+
+        Yields the decoded events (``{"type": ..., "object": ...}``), ERROR ones included (a 410
+        means the version is too old: list again). Lines are split here rather than with aiohttp's
+        readline, which refuses lines above 64 KiB (a big object is one line).
+        """
+        if self._session is None or self._session.closed:
+            self._session = self._make_session()
+        params = {"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(timeout_seconds)}
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        timeout = aiohttp.ClientTimeout(total=None, connect=5, sock_read=timeout_seconds + 30)
+        path = resource.path(None)
+        async with self._session.get(self.server + path, params=params, timeout=timeout) as response:
+            if response.status >= 400:
+                text = await response.text()
+                try:
+                    payload: Any = json.loads(text) if text else None
+                except json.JSONDecodeError:
+                    payload = text
+                raise _error(response.status, payload, "GET", path)
+            buffer = b""
+            async for chunk in response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(buffer)
 
     async def create(self, resource: Resource, body: Body, namespace: str | None = None) -> Body:
         """Create an object; :class:`Conflict` when the name is taken."""

@@ -4,7 +4,9 @@
   API (the pool and all slices naming it) and write it to the status subresource. The status is a
   pure function of that state (:mod:`gismo_operator.status`), so a lost event or a restart costs
   nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
-  Slice events do not recompute inline: they request a coalesced refresh
+  GismoSlices are watched by :func:`watch_slices` (a plain list + watch, not a kopf handler: kopf's
+  per-event machinery cost as much as an admission). Slice events do not recompute inline: they
+  request a coalesced refresh
   (:class:`~gismo_operator.coalesce.Coalescer`, :data:`REFRESH_DELAY` debounce, at most one refresh
   in flight and one pending per pool). Under a burst of admissions every admission changes a
   slice; the status is informational, so it follows a fraction of a second later, and the last
@@ -24,6 +26,7 @@ if that ever matters.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import weakref
@@ -39,7 +42,6 @@ from gismo_operator.coalesce import Coalescer
 from gismo_operator.models import (
     GROUP,
     POOL_PLURAL,
-    SLICE_PLURAL,
     VERSION,
     GismoPoolSpec,
     GismoPoolStatus,
@@ -208,29 +210,109 @@ async def reconcile_pool(name: str, logger: kopf.Logger, **_: Any) -> None:
         )
 
 
-#: Last pool seen per slice (namespace/name): when a slice moves to another pool, the old pool is
-#: refreshed too. Only an optimisation: at start-up every pool is recomputed by ``resume``.
-_slice_pools: dict[str, str] = {}
-
-
-@kopf.on.event(GROUP, VERSION, SLICE_PLURAL)
-async def slice_changed(body: kopf.Body, type: str | None, **_: Any) -> None:
-    """A slice appeared, changed or went away: its pool's figures changed (and its old pool's).
-    The refresh runs in the background, coalesced with the other changes of the moment."""
-    key = f"{body.metadata.namespace}/{body.metadata.name}"
+def pools_touched(known: dict[tuple[str, str], str], type_: str | None, body: Mapping[str, Any]) -> list[str]:
+    """The pools whose figures a slice event changes (its pool, and the one it left), updating
+    ``known`` (slice -> last pool seen). Pure but for ``known``."""
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
     pool = (body.get("spec") or {}).get("pool")
     pool = pool if isinstance(pool, str) and pool else None
-    before = _slice_pools.pop(key, None) if type == "DELETED" else _slice_pools.get(key)
-    if pool is not None and type != "DELETED":
-        _slice_pools[key] = pool
-    for name in dict.fromkeys(p for p in (pool, before) if p is not None):
-        request_refresh(name)
+    before = known.pop(key, None) if type_ == "DELETED" else known.get(key)
+    if pool is not None and type_ != "DELETED":
+        known[key] = pool
+    return list(dict.fromkeys(p for p in (pool, before) if p is not None))
+
+
+#: Seconds between two watch connections when the previous one ended at once or failed (doubling
+#: up to :data:`WATCH_BACKOFF_MAX` while it keeps failing).
+WATCH_BACKOFF = 0.5
+WATCH_BACKOFF_MAX = 30.0
+
+
+async def watch_slices() -> None:
+    """Request a pool refresh on every GismoSlice change: list, then watch from the list's version.
+
+    Why not ``@kopf.on.event``: kopf processes every watch event through its generic machinery
+    (object memory, body and patch wrappers with reference cycles, cause detection, handler
+    selection and outcomes), and a slice changes at every admission; that cost competed with the
+    admissions themselves. Here an event costs its JSON decoding and a dictionary update.
+
+    Nothing is missed: a relist (at start, after an error, after 410 Gone) compares with the
+    slices known so far, so the pool of a slice deleted meanwhile is refreshed too.
+    """
+    known: dict[tuple[str, str], str] = {}
+    version: str | None = None  # None: list first
+    backoff = WATCH_BACKOFF
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            client = kube.client()
+            if version is None:
+                items, version = await client.list_with_version(kube.SLICES)
+                listed: dict[tuple[str, str], str] = {}
+                for body in items:
+                    pools_touched(listed, "ADDED", body)
+                for pool in dict.fromkeys([*known.values(), *listed.values()]):
+                    request_refresh(pool)
+                known = listed
+            async for event in client.watch(kube.SLICES, resource_version=version):
+                type_, body = event.get("type"), event.get("object") or {}
+                if type_ == "ERROR":
+                    if body.get("code") == 410:  # too old: list again
+                        version = None
+                        break
+                    raise kube.ApiError(
+                        int(body.get("code") or 500),
+                        str(body.get("reason")),
+                        str(body.get("message")),
+                        "WATCH",
+                        kube.SLICES.path(),
+                    )
+                version = str((body.get("metadata") or {}).get("resourceVersion") or version or "")
+                if type_ == "BOOKMARK":
+                    continue
+                for pool in pools_touched(known, type_, body):
+                    request_refresh(pool)
+            else:
+                backoff = WATCH_BACKOFF  # the server ended the stream normally
+        except asyncio.CancelledError:
+            raise
+        except RuntimeError as exc:  # not logged in yet
+            logger.debug("GismoSlice watch waits: %s", exc)
+        except Exception as exc:
+            logger.warning("GismoSlice watch failed (listing again): %s", exc)
+            version = None
+            backoff = min(WATCH_BACKOFF_MAX, backoff * 2)
+        if loop.time() - started < WATCH_BACKOFF:  # ended at once (or failed): do not spin
+            await asyncio.sleep(backoff)
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@kopf.on.startup()
+async def start_slice_watch(**_: Any) -> None:
+    """Start watching GismoSlices in the background (stopped on cleanup)."""
+    loop = asyncio.get_running_loop()
+    task = _watchers.get(loop)
+    if task is None or task.done():
+        _watchers[loop] = loop.create_task(watch_slices())
 
 
 @kopf.on.cleanup()
 async def stop_refreshes(**_: Any) -> None:
-    """Cancel scheduled pool refreshes (a restarted operator recomputes every pool on resume)."""
-    found = _refreshers.pop(asyncio.get_running_loop(), None)
+    """Stop the slice watch and cancel scheduled pool refreshes (a restarted operator recomputes
+    every pool on resume)."""
+    loop = asyncio.get_running_loop()
+    task = _watchers.pop(loop, None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    found = _refreshers.pop(loop, None)
     if found is not None:
         await found.close()
 

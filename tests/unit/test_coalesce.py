@@ -227,3 +227,68 @@ async def test_a_slice_the_ledger_wrote_is_not_validated_again(
     await pools.refresh_pool("p")
     assert validated == ["a"]
     assert fake_api.pool["status"]["allocatedBytes"] == 8 * GI
+
+
+# ------------------------------------------------------------------------------------------------
+# The GismoSlice watch that requests the refreshes
+
+
+def slice_body(name: str, pool: str, rv: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ray", "resourceVersion": rv}, "spec": {"pool": pool}}
+
+
+def test_pools_touched_follows_moves_and_deletions() -> None:
+    known: dict[tuple[str, str], str] = {}
+    assert pools.pools_touched(known, "ADDED", slice_body("a", "p0", "1")) == ["p0"]
+    assert pools.pools_touched(known, "MODIFIED", slice_body("a", "p1", "2")) == ["p1", "p0"]
+    assert pools.pools_touched(known, "DELETED", slice_body("a", "p1", "3")) == ["p1"]
+    assert known == {}
+
+
+class WatchApi:
+    """list_with_version + watch: scripted streams; each watch call takes the next script."""
+
+    def __init__(self, lists: list[Any], streams: list[list[dict[str, Any]]]) -> None:
+        self.lists, self.streams = lists, streams
+        self.watched_from: list[str] = []
+        self.done = asyncio.Event()
+
+    async def list_with_version(self, resource: kube.Resource) -> Any:
+        return self.lists.pop(0)
+
+    async def watch(self, resource: kube.Resource, *, resource_version: str = "") -> Any:
+        self.watched_from.append(resource_version)
+        if not self.streams:
+            self.done.set()
+            await asyncio.Event().wait()  # hold the last watch open
+        for event in self.streams.pop(0):
+            yield event
+
+
+async def test_slice_watch_requests_refreshes_and_relists_after_410(monkeypatch: pytest.MonkeyPatch) -> None:
+    api = WatchApi(
+        lists=[
+            ([slice_body("a", "p0", "5"), slice_body("b", "p1", "6")], "10"),
+            ([slice_body("a", "p0", "20")], "21"),  # b was deleted while we were away
+        ],
+        streams=[
+            [
+                {"type": "MODIFIED", "object": slice_body("a", "p2", "11")},  # moved p0 -> p2
+                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+                {"type": "ERROR", "object": {"code": 410, "reason": "Expired"}},
+            ],
+        ],
+    )
+    requested: list[str] = []
+    monkeypatch.setattr(kube, "_client", api)
+    monkeypatch.setattr(pools, "request_refresh", requested.append)
+    monkeypatch.setattr(pools, "WATCH_BACKOFF", 0.001)
+    task = asyncio.create_task(pools.watch_slices())
+    await asyncio.wait_for(api.done.wait(), 10)  # a guard against hangs, not a timing assertion
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert api.watched_from == ["10", "21"]  # from the list's version, then the relist's
+    assert requested[:2] == ["p0", "p1"]  # first list
+    assert requested[2:4] == ["p2", "p0"]  # the move
+    assert set(requested[4:]) == {"p2", "p1", "p0"}  # relist: known pools and the listed ones
