@@ -38,7 +38,7 @@ from .errors import (
 from .layout import LEASE, SEALED, Geometry
 from .mapping import SliceMapping
 from .ref import Ref
-from .serialize import decode, encode, write
+from .serialize import BYTES, Encoded, decode, encode, plan_array, write, write_header
 
 SEAL_BATCH = 1024  # seal notices sent at the latest after this many puts
 REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
@@ -61,6 +61,82 @@ class _Release:
         c, self.client = self.client, None
         if c is not None:
             c._unpin(self.key)
+
+
+class Pending:
+    """An object reserved by ``Client.create``/``create_array`` and being written in place.
+
+    ``array`` (also ``buffer``) is a writable numpy array over this pod's own region. The object
+    is invisible to every reader until ``seal()``; ``abort()`` frees it. As a context manager it
+    seals on a clean exit and aborts when the block raises. After seal or abort the array is made
+    read-only; views derived from it earlier stay writable but must not be written to (after an
+    abort the space is reused by other objects; after a seal readers expect the bytes to stay).
+    Only the process that created it may seal it (one writer per byte).
+    """
+
+    __slots__ = ("_client", "_lock", "array", "gen", "offset", "ref", "size", "slot", "state")
+
+    def __init__(self, client: Client, slot: int, gen: int, off: int, size: int, array: np.ndarray) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self.slot, self.gen, self.offset, self.size = slot, gen, off, size
+        self.array = array
+        self.ref: Ref | None = None
+        self.state = "open"  # open -> sealed | aborted
+
+    @property
+    def buffer(self) -> np.ndarray:
+        return self.array
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.array.nbytes)
+
+    def would_be_ref(self) -> Ref:
+        """The Ref this object will have once sealed (for tests: it is not readable before)."""
+        return Ref(self._client.region, self.slot, self.gen, self.offset, self.size)
+
+    def seal(self) -> Ref:
+        with self._lock:
+            if self.state == "sealed" and self.ref is not None:
+                return self.ref
+            if self.state != "open":
+                raise GismoError(f"object r{self._client.region}/s{self.slot} was {self.state}; cannot seal")
+            c = self._client
+            c._check_pid()
+            try:
+                c._seal_slot(self.slot, self.gen, self.offset, self.size)
+            except BaseException:
+                self._abort_locked()
+                raise
+            self.state = "sealed"
+            c._queue_seal(self.slot, self.gen)
+            self.array.flags.writeable = False
+            self.ref = Ref(c.region, self.slot, self.gen, self.offset, self.size)
+            return self.ref
+
+    def abort(self) -> None:
+        with self._lock:
+            if self.state == "open":
+                self._abort_locked()
+
+    def _abort_locked(self) -> None:
+        self.state = "aborted"
+        self.array.flags.writeable = False
+        with contextlib.suppress(GismoError):
+            self._client._call(protocol.ABORT, protocol.SLOT_REQ.pack(self.slot, self.gen))
+
+    def __enter__(self) -> Pending:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.seal()
+        else:
+            self.abort()
+
+    def __repr__(self) -> str:
+        return f"<gismo.Pending r{self._client.region}/s{self.slot}@g{self.gen} {self.size} B {self.state}>"
 
 
 def connect(socket_path: str | None = None, **env: Any) -> Client:
@@ -196,10 +272,32 @@ class Client:
         The object is sealed in shared memory before this returns, so the ref is valid everywhere
         at once; the agent's own bookkeeping learns of the seal with this client's next message.
         """
-        if self._pid != os.getpid():
-            raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
+        self._check_pid()
         enc = encode(obj)
         n = enc.size
+        slot, gen, off = self._reserve(n)
+        rw = self._rw
+        try:
+            # A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined
+            # for orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the
+            # small-object stash) must never be written, and one written meanwhile never sealed.
+            if layout.read_run(rw, 0)[0] != self.epoch:
+                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
+            write(enc, rw, off)
+            self._seal_slot(slot, gen, off, n)
+        except BaseException:
+            with contextlib.suppress(GismoError):
+                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
+            raise
+        self._queue_seal(slot, gen)
+        return Ref(self.region, slot, gen, off, n)
+
+    def _check_pid(self) -> None:
+        if self._pid != os.getpid():
+            raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
+
+    def _reserve(self, n: int) -> tuple[int, int, int]:
+        """A reservation of ``n`` bytes in this pod's region: (slot, generation, offset)."""
         if n <= layout.SMALL_MAX:
             slot, gen, off = self._reserve_small(n)
         else:
@@ -208,29 +306,84 @@ class Client:
         g = self.geom
         if off < g.data_off or off + n > g.region_size:
             raise CorruptRegion(f"agent handed out extent {off}+{n} outside the data area")
+        return slot, gen, off
+
+    def _seal_slot(self, slot: int, gen: int, off: int, n: int) -> None:
+        """Seal a written reservation in shared memory (the caller aborts if this raises)."""
         rw = self._rw
-        pos = g.slot_off + slot * layout.SLOT_SIZE
-        try:
-            # A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined
-            # for orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the
-            # small-object stash) must never be written, and one written meanwhile never sealed.
-            if layout.read_run(rw, 0)[0] != self.epoch:
-                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
-            write(enc, rw, off)
-            coherence.flush(rw, off, n)
-            if layout.read_run(rw, 0)[0] != self.epoch:
-                raise AgentUnavailable("agent restarted during put; object discarded")
-            layout.write_seal(rw, pos, n)
-            coherence.flush(rw, pos, layout.SLOT_SIZE)
-        except BaseException:
-            with contextlib.suppress(GismoError):
-                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
-            raise
+        coherence.flush(rw, off, n)
+        if layout.read_run(rw, 0)[0] != self.epoch:
+            raise AgentUnavailable("agent restarted during put; object discarded")
+        pos = self.geom.slot_off + slot * layout.SLOT_SIZE
+        layout.write_seal(rw, pos, n)
+        coherence.flush(rw, pos, layout.SLOT_SIZE)
+
+    def _queue_seal(self, slot: int, gen: int) -> None:
+        """Queue the seal notice; it leaves with this client's next message (batched)."""
         with self._lock:
             self._seals += protocol.SLOT_REQ.pack(slot, gen)
             if len(self._seals) >= SEAL_BATCH * protocol.SLOT_REQ.size:
                 self._flush_notices()
-        return Ref(self.region, slot, gen, off, n)
+
+    # ---- create in place ----------------------------------------------------------------------
+    def create(self, nbytes: int) -> Pending:
+        """Reserve an object of ``nbytes`` raw bytes and hand out a writable view of it.
+
+        Write ``pending.buffer`` (a writable uint8 numpy array over this pod's region), then
+        ``seal`` it: ``get`` returns a read-only memoryview, as for a put of ``bytes``. Nothing is
+        copied. Until sealed the object is invisible to every reader (its slot stays RESERVED); if
+        this process dies first, the agent frees the space. StoreFull when it does not fit.
+        """
+        if nbytes < 0:
+            raise ValueError("nbytes must be >= 0")
+        return self._create(Encoded(BYTES, b"", [], [int(nbytes)]), None)
+
+    def create_array(self, shape: int | tuple[int, ...], dtype: Any = np.uint8) -> Pending:
+        """Reserve a C-contiguous numpy array of ``shape``/``dtype`` in this pod's region.
+
+        ``pending.array`` is a writable array over the region (uninitialised: whatever bytes the
+        extent held). After ``seal`` the object is exactly what ``put`` of such an array stores
+        (same header), so ``get`` anywhere returns a read-only view with that dtype and shape.
+        Cost: one agent round trip (no round trip for arrays up to 64 KiB, as with put) and no copy.
+        ValueError for dtypes with Python objects or fields (put those instead).
+
+        Usage::
+
+            with client.create_array((1024, 1024), np.float32) as p:
+                p.array[:] = 1.0   # an exception here aborts the object
+            ref = p.ref            # sealed on a clean exit
+        """
+        shp = (int(shape),) if isinstance(shape, int | np.integer) else tuple(int(d) for d in shape)
+        dt = np.dtype(dtype)
+        return self._create(plan_array(shp, dt), (shp, dt))
+
+    def _create(self, enc: Encoded, array: tuple[tuple[int, ...], np.dtype[Any]] | None) -> Pending:
+        self._check_pid()
+        n = enc.size
+        slot, gen, off = self._reserve(n)
+        rw = self._rw
+        try:
+            if layout.read_run(rw, 0)[0] != self.epoch:
+                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
+            write_header(enc, rw, off)
+            pos, length = enc.places[0]
+            data = np.frombuffer(rw, np.uint8, length, off + pos)
+            view: np.ndarray = data if array is None else data.view(array[1]).reshape(array[0])
+        except BaseException:
+            with contextlib.suppress(GismoError):
+                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
+            raise
+        return Pending(self, slot, gen, off, n, view)
+
+    def seal(self, pending: Pending) -> Ref:
+        """Seal an object made by ``create``/``create_array``: it becomes readable everywhere, and
+        ``pending.array`` read-only. Returns its Ref (also ``pending.ref``). Cost: no round trip
+        (the seal notice leaves with this client's next message), as for put."""
+        return pending.seal()
+
+    def abort(self, pending: Pending) -> None:
+        """Give up an object made by ``create``/``create_array``; its space is freed (one round trip)."""
+        pending.abort()
 
     def _reserve_small(self, n: int) -> tuple[int, int, int]:
         """A reservation from this client's stash for the size class of ``n`` (a power of two ≥ 256).

@@ -45,17 +45,22 @@ class Encoded:
 
     __slots__ = ("buffers", "kind", "meta", "places", "size")
 
-    def __init__(self, kind: int, meta: bytes, buffers: list[memoryview]) -> None:
+    def __init__(
+        self, kind: int, meta: bytes, buffers: list[memoryview], sizes: list[int] | None = None
+    ) -> None:
+        """``sizes`` instead of ``buffers``: plan the layout only (the caller writes the buffers in
+        place later, see ``plan_array``); ``buffers`` is then empty."""
         self.kind = kind
         self.meta = meta
         self.buffers = buffers
-        pos = _a64(_HDR.size + _BUF.size * len(buffers) + len(meta))
+        lengths = [b.nbytes for b in buffers] if sizes is None else sizes
+        pos = _a64(_HDR.size + _BUF.size * len(lengths) + len(meta))
         places = []
-        for b in buffers:
-            places.append((pos, b.nbytes))
-            pos = _a64(pos + b.nbytes)
+        for n in lengths:
+            places.append((pos, n))
+            pos = _a64(pos + n)
         self.places = places
-        self.size = pos if buffers else _HDR.size + len(meta)
+        self.size = pos if lengths else _HDR.size + len(meta)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -92,11 +97,33 @@ def encode(obj: Any) -> Encoded:
     return Encoded(PICKLE, meta, bufs)
 
 
+def plan_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> Encoded:
+    """The layout of an NDARRAY object of this shape and dtype, with no data yet (create in place).
+
+    The header written by ``write_header`` is exactly what ``put`` of such an array writes, so
+    ``get`` returns the same dtype/shape view. ValueError for dtypes that only pickle can carry.
+    """
+    meta = _nd_meta(dtype, shape)
+    if meta is None:
+        raise ValueError(f"an array of dtype {dtype} cannot be created in place (use put)")
+    count = 1
+    for d in shape:
+        if d < 0:
+            raise ValueError(f"negative dimension in shape {shape}")
+        count *= d
+    return Encoded(NDARRAY, meta, [], [count * dtype.itemsize])
+
+
+def write_header(enc: Encoded, dst: memoryview, off: int) -> None:
+    """Write the header, buffer table and meta of ``enc`` at ``dst[off:]`` (not the buffers)."""
+    table = b"".join(_BUF.pack(p, n) for p, n in enc.places)
+    head = _HDR.pack(MAGIC, enc.kind, len(enc.places), len(enc.meta), enc.size) + table + enc.meta
+    dst[off : off + len(head)] = head
+
+
 def write(enc: Encoded, dst: memoryview, off: int) -> None:
     """Write an encoded object at ``dst[off:off+enc.size]`` (dst: the writer's own region, read-write)."""
-    table = b"".join(_BUF.pack(p, n) for p, n in enc.places)
-    head = _HDR.pack(MAGIC, enc.kind, len(enc.buffers), len(enc.meta), enc.size) + table + enc.meta
-    dst[off : off + len(head)] = head
+    write_header(enc, dst, off)
     for (pos, n), b in zip(enc.places, enc.buffers, strict=True):
         if n:
             dst[off + pos : off + pos + n] = b

@@ -36,6 +36,55 @@ def put_pattern(st: dict[str, Any], n: int, seed: int) -> gismo.Ref:
     return st["c"].put(pattern(n, seed))
 
 
+def create_fill_seal(st: dict[str, Any], shape: tuple[int, ...], dtype: str, seed: int) -> gismo.Ref:
+    """create_array in place, fill it with pattern(seed) (as bytes), seal it (context manager form)."""
+    with st["c"].create_array(shape, dtype) as p:
+        raw = p.array.reshape(-1).view(np.uint8)
+        raw[:] = pattern(raw.size, seed)
+    assert not p.array.flags.writeable and p.ref is not None
+    ref: gismo.Ref = p.ref
+    return ref
+
+
+def create_open(st: dict[str, Any], name: str, n: int, seed: int) -> gismo.Ref:
+    """create an array, fill it, keep it unsealed (held under ``name``); returns the would-be ref."""
+    p = st["c"].create_array((n,), np.uint8)
+    p.array[:] = pattern(n, seed)
+    st.setdefault("pending", {})[name] = p
+    ref: gismo.Ref = p.would_be_ref()
+    return ref
+
+
+def seal_open(st: dict[str, Any], name: str) -> gismo.Ref:
+    ref: gismo.Ref = st["pending"].pop(name).seal()
+    return ref
+
+
+def abort_open(st: dict[str, Any], name: str) -> None:
+    st["pending"].pop(name).abort()
+
+
+def create_then_raise(st: dict[str, Any], n: int) -> tuple[str, gismo.Ref]:
+    """An exception inside the context manager: (exception name, the ref it would have had)."""
+    ref = None
+    try:
+        with st["c"].create_array((n,), np.uint8) as p:
+            ref = p.would_be_ref()
+            p.array[:] = 1
+            raise KeyError("boom")
+    except KeyError as exc:
+        assert p.state == "aborted" and not p.array.flags.writeable
+        return type(exc).__name__, ref
+    raise AssertionError("no exception")
+
+
+def get_raw(st: dict[str, Any], ref: gismo.Ref) -> tuple[str, tuple[int, ...], bytes]:
+    """(dtype string, shape, bytes) of an array as get returns it (pickling an array through the
+    pipe would turn a big-endian dtype into a native one)."""
+    v = st["c"].get(ref)
+    return v.dtype.str, v.shape, v.tobytes()
+
+
 def get(st: dict[str, Any], ref: gismo.Ref) -> Any:
     """A copy of the value, for comparisons in the test process."""
     v = st["c"].get(ref)
