@@ -21,8 +21,28 @@ Recipe without this helper (what it does)::
     results = ray.get([reducer.remote(*[o[j] for o in outs]) for j in range(R)])
     gismo.ray.free(ray.get([r for o in outs for r in o]))
 
+Blocks written in place (``map_into=True``): the map function is called as
+``map_fn(item, make_block)`` where ``make_block(shape, dtype="uint8")`` returns a fresh, writable,
+uninitialised numpy array; the map fills the blocks it made and returns them (R of them, block j
+for reducer j), exactly as before. With ``backend="gismo"`` each such array lives in this node's
+Gismo region already (``gismo.ray.create_array``), so returning it seals it in place: no private
+copy is ever made and there is no copy into the store. Any returned object that is not an array
+from ``make_block`` (identity is checked, so return the array itself, not a view or reshape of
+it) is stored by ``gismo.ray.put`` as usual; blocks made but not returned, and every block of a
+map that raises, are aborted. With ``backend="ray"``, ``make_block`` is ``numpy.empty`` and the
+blocks are returned to Ray as usual, so one map function runs on both backends::
+
+    def map_fn(i, make_block):
+        blocks = [make_block(size, "uint8") for _ in range(R)]
+        for b in blocks:
+            b[:] = i
+        return blocks
+
+    shuffle(map_fn, inputs, R, reduce_fn, map_into=True)
+
 Cost: M*R small refs through Ray (inlined in task returns, ~100 bytes each) plus, per block, one
-copy into shared memory at the map side and zero copies at the reduce side.
+copy into shared memory at the map side (none with ``map_into``: one agent round trip per block
+instead) and zero copies at the reduce side.
 """
 
 from __future__ import annotations
@@ -64,6 +84,33 @@ def _map_gismo(map_fn: Callable[[Any], Sequence[Any]], item: Any, n: int) -> Any
     return refs if n > 1 else refs[0]
 
 
+def _map_gismo_into(map_fn: Callable[..., Sequence[Any]], item: Any, n: int) -> Any:
+    made: dict[int, gray.Creation] = {}
+
+    def make_block(shape: int | tuple[int, ...], dtype: Any = "uint8") -> Any:
+        c = gray.create_array(shape, dtype)
+        made[id(c.array)] = c
+        return c.array
+
+    try:
+        refs = []
+        for b in _as_tuple(map_fn(item, make_block), n):
+            c = made.get(id(b))
+            refs.append(c.seal() if c is not None and c.array is b else gray.put(b))
+    finally:
+        for c in made.values():
+            c.abort()  # no-op for sealed ones; frees what the map made but did not return
+    out = tuple(refs)
+    return out if n > 1 else out[0]
+
+
+def _map_ray_into(map_fn: Callable[..., Sequence[Any]], item: Any, n: int) -> Any:
+    import numpy as np
+
+    blocks = _as_tuple(map_fn(item, np.empty), n)
+    return blocks if n > 1 else blocks[0]
+
+
 def _reduce_gismo(reduce_fn: Callable[[list[Any]], Any], *refs: gray.ObjRef) -> Any:
     return reduce_fn(gray.get(list(refs)))
 
@@ -84,15 +131,16 @@ def _task(name: str) -> Any:
     import ray
 
     if name not in _tasks:
-        fns = {"map_gismo": _map_gismo, "reduce_gismo": _reduce_gismo, "map_ray": _map_ray}
-        fns["reduce_ray"] = _reduce_ray
+        fns: dict[str, Callable[..., Any]] = {"map_gismo": _map_gismo, "map_ray": _map_ray}
+        fns.update(reduce_gismo=_reduce_gismo, reduce_ray=_reduce_ray)
+        fns.update(map_gismo_into=_map_gismo_into, map_ray_into=_map_ray_into)
         remote: Any = ray.remote
         _tasks[name] = remote(fns[name])
     return _tasks[name]
 
 
 def shuffle(
-    map_fn: Callable[[Any], Sequence[Any]],
+    map_fn: Callable[..., Sequence[Any]],
     inputs: Sequence[Any],
     num_reducers: int,
     reduce_fn: Callable[[list[Any]], Any],
@@ -102,6 +150,7 @@ def shuffle(
     reduce_strategy: StrategyFor = None,
     map_options: dict[str, Any] | None = None,
     reduce_options: dict[str, Any] | None = None,
+    map_into: bool = False,
 ) -> ShuffleResult:
     """Run `map_fn` on each input (as Ray tasks), then `reduce_fn` once per reducer.
 
@@ -113,6 +162,8 @@ def shuffle(
         backend: "gismo" (blocks in shared memory, refs through Ray) or "ray" (blocks in Ray's stores).
         map_strategy / reduce_strategy: task index -> Ray scheduling strategy (e.g. node affinity).
         map_options / reduce_options: extra `.options()` for the tasks (e.g. num_cpus).
+        map_into: call `map_fn(item, make_block)` so the map writes its blocks in place (see the
+            module docstring); with "gismo" no block is copied into the store.
     Returns:
         ShuffleResult with reducer outputs and block accounting; every Gismo block is freed.
     """
@@ -120,7 +171,9 @@ def shuffle(
 
     if num_reducers < 1:
         raise ValueError("num_reducers must be >= 1")
-    mtask = _task(f"map_{backend}")
+    if backend not in ("gismo", "ray"):
+        raise ValueError(f"unknown backend {backend!r}")
+    mtask = _task(f"map_{backend}" + ("_into" if map_into else ""))
     rtask = _task(f"reduce_{backend}")
     outs: list[list[Any]] = []
     result = ShuffleResult(results=[])

@@ -161,6 +161,54 @@ def test_full_store_falls_back_to_ray_and_result_is_right(cluster3: LocalCluster
     gray.free([ref])
 
 
+@ray.remote(num_cpus=0)
+def create_here(seed: int, shape: tuple[int, ...], fail: bool = False) -> tuple[Any, str, dict[str, Any]]:
+    """Fill an array made in place with payload(seed); with `fail`, raise inside the block."""
+    want = payload(seed, int(np.prod(shape)) * 4).view(np.float32).reshape(shape)
+    try:
+        with gray.create_array(shape, np.float32) as c:
+            assert c.array.flags.writeable and c.ref is None
+            c.array[...] = want
+            if fail:
+                raise KeyError("boom")
+    except KeyError:
+        return c.state, digest(want), gray.stats()
+    assert not c.array.flags.writeable and c.ref is not None
+    return c.ref, digest(want), gray.stats()
+
+
+def test_create_array_in_place_read_on_every_node(cluster3: LocalCluster) -> None:
+    ref, want, st = ray.get(
+        create_here.options(scheduling_strategy=cluster3.on_node(1)).remote(4, (300, 1000))
+    )
+    assert ref.in_gismo and ref.fallback is None and ref.node_id == cluster3.node_ids[1]
+    assert st["creates"] >= 1  # (the worker may have fallen back in earlier tests)
+    for j in range(3):
+        got, _, _ = ray.get(read_here.options(scheduling_strategy=cluster3.on_node(j)).remote([ref]))
+        assert got == want  # digest covers bytes, dtype and shape
+    view = gray.get(ref)
+    assert view.dtype == np.float32 and view.shape == (300, 1000) and not view.flags.writeable
+    del view
+    assert gray.free([ref]) == 1
+
+
+def test_create_array_aborts_on_error_and_falls_back_when_full(cluster3: LocalCluster) -> None:
+    before = agents_used(cluster3)
+    state, _, _ = ray.get(
+        create_here.options(scheduling_strategy=cluster3.on_node(2)).remote(1, (1000,), True)
+    )
+    assert state == "aborted" and agents_used(cluster3) == before
+    # 80 MiB does not fit a 64 MiB region: a private array, ray.put at the end of the block
+    ref, want, st = ray.get(
+        create_here.options(scheduling_strategy=cluster3.on_node(2)).remote(2, (20 * MiB,))
+    )
+    assert not ref.in_gismo and ref.fallback == "store-full" and ref.ray_ref is not None
+    assert st["fallback_puts_store-full"] >= 1
+    got, _, _ = ray.get(read_here.options(scheduling_strategy=cluster3.on_node(0)).remote([ref]))
+    assert got == want and agents_used(cluster3) == before
+    gray.free([ref])
+
+
 def _map(spec: tuple[int, int]) -> list[np.ndarray]:
     i, r = spec
     return [np.full(64 * 1024 + j, i * 16 + j, dtype=np.uint8) for j in range(r)]
@@ -170,18 +218,34 @@ def _reduce(blocks: list[np.ndarray]) -> list[int]:
     return [int(b[0]) * 1_000_000 + b.nbytes for b in blocks]
 
 
-@pytest.mark.parametrize("backend", ["gismo", "ray"])
-def test_shuffle_results_and_nothing_left_behind(cluster3: LocalCluster, backend: str) -> None:
+def _map_into(spec: tuple[int, int], make_block: Any) -> list[Any]:
+    """_map's blocks written in place; block 0 is a plain array (stored by put) and one extra
+    block is made but not returned (aborted)."""
+    i, r = spec
+    out: list[Any] = [np.full(64 * 1024, i * 16, dtype=np.uint8)]
+    for j in range(1, r):
+        b = make_block((64 * 1024 + j,), np.uint8)
+        b[:] = i * 16 + j
+        out.append(b)
+    make_block(1000, "f8")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("backend", "into"), [("gismo", False), ("ray", False), ("gismo", True), ("ray", True)]
+)
+def test_shuffle_results_and_nothing_left_behind(cluster3: LocalCluster, backend: str, into: bool) -> None:
     before = agents_used(cluster3)
     maps, reducers = 6, 5
     res = shuffle(
-        _map,
+        _map_into if into else _map,
         [(i, reducers) for i in range(maps)],
         reducers,
         _reduce,
         backend=backend,  # type: ignore[arg-type]
         map_strategy=lambda i: cluster3.on_node(i % 3),
         reduce_strategy=lambda j: cluster3.on_node((j + 1) % 3),
+        map_into=into,
     )
     want = [[(i * 16 + j) * 1_000_000 + 64 * 1024 + j for i in range(maps)] for j in range(reducers)]
     assert res.results == want

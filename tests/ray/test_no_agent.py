@@ -46,6 +46,21 @@ def test_put_get_fall_back_to_ray(cluster3_no_agent: LocalCluster) -> None:
     assert gray.free([ref, mine]) == 0
 
 
+@ray.remote(num_cpus=0)
+def create(n: int) -> tuple[gray.ObjRef, dict[str, Any]]:
+    with gray.create_array((n,), np.int64) as c:
+        c.array[:] = np.arange(n)
+    return c.ref, gray.stats()
+
+
+def test_create_array_falls_back_to_a_private_array_and_ray_put(cluster3_no_agent: LocalCluster) -> None:
+    lc = cluster3_no_agent
+    ref, st = ray.get(create.options(scheduling_strategy=lc.on_node(2)).remote(1000))
+    assert not ref.in_gismo and ref.fallback == "no-agent" and isinstance(ref.ray_ref, ray.ObjectRef)
+    assert st["fallback_puts_no-agent"] == 1 and st.get("creates", 0) == 0
+    assert ray.get(total.options(scheduling_strategy=lc.on_node(0)).remote([ref])) == 499500
+
+
 def _map(i: int) -> list[np.ndarray]:
     return [np.full(1000, i * 10 + j, dtype=np.int32) for j in range(4)]
 
