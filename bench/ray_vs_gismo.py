@@ -5,7 +5,12 @@ one Gismo agent per node, all mapping one /dev/shm file):
   (a) a numpy array (1 GiB) made on node A and read on node B: `get`, and `get` + touch every
       page; Ray vs Gismo, and Ray's local get on node A as the reference;
   (b) an all-to-all shuffle, 16 map x 16 reduce tasks, 2 GiB and 4 GiB total, end to end; Ray vs
-      Gismo on 4 nodes, and Ray on 1 node with 4 CPUs (a separate cluster) as the reference;
+      Gismo on 4 nodes, and Ray on 1 node with 4 CPUs (a separate cluster) as the reference.
+      The map tasks differ by API, on purpose and stated in the output: the Gismo map writes its
+      blocks in place in the node's region (`shuffle(..., map_into=True)`, i.e.
+      `gismo.ray.create_array`: no private array, no copy into the store), the Ray map is
+      idiomatic Ray (make the array with np.full, return the blocks; Ray copies them into its
+      store). `--gismo-map put` runs the Gismo map the Ray way (np.full, then `gismo.ray.put`);
   (c) memory held for the shuffle: Ray's object stores (all nodes, incl. pulled copies: plasma
       pages touched by one shuffle on a fresh cluster) vs Gismo's slice (peak bytes used and
       reserved in all regions, plus what Ray holds for the small refs), each measured in an
@@ -28,6 +33,7 @@ import json
 import os
 import statistics
 import sys
+import textwrap
 import threading
 import time
 from collections.abc import Callable
@@ -97,6 +103,17 @@ def shuffle_map(spec: tuple[int, int, int]) -> list[np.ndarray]:
     """Map i: make bytes_per_map bytes (fill i+1) and split them into R equal blocks (views)."""
     index, bytes_per_map, reducers = spec
     return np.split(make_array(bytes_per_map, index % 251 + 1), reducers)
+
+
+def shuffle_map_into(spec: tuple[int, int, int], make_block: Callable[..., np.ndarray]) -> list[np.ndarray]:
+    """shuffle_map's blocks (same bytes), each made by `make_block` and filled in place."""
+    index, bytes_per_map, reducers = spec
+    blocks = []
+    for _ in range(reducers):
+        b = make_block((bytes_per_map // reducers,), np.uint8)
+        b.fill(index % 251 + 1)
+        blocks.append(b)
+    return blocks
 
 
 def shuffle_reduce(blocks: list[np.ndarray]) -> tuple[int, int]:
@@ -308,10 +325,23 @@ def _check(got: int, want: int, what: str) -> None:
 # ---------------------------------------------------------------------------- (b)+(c) shuffle
 
 
+GISMO_MAP = {"mode": "in-place"}  # set from --gismo-map
+MAP_NOTE = {
+    "in-place": "Gismo map writes its blocks in place (shuffle map_into=True / gismo.ray.create_array: "
+    "no private array, no copy into the store; an API advantage); Ray map = np.full + return blocks "
+    "(idiomatic Ray, Ray copies them into its store)",
+    "put": "both maps make the array with np.full; Gismo puts the blocks (one copy into the region), "
+    "Ray returns them (Ray copies them into its store)",
+}
+
+
 def run_shuffle(
     total: int, backend: str, nodes: int, lc: LocalCluster, sample: bool = False
 ) -> dict[str, Any]:
     """One 16x16 shuffle of `total` bytes; maps on node i % nodes, reducers on node (j + 1) % nodes.
+
+    The Gismo map writes its blocks in place (`map_into`) unless `--gismo-map put`; Ray's map
+    makes the array and returns its blocks (see the module docstring).
 
     With `sample`, memory is sampled during the run (a thread in this driver: it competes for
     the GIL and the 2 cores, so sampled runs are kept out of the timing medians).
@@ -319,7 +349,7 @@ def run_shuffle(
     maps = reducers = 16
     per_map = total // maps
     specs = [(i, per_map, reducers) for i in range(maps)]
-    placement: dict[str, Callable[[int], Any]] = {}
+    placement: dict[str, Any] = {}
     if nodes > 1:
         placement = {
             "map_strategy": lambda i: lc.on_node(i % nodes),
@@ -329,7 +359,12 @@ def run_shuffle(
     gismo = backend == "gismo"
     with MemorySampler(lc, gismo=gismo and sample, ray_stores=sample, active=sample) as mem:
         t0 = time.perf_counter()
-        r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
+        if gismo and GISMO_MAP["mode"] == "in-place":
+            r = shuffle(
+                shuffle_map_into, specs, reducers, shuffle_reduce, backend="gismo", map_into=True, **placement
+            )
+        else:
+            r = shuffle(shuffle_map, specs, reducers, shuffle_reduce, backend=backend, **placement)  # type: ignore[arg-type]
         dt = time.perf_counter() - t0
     seen = sum(x[0] for x in r.results)
     want = sum((i % 251 + 1) * (per_map // PAGE) for i in range(maps))
@@ -462,6 +497,8 @@ def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], sum
             d = rg[key][m]
             print(f"    {name:18s} {m:9s}                 {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
     print("\n(b) shuffle 16 map x 16 reduce, end to end     cold (s)   warm median (s)")
+    for line in textwrap.wrap(f"note: {MAP_NOTE[GISMO_MAP['mode']]}", 96):
+        print(f"    {line}")
     for d in sh.values():
         name = f"{d['backend']} {d['nodes']} node(s) {d['bytes'] / GiB:.2f} GiB"
         sec = d["seconds"]
@@ -528,7 +565,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     ap.add_argument("--repeats", type=int, default=3, help="warm repeats per measurement (>= 3)")
     ap.add_argument("--out", type=Path, default=None, help="results folder")
+    ap.add_argument(
+        "--gismo-map", choices=sorted(MAP_NOTE), default="in-place",
+        help="how the Gismo shuffle map makes its blocks (default: in place)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    GISMO_MAP["mode"] = args.gismo_map
     runs = 1 + max(3, args.repeats)
     if args.quick:
         array, sizes = 64 * MiB, [128 * MiB, 256 * MiB]
@@ -546,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine_cpus": os.cpu_count(), "repeats_warm": runs - 1, "quick": args.quick,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_1m_start": os.getloadavg()[0],
         "read": "touch one byte of every 4 KiB page", "placement": "map i on node i%4, reduce j on (j+1)%4",
+        "gismo_shuffle_map": args.gismo_map, "shuffle_map_note": MAP_NOTE[args.gismo_map],
     }  # fmt: skip
     print(
         f"Ray {ray.__version__} vs Gismo: 4 local Ray nodes x 1 CPU, store {store4 / GiB:.2g} GiB/node, "
