@@ -5,6 +5,12 @@ and a one-way notice. ``get`` costs no message at all: read the slot under its s
 object in this pod's own region, re-check the slot, and wrap the bytes in read-only views. Objects
 of every region in the slice are readable; only this pod's region is ever written.
 
+``create``/``create_array`` split put in two: the reservation hands out a writable numpy array
+over the reserved extent (header already written), the caller fills it in place, and ``seal``
+publishes it (no copy at all); ``abort``, an exception in the ``with`` block, or the writer's
+death frees it unseen. Readers see the slot RESERVED until the seal, so a half-written object is
+never readable.
+
 A Client is thread safe (one lock around the socket and the pin bookkeeping). Views returned by
 ``get`` keep their pin until the last of them is garbage collected; ``close()`` waits for that
 before releasing the pins (the socket is closed when the last view goes).
