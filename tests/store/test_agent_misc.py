@@ -11,7 +11,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from conftest import Pool, wait_for
+from storefix import Pool, wait_for
 
 import gismo
 from gismo import config

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import Pool, wait_for
+from storefix import Pool, wait_for
 
 import gismo
 from gismo import layout, protocol

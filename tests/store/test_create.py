@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MiB, Pool, wait_for
 from store_node import pattern
+from storefix import MiB, Pool, wait_for
 
 import gismo
 from gismo.serialize import _HDR, NDARRAY

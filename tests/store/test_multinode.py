@@ -9,8 +9,8 @@ import pickle
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import MiB, Pool, wait_for
 from store_node import pattern
+from storefix import MiB, Pool, wait_for
 
 import gismo
 from gismo import layout

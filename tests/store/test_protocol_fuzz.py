@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import Pool, Replies, stats_of, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from storefix import Pool, Replies, stats_of, wait_for
 
 import gismo
 from gismo import protocol

@@ -1,0 +1,233 @@
+"""Helpers and fixtures for the store tests: a pool file, agent daemons, and node processes.
+
+Test modules import helpers from here (``from storefix import ...``), not from ``conftest``: when
+pytest is given tests/store and tests/ray together, both conftest files are named ``conftest`` and
+the later one would shadow this one.
+
+Everything started here is stopped in teardown (terminate, then kill), and every file is removed,
+whether or not the test passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import store_node
+
+from gismo import protocol
+
+MiB = 1 << 20
+SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+
+
+def ask(sock_path: str, op: int, body: bytes = b"") -> tuple[int, bytes]:
+    """One raw request on a fresh connection: (status, body)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(sock_path)
+        s.sendall(protocol.frame(op, body))
+        return read_reply(s)
+
+
+class Replies:
+    """Reads reply frames off one socket, in order (several may arrive in one recv)."""
+
+    def __init__(self, s: socket.socket) -> None:
+        self.s = s
+        self.buf = b""
+
+    def next(self) -> tuple[int, bytes]:
+        while len(self.buf) < 4 or len(self.buf) < 4 + protocol.LEN.unpack_from(self.buf)[0]:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise ConnectionError("agent closed the connection")
+            self.buf += chunk
+        n = protocol.LEN.unpack_from(self.buf)[0]
+        payload, self.buf = self.buf[4 : 4 + n], self.buf[4 + n :]
+        return payload[0], payload[1:]
+
+
+def read_reply(s: socket.socket) -> tuple[int, bytes]:
+    """Exactly one reply (for single-request exchanges)."""
+    r = Replies(s)
+    out = r.next()
+    assert r.buf == b"", "agent sent more than one reply"
+    return out
+
+
+def stats_of(sock_path: str) -> dict[str, Any]:
+    status, body = ask(sock_path, protocol.STATS)
+    assert status == 0, body
+    out: dict[str, Any] = json.loads(body)
+    return out
+
+
+def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll until cond() is truthy (correctness waits only; no test asserts on speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+class AgentProc:
+    """One `gismo agent` subprocess."""
+
+    def __init__(self, pool: Pool, region: int, env: dict[str, str]) -> None:
+        self.pool = pool
+        self.region = region
+        self.env = env
+        self.socket = env["GISMO_SOCKET"]
+        self.log = os.path.join(pool.dir, f"agent-{region}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AgentProc:
+        """Launch and wait until it serves."""
+        self.launch()
+        wait_for(self._up, 30, f"agent {self.region} to serve")
+        return self
+
+    def launch(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+        env.update(self.env)
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gismo.cli", "agent"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"agent {self.region} exited {self.proc.returncode}:\n{self.log_text()}")
+        try:
+            return ask(self.socket, protocol.HEALTH)[0] == 0
+        except OSError:
+            return False
+
+    def log_text(self) -> str:
+        with open(self.log, errors="replace") as f:
+            return f.read()[-4000:]
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.terminate()
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def stats(self) -> dict[str, Any]:
+        return stats_of(self.socket)
+
+
+class Node:
+    """A spawned OS process acting as one Ray node's worker, with its own client."""
+
+    ctx = multiprocessing.get_context("spawn")
+
+    def __init__(self, sock: str) -> None:
+        self.conn, child = self.ctx.Pipe()
+        self.proc = self.ctx.Process(target=store_node.serve, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.region = self.call("connect", sock)
+
+    def call(self, name: str, *args: Any, timeout: float = 60) -> Any:
+        self.conn.send((name, args))
+        if not self.conn.poll(timeout):
+            raise AssertionError(f"node call {name} did not answer in {timeout}s")
+        ok, value = self.conn.recv()
+        if not ok:
+            raise AssertionError(f"node call {name} failed: {value}")
+        return value
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(5)
+        self.conn.close()
+
+
+class Pool:
+    """A pool file on /dev/shm holding one slice of ``regions`` regions, plus what runs on it."""
+
+    def __init__(self, regions: int = 4, region_size: int = 32 * MiB, slice_offset: int = 0) -> None:
+        self.dir = tempfile.mkdtemp(prefix="gsm-", dir="/tmp")  # short: AF_UNIX paths are ≤ 107 bytes
+        self.path = os.path.join(SHM, f"gismo-test-{uuid.uuid4().hex[:12]}.pool")
+        self.regions = regions
+        self.region_size = region_size
+        self.slice_offset = slice_offset
+        self.slice_size = regions * region_size
+        with open(self.path, "wb") as f:
+            f.truncate(slice_offset + self.slice_size)
+        self.agents: dict[int, AgentProc] = {}
+        self.nodes: list[Node] = []
+
+    def env(self, region: int, **extra: Any) -> dict[str, str]:
+        env = {
+            "GISMO_POOL": "test", "GISMO_BACKEND": "shm", "GISMO_DEVICE": self.path,
+            "GISMO_SLICE_OFFSET": str(self.slice_offset), "GISMO_SLICE_SIZE": str(self.slice_size),
+            "GISMO_REGION": str(region), "GISMO_REGION_SIZE": str(self.region_size),
+            "GISMO_REGION_OFFSET": str(self.slice_offset + region * self.region_size),
+            "GISMO_SOCKET": os.path.join(self.dir, f"a{region}.sock"), "GISMO_GRACE_MS": "5",
+        }  # fmt: skip
+        env.update({f"GISMO_{k.upper()}": str(v) for k, v in extra.items()})
+        return env
+
+    def agent(self, region: int, **extra: Any) -> AgentProc:
+        a = AgentProc(self, region, self.env(region, **extra))
+        self.agents[region] = a
+        return a.start()
+
+    def node(self, region: int) -> Node:
+        n = Node(self.agents[region].socket)
+        self.nodes.append(n)
+        return n
+
+    def close(self) -> None:
+        for n in self.nodes:
+            n.close()
+        for a in self.agents.values():
+            a.stop()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pool() -> Iterator[Pool]:
+    p = Pool()
+    try:
+        yield p
+    finally:
+        p.close()
