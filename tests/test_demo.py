@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from gismo.testing import leftover_processes
-from gismo_operator import demo_kuberay
+from gismo_operator import kuberay_sim
 from gismo_operator.quantity import parse_bytes as parse_quantity
 
 pytest.importorskip("ray")
@@ -87,8 +87,8 @@ def table_rows(stdout: str, header: str) -> Iterator[list[list[str]]]:
 
 def expected_slice_bytes() -> tuple[str, int]:
     """(RayCluster name, slice size): head + every worker group's maxReplicas x numOfHosts regions."""
-    rc, _ = demo_kuberay.load_raycluster(EXAMPLES / "raycluster.yaml")
-    pool = demo_kuberay.load_manifest(EXAMPLES / "gismopool.yaml", "GismoPool")
+    rc, _ = kuberay_sim.load_raycluster(EXAMPLES / "raycluster.yaml")
+    pool = kuberay_sim.load_manifest(EXAMPLES / "gismopool.yaml", "GismoPool")
     ann = (rc["metadata"].get("annotations") or {}).get("gismo.io/region-size")
     region = parse_quantity(ann or pool["spec"]["regionSize"])
     regions = 1 + sum(
@@ -130,7 +130,7 @@ def test_demo_succeeds(demo_run: tuple[Run, set[str]]) -> None:
 
 def test_pool_ready_with_expected_figures(demo_run: tuple[Run, set[str]]) -> None:
     run, _ = demo_run
-    pool = demo_kuberay.load_manifest(EXAMPLES / "gismopool.yaml", "GismoPool")
+    pool = kuberay_sim.load_manifest(EXAMPLES / "gismopool.yaml", "GismoPool")
     capacity = parse_quantity(pool["spec"]["capacity"])
     _, slice_bytes = expected_slice_bytes()
     tables = list(table_rows(run.stdout, r"NAME\s+CAPACITY"))
@@ -158,8 +158,8 @@ def test_slice_for_the_cluster(demo_run: tuple[Run, set[str]]) -> None:
 
 def test_every_pod_got_a_distinct_region(demo_run: tuple[Run, set[str]]) -> None:
     run, _ = demo_run
-    rc, _ = demo_kuberay.load_raycluster(EXAMPLES / "raycluster.yaml")
-    want = demo_kuberay.pods_for(rc)
+    rc, _ = kuberay_sim.load_raycluster(EXAMPLES / "raycluster.yaml")
+    want = kuberay_sim.pods_for(rc)
     (rows,) = list(table_rows(run.stdout, r"POD\s+TYPE"))
     assert len(rows) == len(want), rows
     assert [r[1] for r in rows] == [p["metadata"]["labels"]["ray.io/node-type"] for p in want]

@@ -3,7 +3,7 @@
 1. Control plane: an embedded Kubernetes API (kmock, :mod:`gismo_operator.embedded`), the operator
    and its webhooks (HTTPS, dev certificate); ``examples/gismopool.yaml`` and an opted-in
    RayCluster are applied; the RayCluster's head and worker pods are created as KubeRay would,
-   through the ``mutate-raypod`` admission webhook (:mod:`gismo_operator.demo_kuberay`). Shown: the
+   through the ``mutate-raypod`` admission webhook (:mod:`gismo_operator.kuberay_sim`). Shown: the
    pool's status (its printer columns), the slice, and each pod's region.
 2. Data plane: one local Ray node per pod, each with its Gismo agent on the region the operator
    assigned to that pod (:mod:`gismo_operator.demo_dataplane`), and a Ray-vs-Gismo table measured
@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from gismo_operator import demo_kuberay, embedded, kube
+from gismo_operator import kuberay_sim, embedded, kube
 
 Body = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
@@ -238,8 +238,8 @@ async def wait_bound(kapi: embedded.EmbeddedApi, namespace: str, name: str, pods
 
 async def control_plane(opts: Options, progress: Progress) -> list[AdmittedPod]:
     """Steps 1-5; returns the admitted pods (head first)."""
-    pool_manifest = demo_kuberay.load_manifest(opts.examples / "gismopool.yaml", "GismoPool")
-    raycluster, source = demo_kuberay.load_raycluster(opts.examples / "raycluster.yaml")
+    pool_manifest = kuberay_sim.load_manifest(opts.examples / "gismopool.yaml", "GismoPool")
+    raycluster, source = kuberay_sim.load_raycluster(opts.examples / "raycluster.yaml")
     async with embedded.serve_api() as kapi:
         progress.step(
             f"embedded Kubernetes API (kmock) at {kapi.url}: gismo.io/v1alpha1 GismoPool+GismoSlice, "
@@ -323,10 +323,10 @@ async def create_pods(
     out: list[AdmittedPod] = []
     context = op.ssl_context()
     async with aiohttp.ClientSession() as session:
-        for i, pod in enumerate(demo_kuberay.pods_for(raycluster)):
+        for i, pod in enumerate(kuberay_sim.pods_for(raycluster)):
             t0 = time.monotonic()
-            response = await demo_kuberay.admit(session, op.webhook_url, context, pod)
-            patched = demo_kuberay.apply_admission(pod, response)
+            response = await kuberay_sim.admit(session, op.webhook_url, context, pod)
+            patched = kuberay_sim.apply_admission(pod, response)
             patched["spec"]["nodeName"] = nodes[i % len(nodes)]  # what the scheduler would do next
             stored = await kapi.create(kube.PODS, patched)
             meta = stored["metadata"]

@@ -10,7 +10,6 @@ name and uid and stores the pod, which is when the operator's watch sees it.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import copy
 import dataclasses
@@ -23,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonpatch
 import kmock
 import kopf
 import yaml
 
-from gismo_operator import devcert, kube, registry, startup
+from gismo_operator import devcert, kube, kuberay_sim, registry, startup
 from gismo_operator import ray_runtime as rt
 from gismo_operator.settings import Settings
 
@@ -118,80 +116,22 @@ def raycluster_from_sample(
 def kuberay_pod(
     raycluster: dict[str, Any], node_type: str = "worker", group_index: int = 0
 ) -> dict[str, Any]:
-    """A Ray pod as KubeRay builds it from the RayCluster: generateName, its labels, containers[0] is
-    Ray, the ``shared-mem`` emptyDir at /dev/shm. No name, no uid (the API server adds them later)."""
-    cluster = raycluster["metadata"]["name"]
-    spec = raycluster["spec"]
-    if node_type == "head":
-        template, group = spec["headGroupSpec"]["template"], "headgroup"
-        generate = f"{cluster}-head-"
-    else:
-        wg = spec["workerGroupSpecs"][group_index]
-        template, group = wg["template"], wg["groupName"]
-        generate = f"{cluster}-{group}-worker-"
-    pod_spec = copy.deepcopy(template["spec"])
-    ray = pod_spec["containers"][0]
-    ray.setdefault("volumeMounts", []).append({"name": "shared-mem", "mountPath": "/dev/shm"})
-    ray.setdefault("env", []).extend(
-        [{"name": "RAY_CLUSTER_NAME", "value": cluster}, {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
-    )
-    pod_spec.setdefault("volumes", []).append(
-        {"name": "shared-mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
-    )
-    pod_spec.setdefault("restartPolicy", "Always")
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": generate,
-            "namespace": NS,
-            "labels": {
-                "ray.io/is-ray-node": "yes",
-                "ray.io/cluster": cluster,
-                "ray.io/node-type": node_type,
-                "ray.io/group": group,
-                "ray.io/identifier": f"{cluster}-{node_type}",
-                "app.kubernetes.io/name": "kuberay",
-                "app.kubernetes.io/created-by": "kuberay-operator",
-            },
-            "annotations": {"ray.io/ft-enabled": "false"},
-        },
-        "spec": pod_spec,
-    }
+    """A Ray pod as KubeRay builds it from the RayCluster (see :mod:`gismo_operator.kuberay_sim`):
+    generateName, its labels, containers[0] is Ray, the ``shared-mem`` emptyDir. No name, no uid."""
+    group = None if node_type == "head" else raycluster["spec"]["workerGroupSpecs"][group_index]
+    return kuberay_sim.pod_for(raycluster, node_type, group)
 
 
 def admission_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
     """An AdmissionReview v1 for a Pod CREATE, as the API server sends it."""
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": pod["metadata"].get("namespace", NS),
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:ray-system:kuberay-operator", "groups": []},
-            "object": pod,
-            "oldObject": None,
-            "dryRun": dry_run,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
-        },
-    }
+    return kuberay_sim.admission_review(pod, dry_run=dry_run)
 
 
 def apply_response(pod: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
-    """The pod after the API server applied the webhook's JSON patch."""
+    """The pod after the API server applied the webhook's JSON patch (a denial fails the test)."""
     response = review["response"]
     assert response["allowed"] is True, response
-    if not response.get("patch"):
-        return copy.deepcopy(pod)
-    assert response["patchType"] == "JSONPatch"
-    ops = jsonpatch.JsonPatch.from_string(base64.b64decode(response["patch"]).decode())
-    result: dict[str, Any] = ops.apply(copy.deepcopy(pod))
-    return result
+    return kuberay_sim.apply_admission(pod, response)
 
 
 # ------------------------------------------------------------------------------------------------

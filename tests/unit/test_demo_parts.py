@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gismo_operator import demo, demo_kuberay, embedded, kube
+from gismo_operator import demo, kuberay_sim, embedded, kube
 
 
 def test_seed_new_object_fills_what_the_api_server_would() -> None:
@@ -39,11 +39,11 @@ def test_resource_of_manifests() -> None:
 
 
 def test_kuberay_pods_head_first_then_replicas_times_hosts() -> None:
-    rc, source = demo_kuberay.load_raycluster(demo.REPO / "no-such-folder" / "raycluster.yaml")
+    rc, source = kuberay_sim.load_raycluster(demo.REPO / "no-such-folder" / "raycluster.yaml")
     assert "built-in" in source
     rc["metadata"]["uid"] = "rc-uid"
     rc["spec"]["workerGroupSpecs"][0].update(replicas=2, numOfHosts=2)
-    pods = demo_kuberay.pods_for(rc)
+    pods = kuberay_sim.pods_for(rc)
     assert [p["metadata"]["labels"]["ray.io/node-type"] for p in pods] == ["head"] + ["worker"] * 4
     head = pods[0]
     assert head["metadata"]["generateName"] == "raycluster-gismo-head-"
@@ -67,13 +67,13 @@ def test_apply_admission_patch_unchanged_and_denied() -> None:
         {"op": "add", "path": "/metadata/annotations/gismo.io~1region", "value": "3"},
         {"op": "add", "path": "/spec/containers/-", "value": {"name": "extra"}},
     ]
-    patched = demo_kuberay.apply_admission(pod, _response(ops))
+    patched = kuberay_sim.apply_admission(pod, _response(ops))
     assert patched["metadata"]["annotations"] == {"gismo.io/region": "3"}
     assert [c["name"] for c in patched["spec"]["containers"]] == ["ray", "extra"]
     assert pod["metadata"]["annotations"] == {}  # not modified in place
-    assert demo_kuberay.apply_admission(pod, _response(None)) == pod
+    assert kuberay_sim.apply_admission(pod, _response(None)) == pod
     with pytest.raises(RuntimeError, match="denied"):
-        demo_kuberay.apply_admission(pod, _response(None, allowed=False))
+        kuberay_sim.apply_admission(pod, _response(None, allowed=False))
 
 
 def test_table_aligns_columns_and_right_aligns_numbers() -> None:

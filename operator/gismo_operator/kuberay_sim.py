@@ -1,4 +1,5 @@
-"""What KubeRay and the API server do for a RayCluster, played by hand for the demo (no cluster).
+"""What KubeRay and the API server do for a RayCluster, played by hand (no cluster): the one place the
+demo, the operator tests and the webhook benchmark get their Ray pods and AdmissionReviews from.
 
 KubeRay turns a RayCluster into pods: ``generateName`` ``<cluster>-head-`` / ``<cluster>-<group>-worker-``,
 its ``ray.io/*`` labels, a controller ownerReference, ``containers[0]`` the Ray container, and the
@@ -158,7 +159,10 @@ def pods_for(raycluster: Mapping[str, Any]) -> list[Body]:
 
 
 def admission_review(
-    pod: Mapping[str, Any], user: str = "system:serviceaccount:ray-system:kuberay-operator"
+    pod: Mapping[str, Any],
+    user: str = "system:serviceaccount:ray-system:kuberay-operator",
+    *,
+    dry_run: bool = False,
 ) -> Body:
     """An AdmissionReview v1 for a Pod CREATE, as the API server sends it."""
     return {
@@ -175,7 +179,7 @@ def admission_review(
             "userInfo": {"username": user, "groups": ["system:serviceaccounts"]},
             "object": dict(pod),
             "oldObject": None,
-            "dryRun": False,
+            "dryRun": dry_run,
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
