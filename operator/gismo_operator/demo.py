@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from gismo_operator import kuberay_sim, embedded, kube
+from gismo_operator import embedded, kube, kuberay_sim
 
 Body = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
@@ -368,7 +368,7 @@ def data_plane(pods: Sequence[AdmittedPod], opts: Options, progress: Progress) -
     progress.step(f"starting {len(used)} local Ray nodes, one Gismo agent each on its pod's region ...")
     # GISMO_OWNER: the pod's identity; in Kubernetes the injected agent gets the pod uid (downward API).
     envs = [{**p.env, "GISMO_OWNER": p.name} for p in used]
-    lc = dp.OperatorLayoutCluster(envs, cpus_per_node=1, object_store_bytes=opts.object_store_bytes)
+    lc = dp.operator_layout_cluster(envs, cpus_per_node=1, object_store_bytes=opts.object_store_bytes)
     with lc:
         progress.step(f"Ray cluster up (marker {lc.marker}); pool file {lc.slice_path}")
         show(

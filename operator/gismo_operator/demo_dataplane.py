@@ -16,10 +16,7 @@ few repeats, short demo). Cost: ~5-10 s to start the cluster, a few seconds per 
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -29,8 +26,7 @@ import numpy as np
 import gismo.ray as gray
 import ray
 from gismo.shuffle import shuffle
-from gismo.testing import AgentProcess, LocalCluster
-from gismo.testing.cluster import MARKER_ENV
+from gismo.testing import LocalCluster
 
 PAGE = 4096
 MiB = 1 << 20
@@ -40,48 +36,11 @@ MiB = 1 << 20
 # The cluster
 
 
-class OperatorLayoutCluster(LocalCluster):
-    """:class:`~gismo.testing.LocalCluster` whose node ``i`` runs the agent of ``regions[i]``: the
-    ``GISMO_*`` environment the operator's webhook gave one Ray pod.
-
-    Why a subclass: LocalCluster lays regions out itself (node i → region i of a slice of
-    ``nodes`` regions at offset 0); here the operator's slice geometry is used instead. Only the
-    agent start-up differs; start, cleanup (processes by marker, the file, the temp folder, the
-    janitor if this process dies) are LocalCluster's.
-    """
-
-    def __init__(self, regions: Sequence[Mapping[str, str]], **kwargs: Any) -> None:
-        if not regions:
-            raise ValueError("at least one region is needed")
-        self.regions = [dict(r) for r in regions]
-        super().__init__(len(self.regions), region_bytes=int(self.regions[0]["GISMO_REGION_SIZE"]), **kwargs)
-
-    def _start_agents(self) -> None:
-        end = max(int(r["GISMO_SLICE_OFFSET"]) + int(r["GISMO_SLICE_SIZE"]) for r in self.regions)
-        fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, end)  # sparse: tmpfs pages are allocated by the agents, per region
-        finally:
-            os.close(fd)
-        for i, region in enumerate(self.regions):
-            sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
-            env = {**region, "GISMO_DEVICE": self.slice_path, "GISMO_SOCKET": sock}
-            agent = AgentProcess(i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"))
-            self.agents.append(agent)
-            proc_env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
-            proc_env.update(env)
-            proc_env[MARKER_ENV] = self.marker
-            with open(agent.log_path, "wb") as log:
-                agent.proc = subprocess.Popen(
-                    [sys.executable, "-m", "gismo.cli", "agent"],
-                    env=proc_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-        for agent in self.agents:
-            self._wait_agent(agent)
+def operator_layout_cluster(regions: Sequence[Mapping[str, str]], **kwargs: Any) -> LocalCluster:
+    """A :class:`~gismo.testing.LocalCluster` whose node ``i`` runs the agent of ``regions[i]``: the
+    ``GISMO_*`` environment the operator's webhook gave one Ray pod (so the operator's slice
+    geometry, not LocalCluster's default layout, decides where each agent writes)."""
+    return LocalCluster(layout=regions, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------

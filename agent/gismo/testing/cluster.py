@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -147,6 +147,11 @@ class LocalCluster:
         agent_start_timeout: seconds to wait for each agent's socket to accept a client.
         connect: `ray.init` the driver to the cluster on start.
         ray_env: extra environment for every raylet (e.g. Ray system config overrides).
+        layout: the ``GISMO_*`` environment of each node's region, as the operator's webhook gives
+            it to a Ray pod (slice offset/size, region index/offset/size); ``nodes`` and
+            ``region_bytes`` then follow from it. Default: node i owns region i of a slice of
+            ``nodes * region_bytes`` at offset 0. ``GISMO_DEVICE`` and ``GISMO_SOCKET`` are always
+            this cluster's own file and sockets.
     """
 
     def __init__(
@@ -162,7 +167,13 @@ class LocalCluster:
         agent_start_timeout: float = 30.0,
         connect: bool = True,
         ray_env: dict[str, str] | None = None,
+        layout: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
+        if layout is not None:
+            if not layout:
+                raise ValueError("layout needs at least one region")
+            nodes, region_bytes = len(layout), int(layout[0]["GISMO_REGION_SIZE"])
+        self.layout = [dict(r) for r in layout] if layout is not None else None
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
         self.nodes = nodes
@@ -260,26 +271,31 @@ class LocalCluster:
         if self.connect:
             ray.init(address=self.cluster.address, log_to_driver=True)
 
+    def _region_env(self, i: int) -> dict[str, str]:
+        """Node ``i``'s region: from ``layout``, or region i of a slice of ``nodes`` regions."""
+        if self.layout is not None:
+            return dict(self.layout[i])
+        return {
+            "GISMO_POOL": "local",
+            "GISMO_BACKEND": "shm",
+            "GISMO_SLICE_OFFSET": "0",
+            "GISMO_SLICE_SIZE": str(self.nodes * self.region_bytes),
+            "GISMO_REGION": str(i),
+            "GISMO_REGION_OFFSET": str(i * self.region_bytes),
+            "GISMO_REGION_SIZE": str(self.region_bytes),
+        }
+
     def _start_agents(self) -> None:
-        size = self.nodes * self.region_bytes
+        regions = [self._region_env(i) for i in range(self.nodes)]
+        size = max(int(r["GISMO_SLICE_OFFSET"]) + int(r["GISMO_SLICE_SIZE"]) for r in regions)
         fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.ftruncate(fd, size)
+            os.ftruncate(fd, size)  # sparse: tmpfs pages are allocated as the agents write
         finally:
             os.close(fd)
-        for i in range(self.nodes):
+        for i, region in enumerate(regions):
             sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
-            env = {
-                "GISMO_POOL": "local",
-                "GISMO_BACKEND": "shm",
-                "GISMO_DEVICE": self.slice_path,
-                "GISMO_SLICE_OFFSET": "0",
-                "GISMO_SLICE_SIZE": str(size),
-                "GISMO_REGION": str(i),
-                "GISMO_REGION_OFFSET": str(i * self.region_bytes),
-                "GISMO_REGION_SIZE": str(self.region_bytes),
-                "GISMO_SOCKET": sock,
-            }
+            env = {**region, "GISMO_DEVICE": self.slice_path, "GISMO_SOCKET": sock}
             agent = AgentProcess(i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"))
             self.agents.append(agent)
             proc_env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
