@@ -30,9 +30,6 @@ from gismo.testing import leftover_processes
 from gismo_operator import kuberay_sim
 from gismo_operator.quantity import parse_bytes as parse_quantity
 
-pytest.importorskip("ray")
-pytest.importorskip("kmock")
-
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(420)]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import itertools
 import logging
 import socket
@@ -29,16 +30,19 @@ import ssl
 import tempfile
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import kmock
 import kopf
+import yaml
 
 from gismo_operator import crdgen, devcert, kube, registry, startup
 from gismo_operator import ray_runtime as rt
 from gismo_operator.settings import Settings
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +108,17 @@ def register_crd(
             )
         )
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def load_crd(path: Path) -> Mapping[str, Any]:
+    """A CRD file, parsed once per process with libyaml when available: KubeRay's is ~1 MB, which
+    the pure-Python loader takes ~2 s to read. Callers must not modify the result (it is shared)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(path.read_text(), Loader=loader)  # a safe loader, C or pure Python
+    if not isinstance(data, dict) or data.get("kind") != "CustomResourceDefinition":
+        raise ValueError(f"{path}: not a CustomResourceDefinition")
+    return data
 
 
 def declare_core(emulator: Any) -> None:
@@ -243,6 +258,7 @@ class KopfThread:
         self.stop_flag = threading.Event()
         self.ready_flag = threading.Event()
         self.errors: list[BaseException] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="kopf-operator", daemon=True)
 
     def start(self) -> None:
@@ -264,8 +280,15 @@ class KopfThread:
             self.thread.join(timeout)
         return not self.thread.is_alive()
 
+    async def run_in_loop(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` in kopf's loop, from another loop (e.g. wait for what the operator's
+        handlers scheduled there, such as Events being posted)."""
+        if self.loop is None:
+            raise OperatorExited("the operator's loop is not running")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()
+        loop = self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import copy
 import dataclasses
-import socket
 import ssl
-import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,52 +24,20 @@ import kmock
 import kopf
 import yaml
 
-from gismo_operator import devcert, kube, kuberay_sim, registry, startup
+from gismo_operator import embedded, kube, kuberay_sim
 from gismo_operator import ray_runtime as rt
-from gismo_operator.settings import Settings
 
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "kuberay" / "samples"
 GI = 1 << 30
 NS = "default"
-
-RESOURCES = {
-    "v1/pods": dict(kind="Pod", namespaced=True, verbs={"list", "watch", "get", "create", "patch", "delete"}),
-    "v1/events": dict(kind="Event", namespaced=True, verbs={"create", "list", "get"}),
-    "v1/namespaces": dict(kind="Namespace", namespaced=False, verbs={"get", "list", "watch"}),
-    "gismo.io/v1alpha1/gismopools": dict(
-        kind="GismoPool",
-        namespaced=False,
-        verbs={"list", "watch", "get", "patch", "create", "delete"},
-        subresources={"status"},
-    ),
-    "gismo.io/v1alpha1/gismoslices": dict(
-        kind="GismoSlice",
-        namespaced=True,
-        verbs={"list", "watch", "get", "patch", "create", "delete"},
-        subresources={"status"},
-    ),
-    "ray.io/v1/rayclusters": dict(
-        kind="RayCluster",
-        namespaced=True,
-        verbs={"list", "watch", "get", "patch", "create", "delete"},
-        subresources={"status"},
-    ),
-}
+KUBERAY_CRD = SAMPLES.parent / "ray.io_rayclusters.yaml"
+if not SAMPLES.is_dir():  # never skip: these tests are the proof the operator handles KubeRay's shapes
+    raise RuntimeError(f"KubeRay's CRD and samples are expected at {SAMPLES.parent} (../shared/kuberay)")
 
 
 def declare_resources(api: kmock.KubernetesEmulator) -> None:
-    for key, info in RESOURCES.items():
-        api.resources[key] = kmock.ResourceInfo(**info)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ------------------------------------------------------------------------------------------------
-# Objects
+    """gismo.io (from the models), KubeRay's RayCluster (its real CRD) and core v1, as in production."""
+    embedded.declare_resources(api, kuberay_crd=embedded.load_crd(KUBERAY_CRD))
 
 
 def pool_body(
@@ -145,6 +111,7 @@ class RunningOperator:
     webhook_url: str
     ssl: ssl.SSLContext
     session: aiohttp.ClientSession
+    kopf_thread: embedded.KopfThread
 
     async def admit(self, pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         """POST the AdmissionReview over HTTPS to /mutate-raypod; return the review's answer."""
@@ -171,7 +138,7 @@ class RunningOperator:
         return await self.client.get_or_none(kube.SLICES, name, namespace)
 
     async def events(self, reason: str | None = None) -> list[dict[str, Any]]:
-        await rt.drain_events()
+        await self.kopf_thread.run_in_loop(rt.drain_events())  # posted in kopf's own loop
         items = await self.client.list(kube.EVENTS)
         return [e for e in items if reason is None or e.get("reason") == reason]
 
@@ -188,69 +155,23 @@ async def eventually(check: Any, *, attempts: int = 400, delay: float = 0.01) ->
     raise AssertionError(f"condition never held; last value: {last!r}")
 
 
+def _test_kopf(settings: kopf.OperatorSettings) -> None:
+    embedded.quiet_kopf(settings)
+    settings.watching.server_timeout = 10
+
+
 @contextlib.asynccontextmanager
 async def running_operator(api: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[RunningOperator]:
-    """Run the whole operator (all handler modules) against ``api`` until the block ends.
+    """Run the whole operator (all handler modules) against ``api`` until the block ends
+    (:func:`gismo_operator.embedded.run_operator`: kopf in its own thread, webhooks over HTTPS).
 
     Each call is a fresh "process" as far as the operator's caches go (they are reset first), so
     two calls in a row over one ``api`` model an operator restart.
     """
-    rt.reset()
-    folder = Path(tempfile.mkdtemp(prefix="gismo-test-tls-"))
-    ca, cert, key = devcert.generate(["127.0.0.1", "localhost"]).write(folder)
-    port = free_port()
-    server = kopf.WebhookServer(
-        addr="127.0.0.1", port=port, host="127.0.0.1", certfile=cert, pkeyfile=key, cafile=ca
-    )
-    info = kopf.ConnectionInfo(server=str(api.url).rstrip("/"))
-
-    async def login() -> kopf.ConnectionInfo:
-        return info
-
-    def tune(s: kopf.OperatorSettings) -> None:
-        s.watching.server_timeout = 10
-        s.watching.reconnect_backoff = 0.1
-        s.posting.enabled = False
-
-    kube.set_login_source(login)
-    startup.configure(
-        startup.Runtime(
-            settings=Settings(webhook_port=port, metrics_port=0, health_port=0, **settings),
-            webhook_server=server,
-            tune=tune,
-        )
-    )
-    registry.load_handlers()
-    ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(
-        kopf.operator(clusterwide=True, standalone=True, ready_flag=ready, stop_flag=stop)
-    )
-    client = kube.Client(info)
-    context = ssl.create_default_context(cafile=str(ca))
-    session = aiohttp.ClientSession()
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-
-        async def listening() -> bool:
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                return False
-            writer.close()
-            return True
-
-        await eventually(listening, attempts=1000)
-        yield RunningOperator(api, client, f"https://127.0.0.1:{port}", context, session)
-    finally:
-        # Cancel rather than set the stop flag: on a graceful stop kopf gives every task started
-        # after it (kmock's request handlers among them) 5 s to finish; cancelling ends them at once.
-        task.cancel()
+    async with embedded.run_operator(str(api.url), tune=_test_kopf, **settings) as op:
+        client = kube.Client(kopf.ConnectionInfo(server=str(api.url).rstrip("/")))
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+            async with aiohttp.ClientSession() as session:
+                yield RunningOperator(api, client, op.webhook_url, op.ssl_context(), session, op.kopf_thread)
         finally:
-            await session.close()
             await client.close()
-            await kube.close()
-            kube.set_login_source(None)
-            startup.configure(startup.Runtime(settings=Settings()))

@@ -155,7 +155,7 @@ class Cluster:
 async def cluster(kmock: Any) -> AsyncIterator[Cluster]:
     """kmock with gismo.io, ray.io/v1 RayCluster and core v1 resources registered (see module doc)."""
     embedded.declare_resources(
-        kmock, [_load_yaml(path) for path in GISMO_CRDS], kuberay_crd=_load_yaml(KUBERAY_CRD)
+        kmock, [_load_yaml(path) for path in GISMO_CRDS], kuberay_crd=embedded.load_crd(KUBERAY_CRD)
     )
     api = kube.Client(kopf.ConnectionInfo(server=str(kmock.url).rstrip("/"), default_namespace="default"))
     try:
@@ -172,6 +172,9 @@ class OperatorHandle:
     webhook_url: str
     ca_file: Path
     settings: Settings
+    #: kopf's thread; ``await kopf_thread.run_in_loop(coro)`` runs operator code in kopf's own loop
+    #: (the operator's API client and background tasks belong to it).
+    kopf_thread: embedded.KopfThread
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts the test CA only (the server's certificate is verified, hostname included)."""
@@ -286,6 +289,7 @@ async def operator(
                 webhook_url=running.webhook_url,
                 ca_file=running.ca_file,
                 settings=running.settings,
+                kopf_thread=running.kopf_thread,
             )
     except (TimeoutError, embedded.OperatorExited, RuntimeError) as exc:
         pytest.fail(str(exc))

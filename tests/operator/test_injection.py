@@ -16,7 +16,6 @@ import itertools
 
 from _ray_fixtures import (
     NS,
-    SAMPLES,
     RunningOperator,
     apply_response,
     declare_resources,
@@ -29,7 +28,6 @@ from _ray_fixtures import (
 
 from gismo_operator import kube
 
-pytestmark = pytest.mark.skipif(not SAMPLES.exists(), reason="KubeRay samples not found")
 MI = 1 << 20
 
 

@@ -13,7 +13,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _ray_fixtures import (
     GI,
     NS,
-    SAMPLES,
     declare_resources,
     eventually,
     pool_body,
@@ -22,8 +21,6 @@ from _ray_fixtures import (
 )
 
 from gismo_operator import kube
-
-pytestmark = pytest.mark.skipif(not SAMPLES.exists(), reason="KubeRay samples not found")
 
 
 @pytest.fixture()
@@ -166,6 +163,6 @@ async def test_region_size_override_and_sweep_of_an_orphaned_slice(api: kmock.Ku
         assert body["spec"]["regionSize"] == 2 * GI and body["spec"]["size"] == 12 * GI
         # The cluster vanishes while nobody watches (no DELETED event reaches the operator):
         del api.objects["ray.io/v1/rayclusters", NS, "raycluster-kuberay"]
-        report = await sweep.sweep_once()
+        report = await op.kopf_thread.run_in_loop(sweep.sweep_once())  # the operator's own loop
         assert report.slices_released == [f"{NS}/raycluster-kuberay"]
         assert await op.slice("raycluster-kuberay") is None

@@ -44,7 +44,7 @@ from typing import Any
 import kmock
 import kopf
 import pytest
-from _ray_fixtures import SAMPLES, kuberay_pod, pool_body, raycluster_from_sample
+from _ray_fixtures import kuberay_pod, pool_body, raycluster_from_sample
 from operator_harness import GISMO_CRDS, KUBERAY_CRD, VERBS, Cluster, OperatorHandle, _load_yaml
 
 from gismo_operator import kube, kuberay_sim
@@ -53,8 +53,6 @@ from gismo_operator import sweep as sweep_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "chart"))
 import chartkit  # tests/chart is not a package: imported from its folder
-
-pytestmark = pytest.mark.skipif(not SAMPLES.exists(), reason="KubeRay samples not found")
 
 #: The test client's bearer token: every request carrying it is the test's, not the operator's.
 TEST_TOKEN = "gismo-rbac-test-client"
@@ -335,7 +333,7 @@ async def test_cluster_role_covers_exactly_the_operators_api_calls(
     )
     try:
         await run_scenario(tester, operator, fast_sweep)
-        await rt.drain_events()
+        await operator.kopf_thread.run_in_loop(rt.drain_events())  # posted in kopf's loop
     finally:
         await tester.api.close()
     assert count_test_requests(cluster.kmock) > 0, "the test's own requests must carry its token"

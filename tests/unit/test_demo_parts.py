@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gismo_operator import demo, kuberay_sim, embedded, kube
+from gismo_operator import demo, embedded, kube, kuberay_sim
 
 
 def test_seed_new_object_fills_what_the_api_server_would() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gismo_operator import embedded
 from gismo_operator.shape import (
     UNBOUNDED_REPLICAS,
     ShapeError,
@@ -23,8 +24,7 @@ GI = 1 << 30
 
 def sample(name: str) -> dict[str, Any]:
     path = SAMPLES / name
-    if not path.exists():
-        pytest.skip(f"KubeRay samples not found at {SAMPLES}")
+    assert path.exists(), f"KubeRay's samples are expected at {SAMPLES} (../shared/kuberay)"
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d.get("kind") == "RayCluster"]
     return dict(docs[0])
 
@@ -107,8 +107,7 @@ def test_the_example_raycluster_opts_in_and_is_valid_against_kuberays_crd() -> N
     assert example["metadata"]["annotations"]["gismo.io/pool"] == "pool0"
     assert cluster_shape(example).pods == 6
     crd_path = SAMPLES.parent / "ray.io_rayclusters.yaml"
-    if not crd_path.exists():
-        pytest.skip("KubeRay CRD not found")
-    crd = yaml.safe_load(crd_path.read_text())
+    assert crd_path.exists(), f"KubeRay's CRD is expected at {crd_path} (../shared/kuberay)"
+    crd = embedded.load_crd(crd_path)
     schema = next(v for v in crd["spec"]["versions"] if v["name"] == "v1")["schema"]["openAPIV3Schema"]
     jsonschema.validate(example, schema)
