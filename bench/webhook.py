@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import ssl
@@ -52,6 +53,8 @@ from typing import Any
 
 import aiohttp
 import yaml
+
+from gismo_operator import kuberay_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "webhook.json"
@@ -87,49 +90,13 @@ def raycluster(name: str, max_replicas: int) -> dict[str, Any]:
 
 
 def worker_pod(rc: dict[str, Any]) -> dict[str, Any]:
-    cluster = rc["metadata"]["name"]
-    group = rc["spec"]["workerGroupSpecs"][0]
-    spec = copy.deepcopy(group["template"]["spec"])
-    spec["containers"][0].setdefault("volumeMounts", []).append(
-        {"name": "shared-mem", "mountPath": "/dev/shm"}
-    )
-    spec.setdefault("volumes", []).append({"name": "shared-mem", "emptyDir": {"medium": "Memory"}})
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": f"{cluster}-{group['groupName']}-worker-",
-            "namespace": NS,
-            "labels": {
-                "ray.io/is-ray-node": "yes",
-                "ray.io/cluster": cluster,
-                "ray.io/node-type": "worker",
-                "ray.io/group": group["groupName"],
-                "ray.io/identifier": f"{cluster}-worker",
-                "app.kubernetes.io/name": "kuberay",
-                "app.kubernetes.io/created-by": "kuberay-operator",
-            },
-        },
-        "spec": spec,
-    }
+    """A worker pod as KubeRay creates it (the same builder as the demo and the operator tests)."""
+    return kuberay_sim.pod_for(rc, "worker", rc["spec"]["workerGroupSpecs"][0])
 
 
 def review(pod: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": NS,
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:ray-system:kuberay-operator"},
-            "object": pod,
-            "oldObject": None,
-            "dryRun": False,
-        },
-    }
+    """The AdmissionReview v1 the API server sends for the pod's CREATE."""
+    return kuberay_sim.admission_review(pod)
 
 
 def region_of(answer: dict[str, Any]) -> tuple[str, int] | None:
@@ -417,6 +384,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 except subprocess.TimeoutExpired:
                     proc.kill()
         log.close()
+        if sys.exc_info()[0] is None:  # keep the certificates and process logs only for a failed run
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            print(f"bench: logs kept in {folder}", file=sys.stderr)
     result["machine"] = {
         "cpus": os.cpu_count(),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
