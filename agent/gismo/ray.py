@@ -45,10 +45,12 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "Creation",
@@ -201,6 +203,28 @@ def _errors() -> tuple[type[BaseException], type[BaseException], type[BaseExcept
         return _Never, _Never, _Never
 
 
+def _on_agent(op: Callable[[Any], T]) -> tuple[T | None, str]:
+    """``op(client)`` on this node's agent: ``(result, "")``, or ``(None, reason)`` to fall back to Ray.
+
+    One place decides what a failure means: ``no-agent`` (no GISMO_SOCKET), ``agent-unavailable``
+    (cannot connect), ``store-full``, ``agent-error`` (the agent went away mid-call: the client is
+    dropped so the next call reconnects, or the agent refused).
+    """
+    client = _client()
+    if client is None:
+        return None, "no-agent" if _socket_path() is None else "agent-unavailable"
+    store_full, agent_unavailable, gismo_error = _errors()
+    try:
+        return op(client), ""
+    except store_full:
+        return None, "store-full"
+    except (agent_unavailable, OSError):
+        _drop_client()
+        return None, "agent-error"
+    except gismo_error:
+        return None, "agent-error"
+
+
 def put(obj: Any) -> ObjRef:
     """Store `obj` in this node's Gismo region; fall back to `ray.put` if that is not possible.
 
@@ -211,22 +235,11 @@ def put(obj: Any) -> ObjRef:
 
     st = _st()
     node = _node_id()
-    client = _client()
-    reason = "no-agent" if _socket_path() is None else "agent-unavailable"
-    if client is not None:
-        store_full, agent_unavailable, gismo_error = _errors()
-        try:
-            gref = client.put(obj)
-            st.counters["puts"] += 1
-            size = getattr(gref, "size", None)
-            return ObjRef(gref, None, node, size if isinstance(size, int) else _nbytes(obj))
-        except store_full:
-            reason = "store-full"
-        except (agent_unavailable, OSError):
-            reason = "agent-error"
-            _drop_client()
-        except gismo_error:
-            reason = "agent-error"
+    gref, reason = _on_agent(lambda client: client.put(obj))
+    if gref is not None:
+        st.counters["puts"] += 1
+        size = getattr(gref, "size", None)
+        return ObjRef(gref, None, node, size if isinstance(size, int) else _nbytes(obj))
     st.counters["fallback_puts"] += 1
     st.counters[f"fallback_puts_{reason}"] += 1
     return ObjRef(None, ray.put(obj), node, _nbytes(obj), reason)
@@ -326,20 +339,9 @@ def create_array(shape: int | tuple[int, ...], dtype: Any = "uint8") -> Creation
     import numpy as np
 
     node = _node_id()
-    client = _client()
-    reason = "no-agent" if _socket_path() is None else "agent-unavailable"
-    if client is not None:
-        store_full, agent_unavailable, gismo_error = _errors()
-        try:
-            p = client.create_array(shape, dtype)
-            return Creation(p.array, p, node, None)
-        except store_full:
-            reason = "store-full"
-        except (agent_unavailable, OSError):
-            reason = "agent-error"
-            _drop_client()
-        except gismo_error:
-            reason = "agent-error"
+    pending, reason = _on_agent(lambda client: client.create_array(shape, dtype))
+    if pending is not None:
+        return Creation(pending.array, pending, node, None)
     return Creation(np.empty(shape, dtype), None, node, reason)
 
 
