@@ -129,8 +129,7 @@ class Pending:
     def _abort_locked(self) -> None:
         self.state = "aborted"
         self.array.flags.writeable = False
-        with contextlib.suppress(GismoError):
-            self._client._call(protocol.ABORT, protocol.SLOT_REQ.pack(self.slot, self.gen))
+        self._client._abort_slot(self.slot, self.gen)
 
     def __enter__(self) -> Pending:
         return self
@@ -281,22 +280,33 @@ class Client:
         self._check_pid()
         enc = encode(obj)
         n = enc.size
-        slot, gen, off = self._reserve(n)
-        rw = self._rw
+        slot, gen, off = self._reserve_current(n)
         try:
-            # A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined
-            # for orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the
-            # small-object stash) must never be written, and one written meanwhile never sealed.
-            if layout.read_run(rw, 0)[0] != self.epoch:
-                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
-            write(enc, rw, off)
+            write(enc, self._rw, off)
             self._seal_slot(slot, gen, off, n)
         except BaseException:
-            with contextlib.suppress(GismoError):
-                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
+            self._abort_slot(slot, gen)
             raise
         self._queue_seal(slot, gen)
         return Ref(self.region, slot, gen, off, n)
+
+    def _reserve_current(self, n: int) -> tuple[int, int, int]:
+        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own.
+
+        A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined for
+        orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the small-object
+        stash) must never be written, and one written meanwhile never sealed.
+        """
+        slot, gen, off = self._reserve(n)
+        if layout.read_run(self._rw, 0)[0] != self.epoch:
+            self._abort_slot(slot, gen)
+            raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
+        return slot, gen, off
+
+    def _abort_slot(self, slot: int, gen: int) -> None:
+        """Give a reservation back; an agent that is gone frees it itself (best effort)."""
+        with contextlib.suppress(GismoError):
+            self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
 
     def _check_pid(self) -> None:
         if self._pid != os.getpid():
@@ -366,18 +376,15 @@ class Client:
     def _create(self, enc: Encoded, array: tuple[tuple[int, ...], np.dtype[Any]] | None) -> Pending:
         self._check_pid()
         n = enc.size
-        slot, gen, off = self._reserve(n)
+        slot, gen, off = self._reserve_current(n)
         rw = self._rw
         try:
-            if layout.read_run(rw, 0)[0] != self.epoch:
-                raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
             write_header(enc, rw, off)
             pos, length = enc.places[0]
             data = np.frombuffer(rw, np.uint8, length, off + pos)
             view: np.ndarray = data if array is None else data.view(array[1]).reshape(array[0])
         except BaseException:
-            with contextlib.suppress(GismoError):
-                self._call(protocol.ABORT, protocol.SLOT_REQ.pack(slot, gen))
+            self._abort_slot(slot, gen)
             raise
         return Pending(self, slot, gen, off, n, view)
 
