@@ -46,24 +46,14 @@ import gismo.ray as gray
 import ray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster, leftover_processes
+from gismo.testing.workloads import PAGE, make_array, touch_pages
 
 GiB = 1 << 30
 MiB = 1 << 20
-PAGE = 4096
 HERE = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------------------- task bodies
-
-
-def make_array(nbytes: int, fill: int) -> np.ndarray:
-    """A uint8 array of `nbytes`, every byte `fill` (cheap to make, cheap to verify)."""
-    return np.full(nbytes, fill, dtype=np.uint8)
-
-
-def touch_pages(a: np.ndarray) -> int:
-    """Read one byte of every page (forces every page to be mapped); returns their sum."""
-    return int(a.reshape(-1).view(np.uint8)[::PAGE].sum(dtype=np.int64))
 
 
 @ray.remote(num_cpus=1)

@@ -360,6 +360,7 @@ def patch_ops(response: Mapping[str, Any]) -> list[Any]:
 
 def data_plane(pods: Sequence[AdmittedPod], opts: Options, progress: Progress) -> None:
     """Steps 6-8: the store on local Ray nodes with the operator's regions, and the table."""
+    from gismo.testing.workloads import PAGE
     from gismo_operator import demo_dataplane as dp
 
     used = list(pods[: opts.nodes])
@@ -382,9 +383,9 @@ def data_plane(pods: Sequence[AdmittedPod], opts: Options, progress: Progress) -
         progress.step("warmed up (workers started, agents connected)")
         # Sizes that fit the regions the operator gave (an example with small regions still runs).
         region = min(p.region[2] for p in used)
-        array = min(opts.array_bytes, region // 2 // dp.PAGE * dp.PAGE)
+        array = min(opts.array_bytes, region // 2 // PAGE * PAGE)
         total = min(opts.shuffle_bytes, len(used) * region // 2)
-        total -= total % (opts.shuffle_tasks * opts.shuffle_tasks * dp.PAGE)
+        total -= total % (opts.shuffle_tasks * opts.shuffle_tasks * PAGE)
         rows = dp.remote_get(lc, array, opts.repeats)
         progress.step(f"measured remote get ({opts.repeats} runs each)")
         rows.append(dp.all_to_all(lc, total, opts.shuffle_tasks, opts.repeats))

@@ -27,8 +27,8 @@ import gismo.ray as gray
 import ray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster
+from gismo.testing.workloads import PAGE, make_array, touch_pages
 
-PAGE = 4096
 MiB = 1 << 20
 
 
@@ -45,16 +45,6 @@ def operator_layout_cluster(regions: Sequence[Mapping[str, str]], **kwargs: Any)
 
 # ------------------------------------------------------------------------------------------------
 # Task bodies (module level: Ray pickles them by reference)
-
-
-def make_array(nbytes: int, fill: int) -> np.ndarray:
-    """A uint8 array of ``nbytes``, every byte ``fill`` (cheap to make and to check)."""
-    return np.full(nbytes, fill, dtype=np.uint8)
-
-
-def touch_pages(a: np.ndarray) -> int:
-    """Read one byte of every page (maps every page in); their sum."""
-    return int(a.reshape(-1).view(np.uint8)[::PAGE].sum(dtype=np.int64))
 
 
 @ray.remote(num_cpus=1)
