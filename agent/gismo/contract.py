@@ -1,0 +1,73 @@
+"""Names shared by the store, the operator, the chart and the demo: defined here, once.
+
+The operator's admission webhook writes these names into Ray pods and the agent reads them back, so
+a rename on one side only would break every pod silently. Both sides import this module (the
+operator depends on the ``gismo`` distribution for exactly this reason); the chart and
+``docs/CONTRACTS.md`` repeat them for humans, and ``tests/`` checks that they agree.
+
+Pure constants, importable on every Python that Ray supports (3.10+), no dependencies.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: The smallest unit of mapping and placement: offsets and sizes of slices and regions are multiples.
+PAGE: Final = 4096
+
+#: Memory backends a GismoPool may name.
+BACKEND_SHM: Final = "shm"
+BACKEND_DEVDAX: Final = "devdax"
+BACKENDS: Final = (BACKEND_SHM, BACKEND_DEVDAX)
+
+# --- Environment of the agent and the Ray container (written by the webhook, read by gismo.config) ---
+ENV_PREFIX: Final = "GISMO_"
+ENV_POOL: Final = "GISMO_POOL"
+ENV_BACKEND: Final = "GISMO_BACKEND"
+ENV_DEVICE: Final = "GISMO_DEVICE"
+ENV_SLICE_OFFSET: Final = "GISMO_SLICE_OFFSET"
+ENV_SLICE_SIZE: Final = "GISMO_SLICE_SIZE"
+ENV_REGION: Final = "GISMO_REGION"
+ENV_REGION_OFFSET: Final = "GISMO_REGION_OFFSET"
+ENV_REGION_SIZE: Final = "GISMO_REGION_SIZE"
+ENV_SOCKET: Final = "GISMO_SOCKET"
+#: Every variable the webhook sets, in the order it writes them.
+REGION_ENV: Final = (
+    ENV_POOL,
+    ENV_BACKEND,
+    ENV_DEVICE,
+    ENV_SLICE_OFFSET,
+    ENV_SLICE_SIZE,
+    ENV_REGION,
+    ENV_REGION_OFFSET,
+    ENV_REGION_SIZE,
+    ENV_SOCKET,
+)
+#: The operator's own settings share the prefix but are not the store's.
+OPERATOR_ENV_PREFIX: Final = "GISMO_OPERATOR_"
+
+# --- The agent's socket: a pod-private emptyDir shared by the agent sidecar and the Ray container ---
+SOCKET_VOLUME: Final = "gismo-socket"
+SOCKET_DIR: Final = "/run/gismo"
+SOCKET_PATH: Final = f"{SOCKET_DIR}/agent.sock"
+#: Console script ``gismo``, subcommand ``agent``.
+AGENT_COMMAND: Final = ("gismo", "agent")
+#: The agent runs as this uid/gid: non-root, and the ``ray`` user of rayproject/ray images, so the
+#: socket it creates belongs to the Ray container's own user.
+AGENT_UID: Final = 1000
+AGENT_GID: Final = 100
+
+# --- Annotations ---
+#: On a RayCluster: opt in to the named GismoPool (also copied onto each admitted pod).
+ANN_POOL: Final = "gismo.io/pool"
+#: On a RayCluster: per-pod region size override (a multiple of the pool's regionSize);
+#: on an admitted pod: the region's size in bytes.
+ANN_REGION_SIZE: Final = "gismo.io/region-size"
+#: On an admitted pod: its region index and absolute byte offset in the pool.
+ANN_REGION: Final = "gismo.io/region"
+ANN_REGION_OFFSET: Final = "gismo.io/region-offset"
+#: On an admitted pod: the token that binds the pod to its ledger entry (a pod has no name or uid at
+#: admission time).
+ANN_RESERVATION: Final = "gismo.io/reservation"
+#: On a pod admitted without Gismo: why.
+ANN_SKIPPED: Final = "gismo.io/skipped"
