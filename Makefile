@@ -38,7 +38,7 @@ run: install
 	$(BIN)/python -m gismo_operator --dev
 
 demo: install
-	$(BIN)/python -m gismo_operator.demo
+	$(BIN)/python -m gismo_demo
 
 bench: install
 	$(BIN)/python bench/ray_vs_gismo.py

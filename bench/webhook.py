@@ -54,11 +54,11 @@ from typing import Any
 import aiohttp
 import yaml
 
-from gismo_operator import kuberay_sim
+from gismo_operator.testing import kuberay_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "webhook.json"
-SAMPLE = ROOT.parent / "shared" / "kuberay" / "samples" / "ray-cluster.sample.yaml"
+SAMPLE = ROOT / "tests" / "fixtures" / "kuberay" / "samples" / "ray-cluster.sample.yaml"
 NS = "bench"
 #: Seconds (the operator's GISMO_OPERATOR_RESERVATION_TTL in the bench).
 RESERVATION_TTL = 50
@@ -317,7 +317,7 @@ def write_kubeconfig(folder: Path, api_url: str) -> Path:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "operator"))
-    from gismo_operator import devcert
+    from gismo_operator.webhook import devcert
 
     folder = Path(tempfile.mkdtemp(prefix="gismo-bench-"))
     devcert.generate(["127.0.0.1", "localhost"]).write(folder)

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 
 import kopf
 
-from gismo_operator import logs, metrics, registry, startup
+from gismo_operator import logs, metrics, registry
+from gismo_operator.handlers import lifecycle as startup
 from gismo_operator.settings import Settings, SettingsError, unknown_variables
 
 logger = logging.getLogger("gismo_operator")
@@ -76,7 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     addr = "127.0.0.1" if args.dev else "0.0.0.0"
     startup.configure(startup.Runtime(settings=settings, dev=args.dev))
-    loaded = registry.load_handlers()
+    try:
+        loaded = registry.load_handlers()
+    except registry.MissingHandlerModule as exc:
+        logger.error("%s", exc)
+        return 1
     logger.info("handler modules: %s", ", ".join(loaded))
     if settings.metrics_port:
         metrics.start_server(settings.metrics_port, addr=addr)

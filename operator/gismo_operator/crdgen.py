@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from gismo_operator import models
+from gismo_operator.core import models
 
 JSON = dict[str, Any]
 

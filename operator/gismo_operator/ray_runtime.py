@@ -17,11 +17,13 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gismo_operator import kube, pools, startup
-from gismo_operator.models import GismoPool
-from gismo_operator.regions import RegionLedger
+from gismo_operator import kube
+from gismo_operator.core.models import GismoPool
+from gismo_operator.handlers import lifecycle as startup
+from gismo_operator.handlers import pools
+from gismo_operator.ledger.regions import RegionLedger
+from gismo_operator.ledger.sliceapi import KubeSliceApi
 from gismo_operator.settings import Settings
-from gismo_operator.sliceapi import KubeSliceApi
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ _warned: dict[tuple[str, str], str] = {}
 
 
 def settings() -> Settings:
-    """The operator settings: those the process was started with (:mod:`gismo_operator.startup`)."""
+    """The operator settings: those the process was started with (:mod:`gismo_operator.handlers.lifecycle`)."""
     return startup.current().settings
 
 

@@ -1,44 +1,47 @@
 """The one place that imports every module with kopf handlers (kopf registers on import).
 
 ``__main__`` and the test harness call :func:`load_handlers` before starting kopf, so both run the
-same set of handlers. To add handlers: put them in a module and list it in
-``EXTENSION_HANDLER_MODULES`` (the RayCluster reconciler and the pod webhook are already listed;
-they are imported as soon as the module exists). An import error inside a listed module is never
-swallowed: only a module that does not exist at all is skipped.
+same set of handlers. To add handlers: put them in a module under :mod:`gismo_operator.handlers`
+and list it in :data:`HANDLER_MODULES`.
+
+A listed module that does not exist is a start-up error naming it, never a silent skip: the pod
+webhook's configuration uses failurePolicy Ignore, so a renamed ``raypods`` module that was skipped
+would stop injection without a single error anywhere.
 """
 
 from __future__ import annotations
 
 import importlib
 
-#: Core handlers: process configuration (login, webhook server) and GismoPools.
-CORE_HANDLER_MODULES: tuple[str, ...] = (
-    "gismo_operator.startup",
-    "gismo_operator.pools",
+#: Every module with kopf handlers, in import order: process configuration (login, webhook server,
+#: probes), GismoPools, RayClusters (slices, regions), the ``mutate-raypod`` webhook, the sweep.
+HANDLER_MODULES: tuple[str, ...] = (
+    "gismo_operator.handlers.lifecycle",
+    "gismo_operator.handlers.pools",
+    "gismo_operator.handlers.rayclusters",
+    "gismo_operator.handlers.raypods",
+    "gismo_operator.handlers.sweep",
 )
 
-#: Handlers of the RayCluster/injection work (slices, regions, the ``mutate-raypod`` webhook,
-#: sweeps). Add further handler modules here.
-EXTENSION_HANDLER_MODULES: tuple[str, ...] = (
-    "gismo_operator.rayclusters",
-    "gismo_operator.raypods",
-    "gismo_operator.sweep",
-)
+
+class MissingHandlerModule(RuntimeError):
+    """A module listed in :data:`HANDLER_MODULES` does not exist."""
 
 
 def load_handlers() -> list[str]:
-    """Import all handler modules; return the names actually imported, in order."""
-    loaded: list[str] = []
-    for name in CORE_HANDLER_MODULES:
-        importlib.import_module(name)
-        loaded.append(name)
-    for name in EXTENSION_HANDLER_MODULES:
+    """Import all handler modules; return their names, in order.
+
+    Raises :class:`MissingHandlerModule` naming the module when a listed one does not exist; any
+    other import error (a missing dependency inside a module) propagates unchanged.
+    """
+    for name in HANDLER_MODULES:
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            # Skip only "this module is not written yet"; a missing dependency inside it is a bug.
             if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
-                continue
+                raise MissingHandlerModule(
+                    f"handler module {name} is listed in gismo_operator.registry.HANDLER_MODULES "
+                    "but does not exist"
+                ) from exc
             raise
-        loaded.append(name)
-    return loaded
+    return list(HANDLER_MODULES)

@@ -311,7 +311,7 @@ EXPECTED_RULES: list[tuple[str, str, list[str]]] = [
     ("gismo.io", "gismopools", ["get", "list", "watch", "patch"]),
     ("gismo.io", "gismopools/status", ["patch"]),
     ("gismo.io", "gismoslices", ["get", "list", "watch", "create", "patch", "delete"]),
-    ("ray.io", "rayclusters", ["get", "list", "watch"]),
+    ("ray.io", "rayclusters", ["list", "watch"]),
     ("", "pods", ["list", "watch"]),
     ("", "events", ["create"]),
     ("", "namespaces", ["get"]),

@@ -11,7 +11,7 @@ import yaml
 from chartkit import REPO, Doc, crd_schemas, validate_document
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
-KUBERAY_CRD = REPO.parent / "shared" / "kuberay" / "ray.io_rayclusters.yaml"
+KUBERAY_CRD = REPO / "tests" / "fixtures" / "kuberay" / "ray.io_rayclusters.yaml"
 
 
 def schemas_with_kuberay() -> dict[tuple[str, str], Doc]:
@@ -40,7 +40,7 @@ def test_example_documents_validate(path: Path) -> None:
 
 def test_node_prep_matches_the_example_pool() -> None:
     """The node-prep DaemonSet creates the file the example pool names, at the pool's capacity."""
-    from gismo_operator.models import GismoPool
+    from gismo_operator.core.models import GismoPool
 
     pool = GismoPool.model_validate(yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text()))
     ds = yaml.safe_load((REPO / "examples" / "pool-node-prep.yaml").read_text())

@@ -20,10 +20,11 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
   resources: ["gismoslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # RayClusters (KubeRay's): read only. The operator never writes them, their status least of all;
-# GismoSlices name them as owner without blockOwnerDeletion, so no rayclusters/finalizers.
+# GismoSlices name them as owner without blockOwnerDeletion, so no rayclusters/finalizers. No
+# get: the sweep finds each slice's cluster in its one list per round.
 - apiGroups: ["ray.io"]
   resources: ["rayclusters"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Ray pods: watched to release regions when pods go away, listed per cluster by the sweep. The
 # webhook changes pods through its admission response, not through the API.
 - apiGroups: [""]

@@ -1,6 +1,6 @@
 """Pure builders for the pod patch: agent sidecar, volumes, env, node affinity, annotations.
 
-Nothing here talks to the API; the webhook (``gismo_operator.raypods``) builds an
+Nothing here talks to the API; the webhook (``gismo_operator.handlers.raypods``) builds an
 :class:`InjectionPlan` and calls :func:`inject_pod`.
 """
 

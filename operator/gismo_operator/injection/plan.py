@@ -34,7 +34,7 @@ ANN_REGION_SIZE = "gismo.io/region-size"
 ANN_SKIPPED = "gismo.io/skipped"
 ANN_RESERVATION = "gismo.io/reservation"
 
-#: Labels KubeRay puts on every Ray pod (see ../shared/kuberay/README.md).
+#: Labels KubeRay puts on every Ray pod (see tests/fixtures/kuberay/NOTICE).
 LABEL_IS_RAY_NODE = "ray.io/is-ray-node"
 LABEL_CLUSTER = "ray.io/cluster"
 LABEL_NODE_TYPE = "ray.io/node-type"

@@ -76,8 +76,12 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
 
 
 def mark_skipped(pod: Mapping[str, Any], reason: str) -> dict[str, Any]:
-    """The pod unchanged except for ``gismo.io/skipped: <reason>``: it runs on Ray's own object store."""
-    result = copy.deepcopy(dict(pod))
-    metadata = result.setdefault("metadata", {})
+    """The pod unchanged except for ``gismo.io/skipped: <reason>``: it runs on Ray's own object store.
+
+    Copies only the pod, its metadata and annotations (the path that changes); the rest is shared
+    with the input, never mutated, like :func:`inject_pod`'s result.
+    """
+    result = dict(pod)
+    metadata = result["metadata"] = dict(pod.get("metadata") or {})
     metadata["annotations"] = {**(metadata.get("annotations") or {}), ANN_SKIPPED: reason}
     return result

@@ -1,0 +1,298 @@
+"""Pure rules for a slice's durable region assignments (``GismoSlice.spec.regions``).
+
+Every function takes the current list of assignments and returns a new list plus an outcome; none
+does I/O. The ledger (:mod:`gismo_operator.ledger.regions`) applies them to the slice it just read and
+writes the result with a resourceVersion precondition, so these rules only ever see one
+consistent state, and a retry after a 409 re-applies them to the newer state.
+
+Identity: a pod has neither a name nor a uid at admission (generateName; the API server fills both
+later), so a reservation is identified by its ``reservedAt`` timestamp, unique within the slice and
+also written on the pod as the ``gismo.io/reservation`` annotation. Once the pod is seen, the
+entry is ``Bound`` to its uid and the uid is the identity.
+
+Cost: linear in the number of assignments of one slice (at most its region count).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gismo_operator.core.allocator import free_region
+from gismo_operator.core.models import RegionAssignment
+from gismo_operator.injection.plan import ANN_REGION, ANN_REGION_OFFSET, ANN_RESERVATION
+
+Regions = list[RegionAssignment]
+
+#: Smallest step between two reservations of one slice, so reservedAt stays unique.
+TICK = dt.timedelta(microseconds=1)
+
+
+def reservation_token(reserved_at: dt.datetime) -> str:
+    """The pod annotation value for a reservation: reservedAt, ISO 8601 with microseconds, UTC."""
+    return reserved_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def parse_token(value: str | None) -> dt.datetime | None:
+    """The reservedAt a pod annotation names, or None when absent or unreadable (never raises)."""
+    if not value:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _same_instant(a: dt.datetime | None, b: dt.datetime | None) -> bool:
+    if a is None or b is None:
+        return False
+    a = a if a.tzinfo else a.replace(tzinfo=dt.UTC)
+    b = b if b.tzinfo else b.replace(tzinfo=dt.UTC)
+    return a == b
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where a slice lies in its pool: region ``i`` starts at ``offset + i * region_size``."""
+
+    offset: int
+    region_size: int
+
+
+@dataclass(frozen=True)
+class PodClaim:
+    """What a pod says about its region: from its annotations, uid, name and node."""
+
+    index: int
+    reservation: dt.datetime | None
+    uid: str
+    name: str | None = None
+    node: str | None = None
+    offset: int | None = None  # gismo.io/region-offset: bytes from the start of the pool
+
+    def fits(self, geometry: Geometry | None) -> bool:
+        """Whether the pod's region is this slice's region ``index`` (and not one of an earlier slice
+        of the same name at another offset). Unknown offset or geometry: assumed to fit."""
+        if geometry is None or self.offset is None:
+            return True
+        return self.offset == geometry.offset + self.index * geometry.region_size
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodClaim | None:
+        """The claim of an injected pod; None for a pod without a readable region annotation or uid."""
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        uid = meta.get("uid")
+        try:
+            index = int(annotations.get(ANN_REGION, ""))
+        except ValueError:
+            return None
+        if not uid or index < 0:
+            return None
+        try:
+            offset: int | None = int(annotations.get(ANN_REGION_OFFSET, ""))
+        except ValueError:
+            offset = None
+        return cls(
+            index=index,
+            reservation=parse_token(annotations.get(ANN_RESERVATION)),
+            uid=str(uid),
+            name=meta.get("name"),
+            node=(pod.get("spec") or {}).get("nodeName"),
+            offset=offset,
+        )
+
+
+class Outcome(StrEnum):
+    """What an operation did to the list."""
+
+    RESERVED = "Reserved"
+    FULL = "Full"
+    BOUND = "Bound"
+    UNCHANGED = "Unchanged"
+    ADOPTED = "Adopted"
+    CONFLICT = "Conflict"
+    RELEASED = "Released"
+    NOT_FOUND = "NotFound"
+
+
+def _by_index(regions: Iterable[RegionAssignment]) -> dict[int, RegionAssignment]:
+    return {r.index: r for r in regions}
+
+
+def _sorted(regions: Iterable[RegionAssignment]) -> Regions:
+    return sorted(regions, key=lambda r: r.index)
+
+
+def next_reserved_at(regions: Sequence[RegionAssignment], now: dt.datetime) -> dt.datetime:
+    """``now``, or just after the newest reservedAt in the slice, so tokens are unique and ordered."""
+    newest = max((r.reserved_at for r in regions if r.reserved_at is not None), default=None)
+    if newest is not None:
+        newest = newest if newest.tzinfo else newest.replace(tzinfo=dt.UTC)
+        if newest >= now:
+            return newest + TICK
+    return now
+
+
+def reserve(
+    regions: Sequence[RegionAssignment], region_count: int, now: dt.datetime
+) -> tuple[Regions, RegionAssignment | None]:
+    """Reserve the lowest free region: the new list and the new entry, or the list and None when full."""
+    index = free_region(region_count, (r.index for r in regions))
+    if index is None:
+        return list(regions), None
+    entry = RegionAssignment(index=index, state="Reserved", reserved_at=next_reserved_at(regions, now))
+    return _sorted([*regions, entry]), entry
+
+
+def bind(
+    regions: Sequence[RegionAssignment], region_count: int, claim: PodClaim, geometry: Geometry | None = None
+) -> tuple[Regions, Outcome]:
+    """Tie the entry a pod claims to its uid (and node once scheduled).
+
+    - Reserved with the pod's token, or Bound to its uid: Bound with uid/name/node (UNCHANGED when
+      nothing differs, so a watch event that changes nothing writes nothing).
+    - No entry at that index (its reservation expired or was swept): re-recorded as Bound (ADOPTED);
+      the pod is running with that region, nobody else holds it, so recording it is what is true.
+    - Held by another pod or reservation, or the pod's region offset is not this slice's region
+      (a pod of an earlier slice of the same name): CONFLICT, nothing written; the caller reports it.
+    """
+    if not 0 <= claim.index < region_count or not claim.fits(geometry):
+        return list(regions), Outcome.CONFLICT
+    current = _by_index(regions)
+    entry = current.get(claim.index)
+    wanted = RegionAssignment(
+        index=claim.index,
+        state="Bound",
+        pod_uid=claim.uid,
+        pod_name=claim.name,
+        node=claim.node,
+        reserved_at=entry.reserved_at if entry is not None else claim.reservation,
+    )
+    if entry is None:
+        current[claim.index] = wanted
+        return _sorted(current.values()), Outcome.ADOPTED
+    mine = (
+        entry.pod_uid == claim.uid
+        if entry.pod_uid
+        else (entry.state == "Reserved" and _same_instant(entry.reserved_at, claim.reservation))
+    )
+    if not mine:
+        return list(regions), Outcome.CONFLICT
+    if not claim.node:  # not scheduled yet (or the event does not say): keep what is recorded
+        wanted = wanted.model_copy(update={"node": entry.node})
+    if entry == wanted:
+        return list(regions), Outcome.UNCHANGED
+    current[claim.index] = wanted
+    return _sorted(current.values()), Outcome.BOUND
+
+
+def release(regions: Sequence[RegionAssignment], claim: PodClaim) -> tuple[Regions, Outcome]:
+    """Free the region a gone pod held, only if the entry is still that pod's (uid or token)."""
+    entry = _by_index(regions).get(claim.index)
+    if entry is None:
+        return list(regions), Outcome.NOT_FOUND
+    mine = (
+        entry.pod_uid == claim.uid if entry.pod_uid else _same_instant(entry.reserved_at, claim.reservation)
+    )
+    if not mine:
+        return list(regions), Outcome.NOT_FOUND
+    return [r for r in regions if r.index != claim.index], Outcome.RELEASED
+
+
+def release_reservation(regions: Sequence[RegionAssignment], index: int, reserved_at: dt.datetime) -> Regions:
+    """Undo a reservation that was never handed out (e.g. the admission could not use it)."""
+    return [
+        r
+        for r in regions
+        if not (r.index == index and r.state == "Reserved" and _same_instant(r.reserved_at, reserved_at))
+    ]
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What a sweep changed, for logs, Events and metrics."""
+
+    regions: Regions
+    released: tuple[int, ...]
+    bound: tuple[int, ...]
+    conflicts: tuple[PodClaim, ...]
+
+
+def sweep(
+    regions: Sequence[RegionAssignment],
+    region_count: int,
+    live_pods: Iterable[PodClaim],
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    geometry: Geometry | None = None,
+) -> SweepResult:
+    """Reconcile the assignments with the pods that exist.
+
+    ``live_pods`` must be listed *after* ``regions`` was read: then every Bound entry names a pod
+    that already existed at listing time, so a Bound entry whose uid is not listed belongs to a
+    deleted pod and is released. A Reserved entry claimed by a listed pod is bound; one older than
+    ``ttl`` that no pod claims never became a pod and is released. Listed pods whose entry is
+    missing are adopted (see :func:`bind`).
+    """
+    claims = list(live_pods)
+    live_uids = {c.uid for c in claims}
+    kept: Regions = []
+    released: list[int] = []
+    for entry in regions:
+        if entry.pod_uid:
+            if entry.pod_uid in live_uids:
+                kept.append(entry)
+            else:
+                released.append(entry.index)
+            continue
+        claimed = any(
+            c.index == entry.index and _same_instant(c.reservation, entry.reserved_at) for c in claims
+        )
+        reserved_at = entry.reserved_at
+        if reserved_at is not None and reserved_at.tzinfo is None:
+            reserved_at = reserved_at.replace(tzinfo=dt.UTC)
+        # An entry without a timestamp (hand-written) cannot age: unless claimed, it is expired.
+        fresh = reserved_at is not None and now - reserved_at <= ttl
+        if claimed or fresh:
+            kept.append(entry)
+        else:
+            released.append(entry.index)
+    bound: list[int] = []
+    conflicts: list[PodClaim] = []
+    result = _sorted(kept)
+    for claim in claims:
+        result, outcome = bind(result, region_count, claim, geometry)
+        if outcome in (Outcome.BOUND, Outcome.ADOPTED):
+            bound.append(claim.index)
+        elif outcome is Outcome.CONFLICT:
+            conflicts.append(claim)
+    return SweepResult(result, tuple(released), tuple(bound), tuple(conflicts))
+
+
+_dumped: dict[int, tuple[RegionAssignment, dict[str, Any]]] = {}
+
+
+def to_api(regions: Iterable[RegionAssignment]) -> list[dict[str, Any]]:
+    """The list as written into ``spec.regions`` (camelCase, no nulls).
+
+    Every write of a slice sends every entry, but entries are immutable and mostly the same from
+    one write to the next: each entry's serialization is memoized (keyed by identity, holding the
+    entry so the key cannot be reused) and the memo is trimmed to the entries just written.
+    Cost: O(entries) dictionary lookups plus serialization of the new entries only.
+    """
+    result: list[dict[str, Any]] = []
+    for entry in _sorted(regions):
+        hit = _dumped.get(id(entry))
+        if hit is None or hit[0] is not entry:
+            hit = _dumped[id(entry)] = (entry, entry.to_api())
+        result.append(hit[1])
+    if len(_dumped) > 4 * len(result) + 4096:
+        live = {id(r) for r in regions}
+        for key in [k for k in _dumped if k not in live]:
+            del _dumped[key]
+    return result

@@ -1,0 +1,399 @@
+"""GismoPool handlers: status from slices, deletion guard, validating webhook ``validate-gismopool``.
+
+- ``create``/``update``/``resume`` and every GismoSlice event recompute the pool's status from the
+  API (the pool and all slices naming it) and write it to the status subresource. The status is a
+  pure function of that state (:mod:`gismo_operator.core.status`), so a lost event or a restart costs
+  nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
+  GismoSlices are watched by :func:`watch_slices` (a plain list + watch, not a kopf handler: kopf's
+  per-event machinery cost as much as an admission). Slice events do not recompute inline: they
+  request a coalesced refresh
+  (:class:`~gismo_operator.core.coalesce.Coalescer`, :data:`REFRESH_DELAY` debounce, at most one refresh
+  in flight and one pending per pool). Under a burst of admissions every admission changes a
+  slice; the status is informational, so it follows a fraction of a second later, and the last
+  refresh always starts after the last change, so the figures converge to the exact truth.
+- ``delete`` (kopf adds the finalizer ``gismo.io/finalizer``): while slices name the pool, posts a
+  Warning Event naming their RayClusters and retries with backoff; the pool goes once they are gone.
+- ``validate-gismopool`` (CREATE, UPDATE) refuses what the CRD schema cannot say: capacity not a
+  multiple of regionSize, regionSize above capacity, capacity below the end of the last slice,
+  a backend change while slices exist. Messages name the field.
+
+Cost: each refresh lists GismoSlices in all namespaces (one API call); fine for the number of
+RayClusters a cluster runs. A slice is validated again only when its resourceVersion changed
+(:func:`list_pool_slices` keeps the last view of each). An informer cache would replace the LIST
+if that ever matters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import weakref
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from gismo_operator import kube, metrics
+from gismo_operator.core import status
+from gismo_operator.core.coalesce import Coalescer
+from gismo_operator.core.models import (
+    GROUP,
+    POOL_PLURAL,
+    VERSION,
+    GismoPoolSpec,
+    GismoPoolStatus,
+    GismoSlice,
+    describe_validation_error,
+)
+from gismo_operator.core.quantity import format_bytes
+
+logger = logging.getLogger(__name__)
+
+WEBHOOK_ID = "validate-gismopool"
+EVENT_IN_USE = "PoolInUse"
+
+#: First retry delay of a blocked deletion (seconds); doubles per retry up to the maximum.
+IN_USE_RETRY_DELAY = 5.0
+IN_USE_RETRY_MAX = 60.0
+
+# asyncio locks belong to one event loop; keep one set per loop (tests run several operators).
+_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, defaultdict[str, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+#: Debounce of a pool refresh requested by a slice event (seconds): the events of this interval
+#: merge into one refresh. The status is informational (the webhook and the reconciler never read
+#: it), so a fraction of a second of lag is invisible, and it saves a GET + LIST + PATCH per event.
+REFRESH_DELAY = 0.2
+
+_refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lock(pool: str) -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    per_loop = _locks.get(loop)
+    if per_loop is None:
+        per_loop = _locks[loop] = defaultdict(asyncio.Lock)
+    return per_loop[pool]
+
+
+def refresher() -> Coalescer[str]:
+    """This event loop's coalesced pool refresher (one per loop: tests run several operators)."""
+    loop = asyncio.get_running_loop()
+    found = _refreshers.get(loop)
+    if found is None:
+        found = _refreshers[loop] = Coalescer(
+            refresh_pool, delay=REFRESH_DELAY, what="GismoPool status refresh"
+        )
+    return found
+
+
+def request_refresh(pool: str) -> None:
+    """Ask for pool ``pool``'s status to be recomputed soon (coalesced; never blocks)."""
+    refresher().request(pool)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+#: The last view of each slice, by (namespace, name): (uid, resourceVersion, view). Validating a
+#: slice costs O(regions); an unchanged slice (same uid and resourceVersion) is not validated again.
+_views: dict[tuple[str, str], tuple[str, str, status.SliceView | None]] = {}
+
+
+def _view(body: Mapping[str, Any]) -> status.SliceView | None:
+    """:func:`status.slice_view`, memoized by the slice's uid and resourceVersion."""
+    meta = body.get("metadata") or {}
+    key = _key_of(body)
+    uid, rv = meta.get("uid"), meta.get("resourceVersion")
+    if not uid or not rv:  # emulators without resourceVersion: nothing to key a cache on
+        return status.slice_view(body)
+    hit = _views.get(key)
+    if hit is not None and hit[0] == uid and hit[1] == rv:
+        return hit[2]
+    view = status.slice_view(body)
+    _views[key] = (str(uid), str(rv), view)
+    return view
+
+
+def slice_written(written: GismoSlice) -> None:
+    """The region ledger wrote this slice (a validated model, with its new resourceVersion):
+    remember its view, so the refresh its watch event requests does not validate it again."""
+    meta = written.metadata
+    if not (meta.uid and meta.resource_version and meta.name):
+        return
+    spec = written.spec
+    view = status.SliceView(
+        str(meta.namespace or ""), meta.name, spec.ray_cluster, spec.offset, spec.size, len(spec.regions)
+    )
+    _views[(view.namespace, view.name)] = (meta.uid, meta.resource_version, view)
+
+
+async def list_pool_slices(pool: str) -> list[status.SliceView]:
+    """The slices (all namespaces) whose ``spec.pool`` is ``pool``, read from the API."""
+    bodies = await kube.client().list(kube.SLICES)
+    if len(_views) > 2 * len(bodies) + 1024:  # forget slices that are gone
+        listed = {_key_of(b) for b in bodies}
+        for key in [k for k in _views if k not in listed]:
+            del _views[key]
+    return status.slices_of_pool(pool, bodies, view=_view)
+
+
+def _key_of(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _status_patch(new: GismoPoolStatus) -> dict[str, Any]:
+    # Every field, None included: in a merge patch a null removes a figure that no longer applies.
+    return new.model_dump(mode="json", by_alias=True)
+
+
+async def refresh_pool(name: str) -> GismoPoolStatus | None:
+    """Recompute and write the status of pool ``name``; None when the pool does not exist.
+
+    Safe to call from any handler, any number of times: it reads everything it needs.
+    """
+    async with _lock(name):
+        api = kube.client()
+        body = await api.get_or_none(kube.POOLS, name)
+        if body is None:
+            metrics.forget_pool(name)
+            return None
+        generation = (body.get("metadata") or {}).get("generation")
+        try:
+            previous = GismoPoolStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            previous = None
+        slices = await list_pool_slices(name)
+        try:
+            spec = GismoPoolSpec.model_validate(body.get("spec") or {})
+        except ValidationError as exc:
+            message = describe_validation_error(exc, prefix="spec")
+            new = status.invalid_pool_status(
+                message, slices, generation=generation, now=_now(), previous=previous
+            )
+        else:
+            new = status.pool_status(spec, slices, generation=generation, now=_now(), previous=previous)
+            metrics.set_pool(
+                name,
+                capacity=new.capacity_bytes or 0,
+                allocated=new.allocated_bytes or 0,
+                free=new.free_bytes or 0,
+                slices=len(slices),
+            )
+        if previous is None or _status_patch(previous) != _status_patch(new):
+            try:
+                await api.patch_status(kube.POOLS, name, _status_patch(new))
+            except kube.NotFound:  # deleted meanwhile (its finalizer came off)
+                metrics.forget_pool(name)
+                return None
+        return new
+
+
+@kopf.on.resume(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.create(GROUP, VERSION, POOL_PLURAL)
+@kopf.on.update(GROUP, VERSION, POOL_PLURAL)
+async def reconcile_pool(name: str, logger: kopf.Logger, **_: Any) -> None:
+    """Pool created, changed, or found at start-up: recompute its status."""
+    new = await refresh_pool(name)
+    if new is not None:
+        logger.info(
+            f"pool {name}: Ready={new.ready}, {new.free} of {new.capacity} free, {new.slices} slice(s)"
+        )
+
+
+def pools_touched(known: dict[tuple[str, str], str], type_: str | None, body: Mapping[str, Any]) -> list[str]:
+    """The pools whose figures a slice event changes (its pool, and the one it left), updating
+    ``known`` (slice -> last pool seen). Pure but for ``known``."""
+    meta = body.get("metadata") or {}
+    key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    pool = (body.get("spec") or {}).get("pool")
+    pool = pool if isinstance(pool, str) and pool else None
+    before = known.pop(key, None) if type_ == "DELETED" else known.get(key)
+    if pool is not None and type_ != "DELETED":
+        known[key] = pool
+    return list(dict.fromkeys(p for p in (pool, before) if p is not None))
+
+
+#: Seconds between two watch connections when the previous one ended at once or failed (doubling
+#: up to :data:`WATCH_BACKOFF_MAX` while it keeps failing).
+WATCH_BACKOFF = 0.5
+WATCH_BACKOFF_MAX = 30.0
+
+
+async def watch_slices() -> None:
+    """Request a pool refresh on every GismoSlice change: list, then watch from the list's version.
+
+    Why not ``@kopf.on.event``: kopf processes every watch event through its generic machinery
+    (object memory, body and patch wrappers with reference cycles, cause detection, handler
+    selection and outcomes), and a slice changes at every admission; that cost competed with the
+    admissions themselves. Here an event costs its JSON decoding and a dictionary update.
+
+    Nothing is missed: a relist (at start, after an error, after 410 Gone) compares with the
+    slices known so far, so the pool of a slice deleted meanwhile is refreshed too.
+    """
+    known: dict[tuple[str, str], str] = {}
+    version: str | None = None  # None: list first
+    backoff = WATCH_BACKOFF
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            client = kube.client()
+            if version is None:
+                items, version = await client.list_with_version(kube.SLICES)
+                listed: dict[tuple[str, str], str] = {}
+                for body in items:
+                    pools_touched(listed, "ADDED", body)
+                for pool in dict.fromkeys([*known.values(), *listed.values()]):
+                    request_refresh(pool)
+                known = listed
+            async for event in client.watch(kube.SLICES, resource_version=version):
+                type_, body = event.get("type"), event.get("object") or {}
+                if type_ == "ERROR":
+                    if body.get("code") == 410:  # too old: list again
+                        version = None
+                        break
+                    raise kube.ApiError(
+                        int(body.get("code") or 500),
+                        str(body.get("reason")),
+                        str(body.get("message")),
+                        "WATCH",
+                        kube.SLICES.path(),
+                    )
+                version = str((body.get("metadata") or {}).get("resourceVersion") or version or "")
+                if type_ == "BOOKMARK":
+                    continue
+                for pool in pools_touched(known, type_, body):
+                    request_refresh(pool)
+            else:
+                backoff = WATCH_BACKOFF  # the server ended the stream normally
+        except asyncio.CancelledError:
+            raise
+        except RuntimeError as exc:  # not logged in yet
+            logger.debug("GismoSlice watch waits: %s", exc)
+        except Exception as exc:
+            logger.warning("GismoSlice watch failed (listing again): %s", exc)
+            version = None
+            backoff = min(WATCH_BACKOFF_MAX, backoff * 2)
+        if loop.time() - started < WATCH_BACKOFF:  # ended at once (or failed): do not spin
+            await asyncio.sleep(backoff)
+
+
+_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@kopf.on.startup()
+async def start_slice_watch(**_: Any) -> None:
+    """Start watching GismoSlices in the background (stopped on cleanup)."""
+    loop = asyncio.get_running_loop()
+    task = _watchers.get(loop)
+    if task is None or task.done():
+        _watchers[loop] = loop.create_task(watch_slices())
+
+
+@kopf.on.cleanup()
+async def stop_refreshes(**_: Any) -> None:
+    """Stop the slice watch and cancel scheduled pool refreshes (a restarted operator recomputes
+    every pool on resume)."""
+    loop = asyncio.get_running_loop()
+    task = _watchers.pop(loop, None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    found = _refreshers.pop(loop, None)
+    if found is not None:
+        await found.close()
+
+
+@kopf.on.delete(GROUP, VERSION, POOL_PLURAL)
+async def guard_pool_deletion(name: str, body: kopf.Body, retry: int, logger: kopf.Logger, **_: Any) -> None:
+    """Hold the pool (finalizer) while slices use it; say which RayClusters do, then retry."""
+    slices = await list_pool_slices(name)
+    if not slices:
+        metrics.forget_pool(name)
+        logger.info(f"pool {name}: no slices left, releasing it")
+        return
+    holders = status.holders(slices)
+    message = (
+        f"GismoPool {name} is used by {len(slices)} slice(s) of RayCluster(s) {', '.join(holders)}; "
+        f"it is deleted once they are gone (delete those RayClusters or remove their "
+        f"gismo.io/pool annotation)"
+    )
+    await kube.client().post_event(dict(body), "Warning", EVENT_IN_USE, message)
+    delay = min(IN_USE_RETRY_MAX, IN_USE_RETRY_DELAY * (2 ** min(retry, 10)))
+    raise kopf.TemporaryError(message, delay=delay)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validating webhook
+
+
+def check_pool_change(
+    new_spec: GismoPoolSpec, old_spec: GismoPoolSpec | None, slices: list[status.SliceView]
+) -> list[str]:
+    """Problems with changing a pool from ``old_spec`` to ``new_spec`` given its slices (pure).
+
+    The model already checked the spec on its own (multiples, regionSize ≤ capacity).
+    """
+    problems: list[str] = []
+    if slices:
+        end = max(s.extent.end for s in slices)
+        allocated = sum(s.size for s in slices)
+        if new_spec.capacity < end:
+            problems.append(
+                f"spec.capacity: {format_bytes(new_spec.capacity)} is below what is allocated: slices "
+                f"occupy {format_bytes(allocated)} and reach byte {end} ({format_bytes(end)}); slices "
+                f"cannot move, release them first ({', '.join(status.holders(slices))})"
+            )
+        if old_spec is not None and new_spec.backend != old_spec.backend:
+            problems.append(
+                f"spec.backend: cannot change from {old_spec.backend.type}:{old_spec.backend.path} to "
+                f"{new_spec.backend.type}:{new_spec.backend.path} while {len(slices)} slice(s) use the "
+                f"pool ({', '.join(status.holders(slices))})"
+            )
+    return problems
+
+
+@kopf.on.validate(GROUP, VERSION, POOL_PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])
+async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
+    """Admission: refuse pools the schema cannot catch; each message names the field."""
+    old: kopf.Body | None = kwargs.get("old")
+    operation: str | None = kwargs.get("operation")
+    with metrics.webhook_timer(WEBHOOK_ID):
+        if operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec"):
+            return  # metadata-only (finalizers, annotations, labels): never block those
+        try:
+            new_spec = GismoPoolSpec.model_validate(dict(body.get("spec") or {}))
+        except ValidationError as exc:
+            raise kopf.AdmissionError(describe_validation_error(exc, prefix="spec"), code=422) from None
+        old_spec: GismoPoolSpec | None = None
+        if operation == "UPDATE" and old is not None:
+            try:
+                old_spec = GismoPoolSpec.model_validate(dict(old.get("spec") or {}))
+            except ValidationError:
+                old_spec = None  # fixing a broken pool is allowed
+        name = (body.get("metadata") or {}).get("name")
+        slices: list[status.SliceView] = []
+        if name:
+            try:
+                slices = await list_pool_slices(name)
+            except (kube.ApiError, OSError, RuntimeError) as exc:
+                raise kopf.AdmissionError(
+                    f"cannot check the pool's slices, try again: {exc}", code=503
+                ) from None
+        problems = check_pool_change(new_spec, old_spec, slices)
+        if problems:
+            raise kopf.AdmissionError("; ".join(problems), code=422)

@@ -1,0 +1,149 @@
+"""The periodic sweep: the safety net under the event handlers.
+
+Every ``SWEEP_INTERVAL`` seconds (default 25, start to start) it:
+
+1. releases slices whose RayCluster is gone, was replaced (other uid) or opted out — Kubernetes'
+   garbage collector does the first on a real cluster; this covers events missed while down;
+2. sweeps each slice's regions (:meth:`RegionLedger.sweep`): a region whose pod is gone is
+   released, a reservation that never became a pod expires after ``RESERVATION_TTL`` (default 30;
+   TTL + interval ≤ 60 s is enforced by the settings: MAX_RESERVATION_LIFETIME), pods whose
+   entry is Reserved get bound;
+3. re-reconciles every opted-in RayCluster (a pool that was full may have room now).
+
+It runs as a plain asyncio task started by a startup handler rather than a kopf timer, because
+kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
+conditional (resourceVersion), so running it next to the event handlers, or in two operator
+replicas, is safe. Cost per round: one LIST of slices, then one of RayClusters (used both to
+find each slice's cluster and to re-reconcile), one LIST of each slice's pods, and a write only
+where something changed.
+
+API calls: LIST gismoslices and rayclusters (all namespaces), LIST pods,
+GET/PATCH/DELETE gismoslices (spec.regions, metadata.finalizers), POST events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from gismo_operator import kube, metrics
+from gismo_operator import ray_runtime as rt
+from gismo_operator.core.shape import ANN_POOL
+from gismo_operator.handlers import rayclusters
+from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
+
+logger = logging.getLogger(__name__)
+
+_task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class SweepReport:
+    """What one round did (for logs and tests)."""
+
+    slices_released: list[str] = field(default_factory=list)
+    regions_released: int = 0
+    regions_bound: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+async def sweep_once() -> SweepReport:
+    """One round of the sweep over every GismoSlice and opted-in RayCluster."""
+    report = SweepReport()
+    client = kube.client()
+    # Slices first, RayClusters second: a slice's RayCluster existed before the slice was made, so
+    # it is in the later list unless it was deleted meanwhile (then releasing is right). The other
+    # order could miss a cluster made between the two lists and release its brand-new slice.
+    slices = await client.list(kube.SLICES)
+    rayclusters_listed = await client.list(kube.RAYCLUSTERS)
+    by_name = {
+        ((rc.get("metadata") or {}).get("namespace"), (rc.get("metadata") or {}).get("name")): rc
+        for rc in rayclusters_listed
+    }
+    for body in slices:
+        meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+        namespace, name = meta.get("namespace") or "", meta.get("name") or ""
+        cluster = spec.get("rayCluster") or name
+        try:
+            rc = by_name.get((namespace, cluster))
+            rc_meta = (rc or {}).get("metadata") or {}
+            if rc is None or not rayclusters.owned_by(body, rc_meta.get("uid")):
+                why = "its RayCluster no longer exists"
+            elif not (rc_meta.get("annotations") or {}).get(ANN_POOL):
+                why = "the gismo.io/pool annotation was removed"
+            else:
+                why = ""
+            # Regions first: a slice being released waits for its pods (finalizer), and the sweep
+            # is what frees the regions of pods whose deletion event was missed.
+            result = await rt.ledger().sweep(namespace, name, cluster)
+            report.regions_released += len(result.released)
+            report.regions_bound += len(result.bound)
+            for _ in result.released:
+                metrics.count_release("region")
+            for claim in result.conflicts:
+                rt.warn_once(
+                    rt.raycluster_ref(namespace, cluster),
+                    "GismoRegionConflict",
+                    f"pod {claim.name} uses region {claim.index} of GismoSlice {namespace}/{name}, which is "
+                    "recorded for another pod; delete the pod so it is recreated with a free region",
+                )
+            released = (why or meta.get("deletionTimestamp")) and await rayclusters.release_slice(
+                namespace, name, None, why=why or "released"
+            )
+            if released:
+                report.slices_released.append(f"{namespace}/{name}")
+        except (SliceGone, TooManyConflicts, kube.ApiError, ValueError) as exc:
+            report.errors.append(f"{namespace}/{name}: {exc}")
+            logger.warning("sweep of GismoSlice %s/%s: %s", namespace, name, exc)
+    for rc in rayclusters_listed:
+        if ((rc.get("metadata") or {}).get("annotations") or {}).get(ANN_POOL):
+            try:
+                await rayclusters.reconcile(rc, force=True)
+            except kube.ApiError as exc:
+                report.errors.append(str(exc))
+    return report
+
+
+async def _loop(interval: float) -> None:
+    """A round every ``interval`` seconds, start to start: a round's own duration does not stretch
+    the period, so an expired reservation is released at most RESERVATION_TTL + SWEEP_INTERVAL
+    (plus the time the round takes to reach its slice) after it was made."""
+    loop = asyncio.get_running_loop()
+    next_at = loop.time() + interval
+    while True:
+        await asyncio.sleep(max(0.0, next_at - loop.time()))
+        next_at = max(next_at + interval, loop.time())  # a round longer than the period: no catch-up burst
+        try:
+            report = await sweep_once()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep sweeping: one bad round must not end the safety net
+            logger.warning("sweep round failed: %s", exc)
+            continue
+        if report.slices_released or report.regions_released or report.regions_bound:
+            logger.info("sweep: %s", report)
+
+
+@kopf.on.startup()
+async def start_sweeper(**_: Any) -> None:
+    """Start the periodic sweep in the background (stopped on cleanup)."""
+    global _task
+    if _task is None or _task.done():
+        _task = asyncio.get_running_loop().create_task(_loop(rt.settings().sweep_interval))
+
+
+@kopf.on.cleanup()
+async def stop_sweeper(**_: Any) -> None:
+    """Stop the periodic sweep."""
+    global _task
+    if _task is not None:
+        _task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _task
+        _task = None
+    await rt.drain_events()

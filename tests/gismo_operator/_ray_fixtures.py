@@ -1,0 +1,178 @@
+"""Helpers for the RayCluster/injection tests: a kmock API with the resources the operator uses, the
+operator running in-process against it (webhooks over real HTTPS), KubeRay-shaped objects, and
+AdmissionReview v1 requests.
+
+Pods are created the way the API server does it: the AdmissionReview carries the pod as KubeRay
+sends it (generateName, no name, no uid); the test applies the returned JSON patch, then fills in
+name and uid and stores the pod, which is when the operator's watch sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import ssl
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import kmock
+import kopf
+import yaml
+
+from gismo_operator import kube
+from gismo_operator import ray_runtime as rt
+from gismo_operator.testing import embedded, kuberay_sim
+
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "kuberay" / "samples"
+GI = 1 << 30
+NS = "default"
+KUBERAY_CRD = SAMPLES.parent / "ray.io_rayclusters.yaml"
+if not SAMPLES.is_dir():  # never skip: these tests are the proof the operator handles KubeRay's shapes
+    raise RuntimeError(f"KubeRay's CRD and samples are expected at {SAMPLES.parent} (tests/fixtures/kuberay)")
+
+
+def declare_resources(api: kmock.KubernetesEmulator) -> None:
+    """gismo.io (from the models), KubeRay's RayCluster (its real CRD) and core v1, as in production."""
+    embedded.declare_resources(api, kuberay_crd=embedded.load_crd(KUBERAY_CRD))
+
+
+def pool_body(
+    name: str = "pool-a", capacity: str = "16Gi", region_size: str = "1Gi", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "gismo.io/v1alpha1",
+        "kind": "GismoPool",
+        # kmock keeps no resourceVersion of its own; kopf's finalizer patch tests for one.
+        "metadata": {"name": name, "uid": str(uuid.uuid4()), "resourceVersion": "1"},
+        "spec": {
+            "capacity": capacity,
+            "regionSize": region_size,
+            "backend": {"type": "shm", "path": "/dev/shm/gismo/pool-a"},
+            "nodeSelector": {"gismo.io/attached": "pool-a"},
+            "agent": {"image": "gismo-agent:test"},
+            **spec,
+        },
+    }
+
+
+def raycluster_from_sample(
+    sample: str = "ray-cluster.sample.yaml", *, name: str | None = None, pool: str | None = "pool-a"
+) -> dict[str, Any]:
+    """A RayCluster from KubeRay's sample, in NS, with a uid and (unless None) the opt-in annotation."""
+    docs = [
+        d for d in yaml.safe_load_all((SAMPLES / sample).read_text()) if d and d.get("kind") == "RayCluster"
+    ]
+    body = copy.deepcopy(docs[0])
+    meta = body.setdefault("metadata", {})
+    if name:
+        meta["name"] = name
+    meta["namespace"] = NS
+    meta["uid"] = str(uuid.uuid4())
+    meta["generation"] = 1
+    meta["resourceVersion"] = "1"
+    if pool:
+        meta.setdefault("annotations", {})["gismo.io/pool"] = pool
+    return body
+
+
+def kuberay_pod(
+    raycluster: dict[str, Any], node_type: str = "worker", group_index: int = 0
+) -> dict[str, Any]:
+    """A Ray pod as KubeRay builds it from the RayCluster (see :mod:`gismo_operator.testing.kuberay_sim`):
+    generateName, its labels, containers[0] is Ray, the ``shared-mem`` emptyDir. No name, no uid."""
+    group = None if node_type == "head" else raycluster["spec"]["workerGroupSpecs"][group_index]
+    return kuberay_sim.pod_for(raycluster, node_type, group)
+
+
+def admission_review(pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+    """An AdmissionReview v1 for a Pod CREATE, as the API server sends it."""
+    return kuberay_sim.admission_review(pod, dry_run=dry_run)
+
+
+def apply_response(pod: dict[str, Any], review: dict[str, Any]) -> dict[str, Any]:
+    """The pod after the API server applied the webhook's JSON patch (a denial fails the test)."""
+    response = review["response"]
+    assert response["allowed"] is True, response
+    return kuberay_sim.apply_admission(pod, response)
+
+
+# ------------------------------------------------------------------------------------------------
+# The operator, in-process
+
+
+@dataclasses.dataclass
+class RunningOperator:
+    api: kmock.KubernetesEmulator
+    client: kube.Client
+    webhook_url: str
+    ssl: ssl.SSLContext
+    session: aiohttp.ClientSession
+    kopf_thread: embedded.KopfThread
+
+    async def admit(self, pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST the AdmissionReview over HTTPS to /mutate-raypod; return the review's answer."""
+        async with self.session.post(
+            f"{self.webhook_url}/mutate-raypod", json=admission_review(pod, dry_run=dry_run), ssl=self.ssl
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            result: dict[str, Any] = await resp.json()
+            return result
+
+    async def create_pod(self, pod: dict[str, Any], node: str | None = None) -> dict[str, Any]:
+        """Admit the pod, then store it as the API server would (name and uid filled in)."""
+        review = await self.admit(pod)
+        admitted = apply_response(pod, review)
+        meta = admitted["metadata"]
+        meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        meta["uid"] = str(uuid.uuid4())
+        if node:
+            admitted["spec"]["nodeName"] = node
+        created: dict[str, Any] = await self.client.create(kube.PODS, admitted, namespace=meta["namespace"])
+        return created
+
+    async def slice(self, name: str, namespace: str = NS) -> dict[str, Any] | None:
+        return await self.client.get_or_none(kube.SLICES, name, namespace)
+
+    async def events(self, reason: str | None = None) -> list[dict[str, Any]]:
+        await self.kopf_thread.run_in_loop(rt.drain_events())  # posted in kopf's own loop
+        items = await self.client.list(kube.EVENTS)
+        return [e for e in items if reason is None or e.get("reason") == reason]
+
+
+async def eventually(check: Any, *, attempts: int = 400, delay: float = 0.01) -> Any:
+    """Poll ``check`` (async, returns a truthy value when done). Bounded by attempts, not by a clock
+    assertion: it fails with the last value when the condition never holds."""
+    last = None
+    for _ in range(attempts):
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(delay)
+    raise AssertionError(f"condition never held; last value: {last!r}")
+
+
+def _test_kopf(settings: kopf.OperatorSettings) -> None:
+    embedded.quiet_kopf(settings)
+    settings.watching.server_timeout = 10
+
+
+@contextlib.asynccontextmanager
+async def running_operator(api: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[RunningOperator]:
+    """Run the whole operator (all handler modules) against ``api`` until the block ends
+    (:func:`gismo_operator.testing.embedded.run_operator`: kopf in its own thread, webhooks over HTTPS).
+
+    Each call is a fresh "process" as far as the operator's caches go (they are reset first), so
+    two calls in a row over one ``api`` model an operator restart.
+    """
+    async with embedded.run_operator(str(api.url), tune=_test_kopf, **settings) as op:
+        client = kube.Client(kopf.ConnectionInfo(server=str(api.url).rstrip("/")))
+        try:
+            async with aiohttp.ClientSession() as session:
+                yield RunningOperator(api, client, op.webhook_url, op.ssl_context(), session, op.kopf_thread)
+        finally:
+            await client.close()

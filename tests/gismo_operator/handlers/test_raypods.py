@@ -1,0 +1,293 @@
+"""The mutate-raypod webhook against kmock, over HTTPS with AdmissionReview v1: the patch, durable and
+distinct regions under concurrency, a full slice, restart, binding and release."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import kmock
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
+import itertools
+
+from _ray_fixtures import (
+    NS,
+    RunningOperator,
+    apply_response,
+    declare_resources,
+    eventually,
+    kuberay_pod,
+    pool_body,
+    raycluster_from_sample,
+    running_operator,
+)
+
+from gismo_operator import kube
+
+MI = 1 << 20
+
+
+@pytest.fixture()
+def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    declare_resources(kmock)
+    return kmock
+
+
+async def opted_in_cluster(
+    op: RunningOperator, *, max_replicas: int = 5, capacity: str = "256Mi"
+) -> dict[str, Any]:
+    """A pool of 1Mi regions and the KubeRay sample opted in; the RayCluster, once its slice exists."""
+    await op.client.create(kube.POOLS, pool_body(capacity=capacity, region_size="1Mi"))
+    rc = raycluster_from_sample()
+    rc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
+    await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
+    await eventually(lambda: op.slice(rc["metadata"]["name"]))
+    return rc
+
+
+async def regions_of(op: RunningOperator, name: str = "raycluster-kuberay") -> list[dict[str, Any]]:
+    body = await op.slice(name)
+    assert body is not None
+    return list(body["spec"].get("regions") or [])
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op)
+        slice_spec = (await op.slice("raycluster-kuberay") or {})["spec"]
+        pods = []
+        for node_type in ("head", "worker"):
+            pod = kuberay_pod(rc, node_type)
+            review = await op.admit(pod)
+            assert review["response"]["uid"] == review["response"]["uid"]
+            admitted = apply_response(pod, review)
+            pods.append(admitted)
+
+            spec = admitted["spec"]
+            assert spec["containers"][0]["name"] == pod["spec"]["containers"][0]["name"]  # Ray stays first
+            assert len(spec["containers"]) == len(pod["spec"]["containers"])
+            agent = spec["initContainers"][-1]
+            assert agent["name"] == "gismo-agent" and agent["restartPolicy"] == "Always"
+            assert agent["image"] == "gismo-agent:test"
+            assert agent["securityContext"]["runAsNonRoot"] is True
+            assert agent["securityContext"]["allowPrivilegeEscalation"] is False
+            assert agent["securityContext"]["readOnlyRootFilesystem"] is True
+            assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+            volumes = {v["name"]: v for v in spec["volumes"]}
+            assert volumes["shared-mem"]["emptyDir"]["medium"] == "Memory"  # KubeRay's, untouched
+            assert volumes["gismo-pool"]["hostPath"] == {"path": "/dev/shm/gismo/pool-a", "type": "File"}
+            assert volumes["gismo-socket"] == {"name": "gismo-socket", "emptyDir": {}}
+            ann = admitted["metadata"]["annotations"]
+            index = int(ann["gismo.io/region"])
+            assert ann["gismo.io/pool"] == "pool-a"
+            assert int(ann["gismo.io/region-offset"]) == slice_spec["offset"] + index * MI
+            assert ann["gismo.io/region-size"] == str(MI)
+            assert ann["ray.io/ft-enabled"] == "false"
+            for container in (spec["containers"][0], agent):
+                env = env_of(container)
+                assert env["GISMO_REGION"] == str(index)
+                assert env["GISMO_REGION_OFFSET"] == ann["gismo.io/region-offset"]
+                assert env["GISMO_SLICE_OFFSET"] == str(slice_spec["offset"])
+                assert env["GISMO_SLICE_SIZE"] == str(slice_spec["size"])
+                assert env["GISMO_BACKEND"] == "shm" and env["GISMO_DEVICE"] == "/dev/shm/gismo/pool-a"
+                assert env["GISMO_SOCKET"] == "/run/gismo/agent.sock" and env["GISMO_POOL"] == "pool-a"
+                mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+                assert (
+                    mounts["gismo-pool"] == "/dev/shm/gismo/pool-a" and mounts["gismo-socket"] == "/run/gismo"
+                )
+            terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            assert terms["nodeSelectorTerms"] == [
+                {"matchExpressions": [{"key": "gismo.io/attached", "operator": "In", "values": ["pool-a"]}]}
+            ]
+            assert "name" not in admitted["metadata"]  # generateName only, as KubeRay sent it
+
+        recorded = await regions_of(op)
+        assert sorted(r["index"] for r in recorded) == sorted(
+            int(p["metadata"]["annotations"]["gismo.io/region"]) for p in pods
+        )
+        assert all(r["state"] == "Reserved" for r in recorded)
+        assert {r["reservedAt"] for r in recorded} and len({r["reservedAt"] for r in recorded}) == 2
+
+        # Re-invocation of the webhook on the already patched pod changes nothing and takes nothing.
+        again = await op.admit(pods[0])
+        assert apply_response(pods[0], again) == pods[0]
+        assert len(await regions_of(op)) == 2
+
+
+async def test_pods_of_clusters_without_gismo_are_left_alone(api: kmock.KubernetesEmulator) -> None:
+    async with running_operator(api) as op:
+        await op.client.create(kube.POOLS, pool_body())
+        rc = raycluster_from_sample(name="plain", pool=None)
+        await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
+        pod = kuberay_pod(rc)
+        review = await op.admit(pod)
+        assert apply_response(pod, review) == pod
+
+
+async def test_fifty_concurrent_admissions_get_fifty_distinct_regions(api: kmock.KubernetesEmulator) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, max_replicas=59)  # 60 regions
+        pods = [kuberay_pod(rc) for _ in range(50)]
+        reviews = await asyncio.gather(*(op.admit(p) for p in pods))
+        admitted = [apply_response(p, r) for p, r in zip(pods, reviews, strict=True)]
+        indexes = [int(p["metadata"]["annotations"]["gismo.io/region"]) for p in admitted]
+        offsets = sorted(int(p["metadata"]["annotations"]["gismo.io/region-offset"]) for p in admitted)
+        assert len(set(indexes)) == 50
+        assert all(b - a >= MI for a, b in itertools.pairwise(offsets))  # no overlap
+        recorded = await regions_of(op)
+        assert sorted(r["index"] for r in recorded) == sorted(indexes)
+
+
+async def test_full_slice_admits_the_pod_without_injection_and_warns(api: kmock.KubernetesEmulator) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, max_replicas=1)  # 2 regions: head + 1 worker
+        for _ in range(2):
+            await op.admit(kuberay_pod(rc))
+        pod = kuberay_pod(rc)
+        admitted = apply_response(pod, await op.admit(pod))
+        assert "slice full" in admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "gismo.io/region" not in admitted["metadata"]["annotations"]
+        admitted["metadata"]["annotations"].pop("gismo.io/skipped")
+        assert admitted == pod
+        events = await eventually(lambda: op.events("GismoSliceFull"))
+        assert events[0]["type"] == "Warning"
+        assert events[0]["involvedObject"]["kind"] == "RayCluster"
+        assert events[0]["involvedObject"]["name"] == "raycluster-kuberay"
+        assert len(await regions_of(op)) == 2
+
+
+async def test_dry_run_admission_records_nothing(api: kmock.KubernetesEmulator) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op)
+        pod = kuberay_pod(rc)
+        admitted = apply_response(pod, await op.admit(pod, dry_run=True))
+        assert admitted["metadata"]["annotations"]["gismo.io/region"] == "0"
+        assert await regions_of(op) == []
+
+
+async def test_pod_binds_to_its_uid_and_node_and_deletion_frees_its_region(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, max_replicas=0)  # one region: the head's
+        created = await op.create_pod(kuberay_pod(rc, "head"), node="node-1")
+        uid, name = created["metadata"]["uid"], created["metadata"]["name"]
+
+        async def bound() -> list[dict[str, Any]]:
+            return [r for r in await regions_of(op) if r.get("podUID") == uid and r["state"] == "Bound"]
+
+        entry = (await eventually(bound))[0]
+        assert entry["podName"] == name and entry["node"] == "node-1" and entry["index"] == 0
+
+        late = kuberay_pod(rc, "head")
+        assert "gismo.io/skipped" in apply_response(late, await op.admit(late))["metadata"]["annotations"]
+
+        await op.client.delete(kube.PODS, name, NS)
+        await eventually(lambda: _empty(op))
+        again = kuberay_pod(rc, "head")
+        assert (
+            apply_response(again, await op.admit(again))["metadata"]["annotations"]["gismo.io/region"] == "0"
+        )
+
+
+async def _empty(op: RunningOperator) -> bool:
+    return await regions_of(op) == []
+
+
+async def test_a_restarted_operator_sees_every_assignment_and_double_assigns_nothing(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, max_replicas=9)  # 10 regions
+        created = [await op.create_pod(kuberay_pod(rc), node="node-1") for _ in range(3)]
+        reserved_only = [apply_response(p, await op.admit(p)) for p in [kuberay_pod(rc) for _ in range(2)]]
+        first = {int(p["metadata"]["annotations"]["gismo.io/region"]) for p in created + reserved_only}
+        assert len(first) == 5
+    # The process is gone; a new one starts over the same API state with empty caches.
+    async with running_operator(api) as op:
+        pods = [kuberay_pod(rc) for _ in range(7)]
+        reviews = await asyncio.gather(*(op.admit(p) for p in pods))
+        admitted = [apply_response(p, r) for p, r in zip(pods, reviews, strict=True)]
+        second = [
+            int(p["metadata"]["annotations"]["gismo.io/region"])
+            for p in admitted
+            if "gismo.io/region" in p["metadata"]["annotations"]
+        ]
+        skipped = [p for p in admitted if "gismo.io/skipped" in p["metadata"]["annotations"]]
+        assert len(second) == 5 and len(skipped) == 2
+        assert not first & set(second)
+        assert sorted(first | set(second)) == list(range(10))
+        recorded = await regions_of(op)
+        assert sorted(r["index"] for r in recorded) == list(range(10))
+
+
+async def test_raycluster_deletion_frees_its_slice_and_the_pool_capacity(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, capacity="16Mi")  # slice of 6Mi
+        await op.create_pod(kuberay_pod(rc, "head"), node="node-1")
+
+        async def pool_free() -> int | None:
+            body = await op.client.get(kube.POOLS, "pool-a")
+            return (body.get("status") or {}).get("freeBytes")
+
+        assert await eventually(lambda: _equals(pool_free, 10 * MI))
+        head = (await op.client.list(kube.PODS, NS))[0]
+        await eventually(lambda: _bound(op))
+        await op.client.delete(kube.RAYCLUSTERS, "raycluster-kuberay", NS)
+        assert await eventually(lambda: op.events("GismoSliceReleased"))
+        # The head pod is still terminating: its region, hence the slice's bytes, stay allocated.
+        body = await op.slice("raycluster-kuberay")
+        assert body is not None and body["metadata"].get("deletionTimestamp")
+        assert await pool_free() == 10 * MI
+        # Kubernetes' garbage collector deletes the cluster's pods; kmock has none, so the test does.
+        await op.client.delete(kube.PODS, head["metadata"]["name"], NS)
+        await eventually(lambda: _gone(op))
+        assert await eventually(lambda: _equals(pool_free, 16 * MI))
+
+
+async def _bound(op: RunningOperator) -> bool:
+    return any(r["state"] == "Bound" for r in await regions_of(op))
+
+
+async def _equals(fn: Any, value: Any) -> bool:
+    return bool(await fn() == value)
+
+
+async def _gone(op: RunningOperator) -> bool:
+    return await op.slice("raycluster-kuberay") is None
+
+
+async def test_a_broken_pool_admits_the_pod_unchanged_returns_the_region_and_warns(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op)
+        await op.client.patch(kube.POOLS, "pool-a", {"spec": {"backend": {"path": "relative/path"}}})
+
+        injected = []  # admitted before the operator saw the pool change: legitimately reserved
+
+        async def skipped() -> dict[str, Any] | None:
+            pod = kuberay_pod(rc)
+            admitted = apply_response(pod, await op.admit(pod))
+            if "gismo.io/skipped" in admitted["metadata"]["annotations"]:
+                return admitted
+            injected.append(admitted)
+            return None
+
+        admitted = await eventually(skipped)
+        assert "backend.path" in admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "gismo-agent" not in str(admitted["spec"])
+        assert len(await regions_of(op)) == len(injected)  # the skipped pod's reservation was given back
+        assert await eventually(lambda: op.events("GismoNotInjected"))
