@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import kopf
 
 from gismo_operator import logs, metrics, registry
-from gismo_operator.handlers import lifecycle as startup
+from gismo_operator.context import OperatorContext, install
 from gismo_operator.settings import Settings, SettingsError, unknown_variables
+from gismo_operator.webhook.server import StartupError
 
 logger = logging.getLogger("gismo_operator")
 
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.warning("ignoring unknown setting %s (not one of the GISMO_OPERATOR_* names)", name)
 
     addr = "127.0.0.1" if args.dev else "0.0.0.0"
-    startup.configure(startup.Runtime(settings=settings, dev=args.dev))
+    install(OperatorContext(settings=settings, dev=args.dev))
     try:
         loaded = registry.load_handlers()
     except registry.MissingHandlerModule as exc:
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             priority=secrets.randbelow(2**31 - 1) + 1 if settings.peering else 0,
             liveness_endpoint=liveness,
         )
-    except startup.StartupError as exc:
+    except StartupError as exc:
         logger.error("%s", exc)
         return 1
     return 0

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Final
 
+from gismo_operator.core.models import GROUP
+
 # --- Who we are --------------------------------------------------------------------------------
 #: Our name in Events (source/reportingComponent), in User-Agent and in managed-by labels.
 COMPONENT: Final = "gismo-operator"
-#: The API group of our CRDs, and the prefix of our annotations and kopf's bookkeeping.
-GROUP: Final = "gismo.io"
 #: Prefix of every annotation we own (RayCluster settle check ignores all others).
 ANNOTATION_PREFIX: Final = f"{GROUP}/"
 
@@ -33,6 +33,12 @@ MANAGED_WEBHOOKS_NAME: Final = GROUP
 #: On every GismoSlice: its bytes stay allocated (the object stays) until no pod holds a region,
 #: even after the RayCluster is gone; without it, a new slice could overlap terminating pods' regions.
 SLICE_FINALIZER: Final = f"{GROUP}/regions-in-use"
+
+# --- What the webhook adds to a Ray pod (beside gismo.contract's socket volume) -------------------
+#: The agent sidecar's container name (also how a re-invoked admission sees it already injected).
+AGENT_CONTAINER: Final = "gismo-agent"
+#: The hostPath volume of the pool's device or file.
+POOL_VOLUME: Final = "gismo-pool"
 
 # --- Labels ----------------------------------------------------------------------------------------
 #: KubeRay's labels on every Ray pod (tests/fixtures/kuberay/NOTICE): we read them, never write them.

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from chartkit import CHART, REPO
 
-from gismo_operator.injection import plan
+from gismo import contract
 
 IMAGES = {
     "operator": REPO / "images" / "operator" / "Dockerfile",
@@ -117,14 +117,16 @@ def test_operator_image_user_is_the_chart_user() -> None:
 
 
 def test_agent_image_user_is_the_injected_sidecar_user() -> None:
-    assert _user("agent") == (plan.AGENT_UID, plan.AGENT_GID)
+    assert _user("agent") == (contract.AGENT_UID, contract.AGENT_GID)
 
 
 def test_entrypoints_follow_the_contract() -> None:
     operator = [rest for word, rest in _stages(IMAGES["operator"])[-1] if word == "ENTRYPOINT"]
     assert operator == ['["python", "-m", "gismo_operator"]']
     agent = {word: rest for word, rest in _stages(IMAGES["agent"])[-1] if word in ("ENTRYPOINT", "CMD")}
-    assert [*yaml.safe_load(agent["ENTRYPOINT"]), *yaml.safe_load(agent["CMD"])] == list(plan.AGENT_COMMAND)
+    assert [*yaml.safe_load(agent["ENTRYPOINT"]), *yaml.safe_load(agent["CMD"])] == list(
+        contract.AGENT_COMMAND
+    )
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))

@@ -25,7 +25,7 @@ import kopf
 import yaml
 
 from gismo_operator import kube
-from gismo_operator import ray_runtime as rt
+from gismo_operator.context import current
 from gismo_operator.testing import embedded, kuberay_sim
 
 SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "kuberay" / "samples"
@@ -139,7 +139,7 @@ class RunningOperator:
         return await self.client.get_or_none(kube.SLICES, name, namespace)
 
     async def events(self, reason: str | None = None) -> list[dict[str, Any]]:
-        await self.kopf_thread.run_in_loop(rt.drain_events())  # posted in kopf's own loop
+        await self.kopf_thread.run_in_loop(current().drain_events())  # posted in kopf's own loop
         items = await self.client.list(kube.EVENTS)
         return [e for e in items if reason is None or e.get("reason") == reason]
 

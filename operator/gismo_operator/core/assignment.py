@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from gismo.contract import ANN_REGION, ANN_REGION_OFFSET, ANN_RESERVATION
 from gismo_operator.core.allocator import free_region
 from gismo_operator.core.models import RegionAssignment
-from gismo_operator.injection.plan import ANN_REGION, ANN_REGION_OFFSET, ANN_RESERVATION
 
 Regions = list[RegionAssignment]
 

@@ -36,7 +36,7 @@ from gismo_operator.core.quantity import QUANTITY_PATTERN, QuantityError, parse_
 
 GROUP: Final = "gismo.io"
 VERSION: Final = "v1alpha1"
-API_VERSION: Final = "gismo.io/v1alpha1"
+API_VERSION: Final = "gismo.io/v1alpha1"  # GROUP/VERSION, spelled out: a Literal type below
 
 POOL_KIND: Final = "GismoPool"
 POOL_PLURAL = "gismopools"

@@ -12,11 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gismo.contract import ANN_REGION_SIZE
 from gismo_operator.core.quantity import QuantityError, parse_bytes
-
-#: The opt-in annotation on a RayCluster, and the optional region-size override (contract).
-ANN_POOL = "gismo.io/pool"
-ANN_REGION_SIZE = "gismo.io/region-size"
 
 #: KubeRay's CRD defaults maxReplicas to int32 max ("unbounded"). Taken literally it would ask for
 #: an exabyte; it means "no maximum given", so replicas is the bound, as when the field is absent.

@@ -24,6 +24,7 @@ from gismo_operator.core.models import (
     Condition,
     GismoPoolSpec,
     GismoPoolStatus,
+    GismoSlice,
     GismoSliceSpec,
     describe_validation_error,
 )
@@ -84,6 +85,56 @@ def slice_view(body: Mapping[str, Any]) -> SliceView | None:
     regions = spec.get("regions")
     count = len(regions) if isinstance(regions, list) else 0
     return SliceView(namespace, name, str(spec.get("rayCluster") or ""), offset, size, count, error)
+
+
+class SliceViewCache:
+    """The last view of each slice, by (namespace, name), with the uid and resourceVersion it was
+    made from: validating a slice costs O(regions), and an unchanged slice is not validated again.
+    Bounded: :meth:`trim` forgets slices no longer listed once it holds twice as many as listed."""
+
+    def __init__(self) -> None:
+        self._views: dict[tuple[str, str], tuple[str, str, SliceView | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def view(self, body: Mapping[str, Any]) -> SliceView | None:
+        """:func:`slice_view`, memoized by the slice's uid and resourceVersion."""
+        meta = body.get("metadata") or {}
+        key = _key_of(body)
+        uid, rv = meta.get("uid"), meta.get("resourceVersion")
+        if not uid or not rv:  # emulators without resourceVersion: nothing to key a cache on
+            return slice_view(body)
+        hit = self._views.get(key)
+        if hit is not None and hit[0] == uid and hit[1] == rv:
+            return hit[2]
+        view = slice_view(body)
+        self._views[key] = (str(uid), str(rv), view)
+        return view
+
+    def written(self, written: GismoSlice) -> None:
+        """The region ledger wrote this slice (a validated model, with its new resourceVersion):
+        remember its view, so the refresh its watch event requests does not validate it again."""
+        meta = written.metadata
+        if not (meta.uid and meta.resource_version and meta.name):
+            return
+        spec = written.spec
+        view = SliceView(
+            str(meta.namespace or ""), meta.name, spec.ray_cluster, spec.offset, spec.size, len(spec.regions)
+        )
+        self._views[(view.namespace, view.name)] = (meta.uid, meta.resource_version, view)
+
+    def trim(self, listed: Sequence[Mapping[str, Any]]) -> None:
+        """Forget slices that are gone (only when the cache has grown well past the listed ones)."""
+        if len(self._views) > 2 * len(listed) + 1024:
+            keep = {_key_of(b) for b in listed}
+            for key in [k for k in self._views if k not in keep]:
+                del self._views[key]
+
+
+def _key_of(body: Mapping[str, Any]) -> tuple[str, str]:
+    meta = body.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
 def slices_of_pool(

@@ -29,8 +29,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import weakref
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +36,8 @@ import kopf
 from pydantic import ValidationError
 
 from gismo_operator import kube, metrics
+from gismo_operator.constants import REASON_POOL_IN_USE, WEBHOOK_VALIDATE_POOL
+from gismo_operator.context import current
 from gismo_operator.core import status
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.core.models import (
@@ -46,53 +46,29 @@ from gismo_operator.core.models import (
     VERSION,
     GismoPoolSpec,
     GismoPoolStatus,
-    GismoSlice,
     describe_validation_error,
 )
 from gismo_operator.core.quantity import format_bytes
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_ID = "validate-gismopool"
-EVENT_IN_USE = "PoolInUse"
 
 #: First retry delay of a blocked deletion (seconds); doubles per retry up to the maximum.
 IN_USE_RETRY_DELAY = 5.0
 IN_USE_RETRY_MAX = 60.0
-
-# asyncio locks belong to one event loop; keep one set per loop (tests run several operators).
-_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, defaultdict[str, asyncio.Lock]] = (
-    weakref.WeakKeyDictionary()
-)
-
 
 #: Debounce of a pool refresh requested by a slice event (seconds): the events of this interval
 #: merge into one refresh. The status is informational (the webhook and the reconciler never read
 #: it), so a fraction of a second of lag is invisible, and it saves a GET + LIST + PATCH per event.
 REFRESH_DELAY = 0.2
 
-_refreshers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Coalescer[str]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _lock(pool: str) -> asyncio.Lock:
-    loop = asyncio.get_running_loop()
-    per_loop = _locks.get(loop)
-    if per_loop is None:
-        per_loop = _locks[loop] = defaultdict(asyncio.Lock)
-    return per_loop[pool]
-
 
 def refresher() -> Coalescer[str]:
-    """This event loop's coalesced pool refresher (one per loop: tests run several operators)."""
-    loop = asyncio.get_running_loop()
-    found = _refreshers.get(loop)
-    if found is None:
-        found = _refreshers[loop] = Coalescer(
-            refresh_pool, delay=REFRESH_DELAY, what="GismoPool status refresh"
-        )
-    return found
+    """The context's coalesced pool refresher (made on first use)."""
+    ctx = current()
+    if ctx.refresher is None:
+        ctx.refresher = Coalescer(refresh_pool, delay=REFRESH_DELAY, what="GismoPool status refresh")
+    return ctx.refresher
 
 
 def request_refresh(pool: str) -> None:
@@ -104,52 +80,12 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-#: The last view of each slice, by (namespace, name): (uid, resourceVersion, view). Validating a
-#: slice costs O(regions); an unchanged slice (same uid and resourceVersion) is not validated again.
-_views: dict[tuple[str, str], tuple[str, str, status.SliceView | None]] = {}
-
-
-def _view(body: Mapping[str, Any]) -> status.SliceView | None:
-    """:func:`status.slice_view`, memoized by the slice's uid and resourceVersion."""
-    meta = body.get("metadata") or {}
-    key = _key_of(body)
-    uid, rv = meta.get("uid"), meta.get("resourceVersion")
-    if not uid or not rv:  # emulators without resourceVersion: nothing to key a cache on
-        return status.slice_view(body)
-    hit = _views.get(key)
-    if hit is not None and hit[0] == uid and hit[1] == rv:
-        return hit[2]
-    view = status.slice_view(body)
-    _views[key] = (str(uid), str(rv), view)
-    return view
-
-
-def slice_written(written: GismoSlice) -> None:
-    """The region ledger wrote this slice (a validated model, with its new resourceVersion):
-    remember its view, so the refresh its watch event requests does not validate it again."""
-    meta = written.metadata
-    if not (meta.uid and meta.resource_version and meta.name):
-        return
-    spec = written.spec
-    view = status.SliceView(
-        str(meta.namespace or ""), meta.name, spec.ray_cluster, spec.offset, spec.size, len(spec.regions)
-    )
-    _views[(view.namespace, view.name)] = (meta.uid, meta.resource_version, view)
-
-
 async def list_pool_slices(pool: str) -> list[status.SliceView]:
     """The slices (all namespaces) whose ``spec.pool`` is ``pool``, read from the API."""
-    bodies = await kube.client().list(kube.SLICES)
-    if len(_views) > 2 * len(bodies) + 1024:  # forget slices that are gone
-        listed = {_key_of(b) for b in bodies}
-        for key in [k for k in _views if k not in listed]:
-            del _views[key]
-    return status.slices_of_pool(pool, bodies, view=_view)
-
-
-def _key_of(body: Mapping[str, Any]) -> tuple[str, str]:
-    meta = body.get("metadata") or {}
-    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+    ctx = current()
+    bodies = await ctx.client().list(kube.SLICES)
+    ctx.slice_views.trim(bodies)
+    return status.slices_of_pool(pool, bodies, view=ctx.slice_views.view)
 
 
 def _status_patch(new: GismoPoolStatus) -> dict[str, Any]:
@@ -162,8 +98,9 @@ async def refresh_pool(name: str) -> GismoPoolStatus | None:
 
     Safe to call from any handler, any number of times: it reads everything it needs.
     """
-    async with _lock(name):
-        api = kube.client()
+    ctx = current()
+    async with ctx.status_locks[name]:
+        api = ctx.client()
         body = await api.get_or_none(kube.POOLS, name)
         if body is None:
             metrics.forget_pool(name)
@@ -248,7 +185,7 @@ async def watch_slices() -> None:
     while True:
         started = loop.time()
         try:
-            client = kube.client()
+            client = current().client()
             if version is None:
                 items, version = await client.list_with_version(kube.SLICES)
                 listed: dict[tuple[str, str], str] = {}
@@ -289,31 +226,25 @@ async def watch_slices() -> None:
             await asyncio.sleep(backoff)
 
 
-_watchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
 @kopf.on.startup()
 async def start_slice_watch(**_: Any) -> None:
     """Start watching GismoSlices in the background (stopped on cleanup)."""
-    loop = asyncio.get_running_loop()
-    task = _watchers.get(loop)
-    if task is None or task.done():
-        _watchers[loop] = loop.create_task(watch_slices())
+    ctx = current()
+    if ctx.slice_watch is None or ctx.slice_watch.done():
+        ctx.slice_watch = asyncio.get_running_loop().create_task(watch_slices())
 
 
 @kopf.on.cleanup()
 async def stop_refreshes(**_: Any) -> None:
     """Stop the slice watch and cancel scheduled pool refreshes (a restarted operator recomputes
     every pool on resume)."""
-    loop = asyncio.get_running_loop()
-    task = _watchers.pop(loop, None)
+    ctx = current()
+    task, ctx.slice_watch = ctx.slice_watch, None
     if task is not None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    found = _refreshers.pop(loop, None)
+    found, ctx.refresher = ctx.refresher, None
     if found is not None:
         await found.close()
 
@@ -332,7 +263,7 @@ async def guard_pool_deletion(name: str, body: kopf.Body, retry: int, logger: ko
         f"it is deleted once they are gone (delete those RayClusters or remove their "
         f"gismo.io/pool annotation)"
     )
-    await kube.client().post_event(dict(body), "Warning", EVENT_IN_USE, message)
+    await current().client().post_event(dict(body), "Warning", REASON_POOL_IN_USE, message)
     delay = min(IN_USE_RETRY_MAX, IN_USE_RETRY_DELAY * (2 ** min(retry, 10)))
     raise kopf.TemporaryError(message, delay=delay)
 
@@ -367,12 +298,12 @@ def check_pool_change(
     return problems
 
 
-@kopf.on.validate(GROUP, VERSION, POOL_PLURAL, id=WEBHOOK_ID, operations=["CREATE", "UPDATE"])
+@kopf.on.validate(GROUP, VERSION, POOL_PLURAL, id=WEBHOOK_VALIDATE_POOL, operations=["CREATE", "UPDATE"])
 async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
     """Admission: refuse pools the schema cannot catch; each message names the field."""
     old: kopf.Body | None = kwargs.get("old")
     operation: str | None = kwargs.get("operation")
-    with metrics.webhook_timer(WEBHOOK_ID):
+    with metrics.webhook_timer(WEBHOOK_VALIDATE_POOL):
         if operation == "UPDATE" and old is not None and old.get("spec") == body.get("spec"):
             return  # metadata-only (finalizers, annotations, labels): never block those
         try:

@@ -21,7 +21,6 @@ POST events.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,8 +29,26 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
-from gismo_operator import ray_runtime as rt
+from gismo_operator.constants import (
+    ANNOTATION_PREFIX,
+    COMPONENT,
+    LABEL_CLUSTER,
+    LABEL_MANAGED_BY,
+    REASON_INVALID_POOL,
+    REASON_INVALID_SHAPE,
+    REASON_NOT_ADMITTED,
+    REASON_POOL_CHANGED,
+    REASON_POOL_FULL,
+    REASON_RESIZE_BLOCKED,
+    REASON_SLICE_RELEASED,
+    REASON_SLICE_RESERVED,
+    REASON_SLICE_RESIZED,
+    REASON_UNKNOWN_POOL,
+    SLICE_FINALIZER,
+)
+from gismo_operator.context import current, raycluster_ref
 from gismo_operator.core import allocator, status
 from gismo_operator.core.models import (
     API_VERSION,
@@ -40,26 +57,10 @@ from gismo_operator.core.models import (
     GismoSlice,
     describe_validation_error,
 )
-from gismo_operator.core.shape import ANN_POOL, ShapeError, cluster_shape, region_size_for, slice_size
-from gismo_operator.ledger.regions import SLICE_FINALIZER, SliceGone
+from gismo_operator.core.shape import ShapeError, cluster_shape, region_size_for, slice_size
+from gismo_operator.ledger.regions import SliceGone
 
 logger = logging.getLogger(__name__)
-
-#: Event reasons (on the RayCluster).
-REASON_RESERVED = "GismoSliceReserved"
-REASON_RESIZED = "GismoSliceResized"
-REASON_RELEASED = "GismoSliceReleased"
-REASON_UNKNOWN_POOL = "GismoUnknownPool"
-REASON_INVALID_POOL = "GismoInvalidPool"
-REASON_NOT_ADMITTED = "GismoNamespaceNotAdmitted"
-REASON_POOL_FULL = "GismoPoolFull"
-REASON_RESIZE_BLOCKED = "GismoResizeBlocked"
-REASON_INVALID_SHAPE = "GismoInvalidShape"
-REASON_POOL_CHANGED = "GismoPoolChanged"
-
-_pool_locks: dict[str, asyncio.Lock] = {}
-#: uid -> what was last reconciled successfully (generation, annotations): skip status-only events.
-_settled: dict[str, tuple[Any, ...]] = {}
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def build_slice(
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
-            "labels": {"app.kubernetes.io/managed-by": "gismo-operator", "ray.io/cluster": meta.get("name")},
+            "labels": {LABEL_MANAGED_BY: COMPONENT, LABEL_CLUSTER: meta.get("name")},
             "finalizers": [SLICE_FINALIZER],
             "ownerReferences": [owner_reference(raycluster)] if meta.get("uid") else [],
         },
@@ -143,7 +144,7 @@ def owned_by(slice_body: Mapping[str, Any], uid: str | None) -> bool:
 async def wanted_slice(raycluster: Mapping[str, Any], pool_name: str) -> Wanted:
     """Check the pool, the namespace and the shape; raise :class:`NoSlice` saying what is wrong."""
     namespace = raycluster["metadata"]["namespace"]
-    pool_body = await rt.get_pool(pool_name)
+    pool_body = await current().get_pool(pool_name)
     if pool_body is None:
         raise NoSlice(
             REASON_UNKNOWN_POOL, f"metadata.annotations[{ANN_POOL}]: GismoPool {pool_name!r} does not exist"
@@ -155,7 +156,7 @@ async def wanted_slice(raycluster: Mapping[str, Any], pool_name: str) -> Wanted:
             REASON_INVALID_POOL, f"GismoPool {pool_name}: {describe_validation_error(exc)}"
         ) from exc
     if pool.spec.namespace_selector is not None:
-        ns_body = await kube.client().get_or_none(kube.NAMESPACES, namespace)
+        ns_body = await current().client().get_or_none(kube.NAMESPACES, namespace)
         labels = ((ns_body or {}).get("metadata") or {}).get("labels") or {}
         if not pool.spec.admits_namespace(dict(labels)):
             raise NoSlice(
@@ -178,8 +179,8 @@ def _extents_of_pool(
 
 async def _create_slice(raycluster: Mapping[str, Any], wanted: Wanted) -> dict[str, Any]:
     pool = wanted.pool.metadata.name or ""
-    async with _pool_locks.setdefault(pool, asyncio.Lock()):
-        others = await kube.client().list(kube.SLICES)
+    async with current().allocation_locks[pool]:
+        others = await current().client().list(kube.SLICES)
         try:
             extent = allocator.place(
                 wanted.pool.spec.capacity,
@@ -191,7 +192,7 @@ async def _create_slice(raycluster: Mapping[str, Any], wanted: Wanted) -> dict[s
             metrics.count_allocation("slice", "full")
             raise NoSlice(REASON_POOL_FULL, f"GismoPool {pool}: {exc}") from exc
         body = build_slice(raycluster, pool, extent, wanted.region_size)
-        created = await kube.client().create(kube.SLICES, body)
+        created = await current().client().create(kube.SLICES, body)
     metrics.count_allocation("slice", "ok")
     return created
 
@@ -200,8 +201,8 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
     """Grow in place when the bytes after the slice are free; shrink when no region past the end is used."""
     namespace, name = existing.metadata.namespace or "", existing.metadata.name or ""
     pool = existing.spec.pool
-    async with _pool_locks.setdefault(pool, asyncio.Lock()):
-        others = _extents_of_pool(pool, await kube.client().list(kube.SLICES), (namespace, name))
+    async with current().allocation_locks[pool]:
+        others = _extents_of_pool(pool, await current().client().list(kube.SLICES), (namespace, name))
 
         def patch(current: GismoSlice) -> dict[str, Any] | None:
             if current.spec.size == wanted.size:
@@ -221,7 +222,7 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
                     return None  # regions past the new end are in use: shrink later (next resync)
             return {"size": wanted.size}
 
-        result: GismoSlice = await rt.ledger().write_spec(namespace, name, patch)
+        result: GismoSlice = await current().ledger.write_spec(namespace, name, patch)
     return result
 
 
@@ -238,14 +239,14 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
     pool_name = annotations.get(ANN_POOL)
     memo = (
         meta.get("generation"),
-        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith("gismo.io/"))),
+        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX))),
     )
-    if not force and uid and _settled.get(uid) == memo:
+    if not force and uid and current().settled.get(uid) == memo:
         return
-    _settled.pop(uid or "", None)
-    involved = rt.raycluster_ref(namespace, name, uid)
+    current().settled.pop(uid or "", None)
+    involved = raycluster_ref(namespace, name, uid)
 
-    existing_body = await kube.client().get_or_none(kube.SLICES, name, namespace)
+    existing_body = await current().client().get_or_none(kube.SLICES, name, namespace)
     if existing_body is not None and (existing_body.get("metadata") or {}).get("deletionTimestamp"):
         # The previous slice of this name waits for its pods to go (finalizer); a new one can only
         # be created after that, by a later event or the periodic resync.
@@ -257,7 +258,7 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
         if existing_body is not None:
             await release_slice(namespace, name, uid, why="the gismo.io/pool annotation was removed")
         if uid:
-            _settled[uid] = memo
+            current().settled[uid] = memo
         return
 
     try:
@@ -279,10 +280,10 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
             if wanted.size != existing.spec.size:
                 resized = await _resize_slice(raycluster, existing, wanted)
                 if resized.spec.size != existing.spec.size:
-                    rt.post_event(
+                    current().post_event(
                         involved,
                         "Normal",
-                        REASON_RESIZED,
+                        REASON_SLICE_RESIZED,
                         f"GismoSlice {name}: {existing.spec.size} -> {resized.spec.size} bytes "
                         f"({resized.spec.region_count} regions)",
                     )
@@ -293,46 +294,46 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
             except kube.Conflict:
                 return  # created meanwhile by another event of this cluster: the next event settles it
             spec = created.get("spec") or {}
-            rt.post_event(
+            current().post_event(
                 involved,
                 "Normal",
-                REASON_RESERVED,
+                REASON_SLICE_RESERVED,
                 f"GismoSlice {name} in pool {pool_name}: {spec.get('size')} bytes at offset "
                 f"{spec.get('offset')} ({wanted.size // wanted.region_size} regions "
                 f"of {wanted.region_size} bytes)",
             )
     except NoSlice as problem:
         logger.warning("RayCluster %s/%s: %s", namespace, name, problem.message)
-        rt.warn_once(
+        current().warn_once(
             involved, problem.reason, problem.message + "; the cluster runs without Gismo where needed"
         )
         return
     except SliceGone:
         return
-    rt.clear_warnings(namespace, name)
+    current().clear_warnings(namespace, name)
     if uid:
-        _settled[uid] = memo
+        current().settled[uid] = memo
 
 
 async def release_slice(namespace: str, name: str, uid: str | None, *, why: str) -> bool:
     """Delete the cluster's slice (if it is this cluster's). Its bytes return to the pool when the
     object is gone: at once if no pod holds a region, else when the last such pod is deleted
     (the ``gismo.io/regions-in-use`` finalizer, removed by :meth:`RegionLedger.finalize_if_idle`)."""
-    client = kube.client()
+    client = current().client()
     body = await client.get_or_none(kube.SLICES, name, namespace)
     if body is None or not owned_by(body, uid):
         return False
     meta = body.get("metadata") or {}
     if meta.get("deletionTimestamp"):
-        await rt.ledger().finalize_if_idle(namespace, name)
+        await current().ledger.finalize_if_idle(namespace, name)
         return False
     await client.delete(kube.SLICES, name, namespace, uid=meta.get("uid"))
-    rt.ledger().forget(namespace, name)
-    await rt.ledger().finalize_if_idle(namespace, name)
+    current().ledger.forget(namespace, name)
+    await current().ledger.finalize_if_idle(namespace, name)
     metrics.count_release("slice")
     logger.info("GismoSlice %s/%s released: %s", namespace, name, why)
-    rt.post_event(
-        rt.raycluster_ref(namespace, name, uid), "Normal", REASON_RELEASED, f"GismoSlice {name}: {why}"
+    current().post_event(
+        raycluster_ref(namespace, name, uid), "Normal", REASON_SLICE_RELEASED, f"GismoSlice {name}: {why}"
     )
     return True
 
@@ -341,22 +342,14 @@ async def release_slice(namespace: str, name: str, uid: str | None, *, why: str)
 # kopf handlers
 
 
-@kopf.on.startup()
-async def fresh_caches(**_: Any) -> None:
-    """Start from empty caches: a (re)started operator rebuilds everything from the API."""
-    rt.reset()
-    _pool_locks.clear()
-    _settled.clear()
-
-
 @kopf.on.event("ray.io", "v1", "rayclusters")
 async def raycluster_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     """Every RayCluster change (and the initial listing): reconcile; on deletion, release."""
     raw = dict(body)
     meta = raw.get("metadata") or {}
     if event.get("type") == "DELETED":
-        _settled.pop(meta.get("uid") or "", None)
-        rt.clear_warnings(meta.get("namespace") or "", meta.get("name") or "")
+        current().settled.pop(meta.get("uid") or "", None)
+        current().clear_warnings(meta.get("namespace") or "", meta.get("name") or "")
         await release_slice(
             meta["namespace"], meta["name"], meta.get("uid"), why="the RayCluster was deleted"
         )
@@ -371,4 +364,4 @@ async def raycluster_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) 
 async def pool_seen(event: Mapping[str, Any], body: kopf.Body, name: str | None, **_: Any) -> None:
     """Keep the pool cache the webhook and reconciler read from."""
     if name:
-        rt.remember_pool(None if event.get("type") == "DELETED" else dict(body), name)
+        current().remember_pool(None if event.get("type") == "DELETED" else dict(body), name)

@@ -29,11 +29,19 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from gismo.contract import ANN_REGION
 from gismo_operator import kube, metrics
-from gismo_operator import ray_runtime as rt
+from gismo_operator.constants import (
+    LABEL_CLUSTER,
+    LABEL_IS_RAY_NODE,
+    REASON_NOT_INJECTED,
+    REASON_REGION_CONFLICT,
+    REASON_SLICE_FULL,
+    WEBHOOK_MUTATE_RAYPOD,
+)
+from gismo_operator.context import current, raycluster_ref
 from gismo_operator.core.assignment import Outcome, PodClaim
 from gismo_operator.core.models import GismoPool, describe_validation_error
-from gismo_operator.handlers import lifecycle as startup
 from gismo_operator.injection import (
     AgentSpec,
     InjectionError,
@@ -43,18 +51,13 @@ from gismo_operator.injection import (
     mark_skipped,
 )
 from gismo_operator.injection.diff import json_patch
-from gismo_operator.injection.plan import ANN_REGION, LABEL_CLUSTER, LABEL_IS_RAY_NODE
 from gismo_operator.ledger.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
+from gismo_operator.webhook.kopf_overrides import fast_admission
 
 logger = logging.getLogger(__name__)
 
-WEBHOOK_ID = "mutate-raypod"
 #: Our own deadline inside the API server's (timeoutSeconds 10): answer "unchanged" before it gives up.
 ADMISSION_BUDGET_SECONDS = 8.0
-
-REASON_SLICE_FULL = "GismoSliceFull"
-REASON_NOT_INJECTED = "GismoNotInjected"
-REASON_REGION_CONFLICT = "GismoRegionConflict"
 
 
 def build_plan(pool: GismoPool, reservation: Reservation, default_image: str) -> InjectionPlan:
@@ -116,28 +119,30 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
     namespace = meta.get("namespace")
     if not cluster or not namespace:
         return None
-    ledger = rt.ledger()
+    ledger = current().ledger
     try:
         reservation = await _reserve(ledger, namespace, cluster, dryrun)
     except SliceGone:
         return None  # the cluster did not opt in, or got no slice (it was told by an Event)
-    involved = rt.raycluster_ref(namespace, cluster)
+    involved = raycluster_ref(namespace, cluster)
     if reservation is None:
         cached = ledger.cached(namespace, cluster)
         count = cached.spec.region_count if cached else 0
         reason = f"slice full: all {count} regions of GismoSlice {namespace}/{cluster} are in use"
         metrics.count_allocation("region", "full")
         if not dryrun:
-            rt.post_event(involved, "Warning", REASON_SLICE_FULL, f"a Ray pod starts without Gismo: {reason}")
+            current().post_event(
+                involved, "Warning", REASON_SLICE_FULL, f"a Ray pod starts without Gismo: {reason}"
+            )
         return mark_skipped(pod, reason)
 
     problem: str | None = None
     try:
-        pool = await rt.get_pool_model(reservation.slice.spec.pool)
+        pool = await current().get_pool_model(reservation.slice.spec.pool)
         if pool is None:
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
         else:
-            plan = build_plan(pool, reservation, rt.settings().default_agent_image)
+            plan = build_plan(pool, reservation, current().settings.default_agent_image)
             result = inject_pod(pod, plan)
     except ValidationError as exc:
         problem = f"GismoPool {reservation.slice.spec.pool}: {describe_validation_error(exc)}"
@@ -146,7 +151,7 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
     if problem is not None:
         if not dryrun:
             await ledger.cancel(namespace, cluster, reservation)
-            rt.post_event(
+            current().post_event(
                 involved, "Warning", REASON_NOT_INJECTED, f"a Ray pod starts without Gismo: {problem}"
             )
         metrics.count_allocation("region", "error")
@@ -159,7 +164,7 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
     "",
     "v1",
     "pods",
-    id=WEBHOOK_ID,
+    id=WEBHOOK_MUTATE_RAYPOD,
     operations=["CREATE"],
     labels={LABEL_IS_RAY_NODE: "yes"},
     ignore_failures=True,
@@ -169,7 +174,7 @@ async def mutate_raypod(body: kopf.Body, patch: kopf.Patch, dryrun: bool, **_: A
     """Inject the agent and a durably reserved region into a Ray pod at creation.
 
     Requests normally take the fast path (:func:`serve_review`); kopf calls this for the rest."""
-    with metrics.webhook_timer(WEBHOOK_ID):
+    with metrics.webhook_timer(WEBHOOK_MUTATE_RAYPOD):
         pod = dict(body)
         new = await admit_safely(pod, dryrun=dryrun)
         if new is not None:
@@ -190,12 +195,13 @@ async def admit_safely(pod: dict[str, Any], *, dryrun: bool) -> dict[str, Any] |
         return mark_skipped(pod, f"operator error: {type(exc).__name__}")
 
 
-@startup.fast_admission(WEBHOOK_ID)
+@fast_admission(WEBHOOK_MUTATE_RAYPOD)
 async def serve_review(review: Mapping[str, Any]) -> dict[str, Any] | None:
     """The ``mutate-raypod`` answer without kopf's per-request machinery (see
-    :class:`gismo_operator.handlers.lifecycle.FastAdmissionServer`): the same patch and response kopf builds
-    from :func:`mutate_raypod`. Returns None, so kopf answers, for anything but what the handler is
-    registered for (a CREATE of a core/v1 pod labelled ``ray.io/is-ray-node=yes``, with userInfo)."""
+    :class:`gismo_operator.webhook.kopf_overrides.FastAdmissionServer`): the same patch and response
+    kopf builds from :func:`mutate_raypod`. Returns None, so kopf answers, for anything but what the
+    handler is registered for (a CREATE of a core/v1 pod labelled ``ray.io/is-ray-node=yes``, with
+    userInfo)."""
     request = review.get("request")
     if not isinstance(request, Mapping):
         return None
@@ -210,7 +216,7 @@ async def serve_review(review: Mapping[str, Any]) -> dict[str, Any] | None:
         or ((pod.get("metadata") or {}).get("labels") or {}).get(LABEL_IS_RAY_NODE) != "yes"
     ):
         return None
-    with metrics.webhook_timer(WEBHOOK_ID):
+    with metrics.webhook_timer(WEBHOOK_MUTATE_RAYPOD):
         new = await admit_safely(pod, dryrun=bool(request.get("dryRun")))
         response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
         ops = json_patch(pod, new) if new is not None else []
@@ -234,7 +240,7 @@ async def raypod_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> N
     namespace = meta.get("namespace")
     if claim is None or not cluster or not namespace:
         return
-    ledger = rt.ledger()
+    ledger = current().ledger
     try:
         if event.get("type") == "DELETED":
             if await ledger.release(namespace, cluster, claim) is Outcome.RELEASED:
@@ -257,5 +263,5 @@ async def raypod_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> N
             "which is recorded for another pod; delete the pod so it is recreated with a free region"
         )
         logger.error(message)
-        rt.warn_once(raw, REASON_REGION_CONFLICT, message)
-        rt.warn_once(rt.raycluster_ref(namespace, cluster), REASON_REGION_CONFLICT, message)
+        current().warn_once(raw, REASON_REGION_CONFLICT, message)
+        current().warn_once(raycluster_ref(namespace, cluster), REASON_REGION_CONFLICT, message)

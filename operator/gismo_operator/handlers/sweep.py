@@ -31,15 +31,14 @@ from typing import Any
 
 import kopf
 
+from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
-from gismo_operator import ray_runtime as rt
-from gismo_operator.core.shape import ANN_POOL
+from gismo_operator.constants import REASON_REGION_CONFLICT
+from gismo_operator.context import current, raycluster_ref
 from gismo_operator.handlers import rayclusters
 from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
 
 logger = logging.getLogger(__name__)
-
-_task: asyncio.Task[None] | None = None
 
 
 @dataclass
@@ -55,7 +54,7 @@ class SweepReport:
 async def sweep_once() -> SweepReport:
     """One round of the sweep over every GismoSlice and opted-in RayCluster."""
     report = SweepReport()
-    client = kube.client()
+    client = current().client()
     # Slices first, RayClusters second: a slice's RayCluster existed before the slice was made, so
     # it is in the later list unless it was deleted meanwhile (then releasing is right). The other
     # order could miss a cluster made between the two lists and release its brand-new slice.
@@ -80,15 +79,15 @@ async def sweep_once() -> SweepReport:
                 why = ""
             # Regions first: a slice being released waits for its pods (finalizer), and the sweep
             # is what frees the regions of pods whose deletion event was missed.
-            result = await rt.ledger().sweep(namespace, name, cluster)
+            result = await current().ledger.sweep(namespace, name, cluster)
             report.regions_released += len(result.released)
             report.regions_bound += len(result.bound)
             for _ in result.released:
                 metrics.count_release("region")
             for claim in result.conflicts:
-                rt.warn_once(
-                    rt.raycluster_ref(namespace, cluster),
-                    "GismoRegionConflict",
+                current().warn_once(
+                    raycluster_ref(namespace, cluster),
+                    REASON_REGION_CONFLICT,
                     f"pod {claim.name} uses region {claim.index} of GismoSlice {namespace}/{name}, which is "
                     "recorded for another pod; delete the pod so it is recreated with a free region",
                 )
@@ -132,18 +131,18 @@ async def _loop(interval: float) -> None:
 @kopf.on.startup()
 async def start_sweeper(**_: Any) -> None:
     """Start the periodic sweep in the background (stopped on cleanup)."""
-    global _task
-    if _task is None or _task.done():
-        _task = asyncio.get_running_loop().create_task(_loop(rt.settings().sweep_interval))
+    ctx = current()
+    if ctx.sweeper is None or ctx.sweeper.done():
+        ctx.sweeper = asyncio.get_running_loop().create_task(_loop(ctx.settings.sweep_interval))
 
 
 @kopf.on.cleanup()
 async def stop_sweeper(**_: Any) -> None:
     """Stop the periodic sweep."""
-    global _task
-    if _task is not None:
-        _task.cancel()
+    ctx = current()
+    task, ctx.sweeper = ctx.sweeper, None
+    if task is not None:
+        task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await _task
-        _task = None
-    await rt.drain_events()
+            await task
+    await ctx.drain_events()

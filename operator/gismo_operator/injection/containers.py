@@ -11,16 +11,9 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gismo_operator.injection.plan import (
-    AGENT_COMMAND,
-    AGENT_CONTAINER,
-    AGENT_GID,
-    AGENT_UID,
-    POOL_VOLUME,
-    SOCKET_DIR,
-    SOCKET_VOLUME,
-    InjectionPlan,
-)
+from gismo.contract import AGENT_COMMAND, AGENT_GID, AGENT_UID, SOCKET_DIR, SOCKET_VOLUME
+from gismo_operator.constants import AGENT_CONTAINER, ENV_OWNER, POOL_VOLUME
+from gismo_operator.injection.plan import InjectionPlan
 
 
 def gismo_mounts(plan: InjectionPlan) -> list[dict[str, Any]]:
@@ -63,7 +56,7 @@ def agent_owner_env() -> dict[str, Any]:
     owner must name the pod, never a host: with hostNetwork the hostname is the node's, shared by
     every pod that lands there.
     """
-    return {"name": "GISMO_OWNER", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
+    return {"name": ENV_OWNER, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
 
 
 def build_agent_container(plan: InjectionPlan) -> dict[str, Any]:

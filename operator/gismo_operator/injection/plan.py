@@ -12,32 +12,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: Names the injected objects carry. Contract names (docs/CONTRACTS.md) are marked as such.
-AGENT_CONTAINER = "gismo-agent"
-POOL_VOLUME = "gismo-pool"
-SOCKET_VOLUME = "gismo-socket"  # contract
-SOCKET_DIR = "/run/gismo"  # contract
-SOCKET_PATH = f"{SOCKET_DIR}/agent.sock"  # contract
-AGENT_COMMAND = ("gismo", "agent")  # contract: console script `gismo`, subcommand `agent`
+from gismo.contract import (
+    ANN_POOL,
+    ANN_REGION,
+    ANN_REGION_OFFSET,
+    ANN_REGION_SIZE,
+    ANN_RESERVATION,
+    ENV_BACKEND,
+    ENV_DEVICE,
+    ENV_POOL,
+    ENV_REGION,
+    ENV_REGION_OFFSET,
+    ENV_REGION_SIZE,
+    ENV_SLICE_OFFSET,
+    ENV_SLICE_SIZE,
+    ENV_SOCKET,
+    SOCKET_PATH,
+)
 
-#: The agent runs as this uid/gid: non-root, and the uid of the `ray` user in rayproject/ray images,
-#: so files the agent creates in the shared socket directory are the Ray container's own.
-AGENT_UID = 1000
-AGENT_GID = 100
-
-#: Pod annotations (contract), plus the reservation token the operator uses to bind a pod to its
-#: entry in GismoSlice.spec.regions (the pod has no name and no uid at admission time).
-ANN_POOL = "gismo.io/pool"
-ANN_REGION = "gismo.io/region"
-ANN_REGION_OFFSET = "gismo.io/region-offset"
-ANN_REGION_SIZE = "gismo.io/region-size"
-ANN_SKIPPED = "gismo.io/skipped"
-ANN_RESERVATION = "gismo.io/reservation"
-
-#: Labels KubeRay puts on every Ray pod (see tests/fixtures/kuberay/NOTICE).
-LABEL_IS_RAY_NODE = "ray.io/is-ray-node"
-LABEL_CLUSTER = "ray.io/cluster"
-LABEL_NODE_TYPE = "ray.io/node-type"
+# The names the injected objects carry live in gismo.contract (shared with the agent) and
+# gismo_operator.constants (the operator's own); none is defined here.
 
 BackendType = Literal["shm", "devdax"]
 
@@ -94,15 +88,15 @@ class InjectionPlan:
     def env(self) -> list[dict[str, str]]:
         """The GISMO_* environment (contract), identical in the agent and the Ray container."""
         values = {
-            "GISMO_POOL": self.pool,
-            "GISMO_BACKEND": self.backend,
-            "GISMO_DEVICE": self.device_path,
-            "GISMO_SLICE_OFFSET": str(self.slice_offset),
-            "GISMO_SLICE_SIZE": str(self.slice_size),
-            "GISMO_REGION": str(self.region_index),
-            "GISMO_REGION_OFFSET": str(self.region_offset),
-            "GISMO_REGION_SIZE": str(self.region_size),
-            "GISMO_SOCKET": SOCKET_PATH,
+            ENV_POOL: self.pool,
+            ENV_BACKEND: self.backend,
+            ENV_DEVICE: self.device_path,
+            ENV_SLICE_OFFSET: str(self.slice_offset),
+            ENV_SLICE_SIZE: str(self.slice_size),
+            ENV_REGION: str(self.region_index),
+            ENV_REGION_OFFSET: str(self.region_offset),
+            ENV_REGION_SIZE: str(self.region_size),
+            ENV_SOCKET: SOCKET_PATH,
         }
         return [{"name": k, "value": v} for k, v in values.items()]
 

@@ -13,9 +13,11 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
+from gismo.contract import ANN_REGION, ANN_SKIPPED
+from gismo_operator.constants import AGENT_CONTAINER
 from gismo_operator.injection.affinity import merge_node_affinity
 from gismo_operator.injection.containers import build_agent_container, extend_ray_container
-from gismo_operator.injection.plan import AGENT_CONTAINER, ANN_REGION, ANN_SKIPPED, InjectionPlan
+from gismo_operator.injection.plan import InjectionPlan
 from gismo_operator.injection.volumes import build_pool_volume, build_socket_volume, merge_volumes
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gismo_operator.injection.plan import HOSTPATH_TYPES, POOL_VOLUME, SOCKET_VOLUME, InjectionPlan
+from gismo.contract import SOCKET_VOLUME
+from gismo_operator.constants import POOL_VOLUME
+from gismo_operator.injection.plan import HOSTPATH_TYPES, InjectionPlan
 
 
 def build_pool_volume(plan: InjectionPlan) -> dict[str, Any]:

@@ -14,20 +14,23 @@ happen. Different slices never wait for each other.
 
 Restart: the only memory here is a cache of the last slice body we read or wrote, used as the
 starting point of the next write. A stale cache costs a 409 and a re-read, never a wrong answer;
-a new process starts with an empty cache and reads the slice on first use.
+a new process starts with an empty cache and reads the slice on first use. Every write goes
+through :meth:`RegionLedger.retrying`: one retry loop, one rule for the cache on 409.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from gismo_operator.constants import SLICE_FINALIZER
 from gismo_operator.core import assignment
 from gismo_operator.core.assignment import Outcome, PodClaim, Regions, SweepResult
 from gismo_operator.core.models import GismoSlice, RegionAssignment, describe_validation_error
@@ -35,11 +38,7 @@ from gismo_operator.core.models import GismoSlice, RegionAssignment, describe_va
 logger = logging.getLogger(__name__)
 
 SliceKey = tuple[str, str]  # (namespace, name)
-
-#: On every GismoSlice: its bytes stay allocated (the object stays) until no pod holds a region,
-#: even after the RayCluster is gone. Without it, garbage collection would free the range while
-#: the cluster's pods are still terminating, and a new slice could overlap their regions.
-SLICE_FINALIZER = "gismo.io/regions-in-use"
+T = TypeVar("T")
 
 
 class Conflict(Exception):
@@ -200,6 +199,36 @@ class RegionLedger:
             current = self._cache[key] = parse_slice(body)
         return current
 
+    async def retrying(self, key: SliceKey, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` until it does not raise :class:`Conflict`, at most ``max_attempts`` times.
+
+        The one retry rule of every ledger write. ``attempt`` reads the slice (:meth:`_current`),
+        computes, and writes with the read resourceVersion. The one cache rule: a 409 means the
+        cached body is stale, and :class:`SliceGone` means there is none, so both drop it; the next
+        attempt (or call) reads the API. No back-off: the writes to one slice are serialized by
+        its lock, so a 409 comes from another process, and re-reading at once is the fastest way
+        to a write that wins. Raises :class:`TooManyConflicts` when every attempt conflicted.
+        """
+        for _ in range(self.max_attempts):
+            try:
+                return await attempt()
+            except Conflict:
+                self.conflicts += 1
+                self._cache.pop(key, None)
+            except SliceGone:
+                self._cache.pop(key, None)
+                raise
+        raise TooManyConflicts(
+            f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"
+        )
+
+    def _stored(self, key: SliceKey, written: GismoSlice) -> GismoSlice:
+        """Cache what we just wrote (the next write starts from it) and tell ``on_write``."""
+        self.writes += 1
+        self._cache[key] = written
+        self._written(written)
+        return written
+
     def _written(self, written: GismoSlice) -> None:
         if self.on_write is not None:
             try:
@@ -232,7 +261,8 @@ class RegionLedger:
 
     async def _commit(self, key: SliceKey, ops: list[Operation]) -> list[Any]:
         """Apply ``ops`` in order to the current slice and write once; re-apply on 409."""
-        for _ in range(self.max_attempts):
+
+        async def attempt() -> list[Any]:
             current = await self._current(key)
             if current is None:
                 raise SliceGone(f"GismoSlice {key[0]}/{key[1]} does not exist")
@@ -242,29 +272,14 @@ class RegionLedger:
             for op in ops:
                 regions, result = op(current, regions, now)
                 results.append(result)
-            if regions == current.spec.regions:
-                return results
-            try:
+            if regions != current.spec.regions:
                 written = await self.api.write_slice(
-                    key[0],
-                    key[1],
-                    {"regions": assignment.to_api(regions)},
-                    current.metadata.resource_version,
+                    key[0], key[1], {"regions": assignment.to_api(regions)}, current.metadata.resource_version
                 )
-            except Conflict:
-                self.conflicts += 1
-                self._cache.pop(key, None)
-                continue
-            except SliceGone:
-                self._cache.pop(key, None)
-                raise
-            self.writes += 1
-            self._cache[key] = after_write(current, regions, written)
-            self._written(self._cache[key])
+                self._stored(key, after_write(current, regions, written))
             return results
-        raise TooManyConflicts(
-            f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"
-        )
+
+        return await self.retrying(key, attempt)
 
     # ---------------------------------------------------------------------------------------------
     # Operations
@@ -332,72 +347,53 @@ class RegionLedger:
         attempt (see :func:`assignment.sweep`); the write is conditional on the slice read.
         """
         key = (namespace, name)
-        queue = self._queues.setdefault(key, _SliceQueue())
-        async with queue.lock:
-            for _ in range(self.max_attempts):
-                self._cache.pop(key, None)  # a sweep always starts from the API, not the cache
-                current = await self._current(key)
-                if current is None:
-                    raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-                pods = await self.api.list_cluster_pods(namespace, cluster)
-                claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
-                result = assignment.sweep(
-                    current.spec.regions,
-                    current.spec.region_count,
-                    claims,
-                    self.clock(),
-                    self.reservation_ttl,
-                    geometry(current),
+
+        async def attempt() -> SweepResult:
+            self._cache.pop(key, None)  # a sweep always starts from the API, not the cache
+            current = await self._current(key)
+            if current is None:
+                raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
+            pods = await self.api.list_cluster_pods(namespace, cluster)
+            claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
+            result = assignment.sweep(
+                current.spec.regions,
+                current.spec.region_count,
+                claims,
+                self.clock(),
+                self.reservation_ttl,
+                geometry(current),
+            )
+            if result.regions != current.spec.regions:
+                written = await self.api.write_slice(
+                    namespace,
+                    name,
+                    {"regions": assignment.to_api(result.regions)},
+                    current.metadata.resource_version,
                 )
-                if result.regions == current.spec.regions:
-                    return result
-                try:
-                    written = await self.api.write_slice(
-                        namespace,
-                        name,
-                        {"regions": assignment.to_api(result.regions)},
-                        current.metadata.resource_version,
-                    )
-                except Conflict:
-                    self.conflicts += 1
-                    continue
-                self.writes += 1
-                self._cache[key] = parse_slice(written)
-                self._written(self._cache[key])
-                return result
-        raise TooManyConflicts(
-            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
-        )
+                self._stored(key, parse_slice(written))
+            return result
+
+        async with self._queues.setdefault(key, _SliceQueue()).lock:
+            return await self.retrying(key, attempt)
 
     async def write_spec(
         self, namespace: str, name: str, fn: Callable[[GismoSlice], dict[str, Any] | None]
-    ) -> Any:
+    ) -> GismoSlice:
         """Write other spec fields (a resize) under the same lock; ``fn`` returns spec fields or None."""
         key = (namespace, name)
-        queue = self._queues.setdefault(key, _SliceQueue())
-        async with queue.lock:
-            for _ in range(self.max_attempts):
-                current = await self._current(key)
-                if current is None:
-                    raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-                patch = fn(current)
-                if not patch:
-                    return current
-                try:
-                    written = await self.api.write_slice(
-                        namespace, name, patch, current.metadata.resource_version
-                    )
-                except Conflict:
-                    self.conflicts += 1
-                    self._cache.pop(key, None)
-                    continue
-                self.writes += 1
-                self._cache[key] = parse_slice(written)
-                self._written(self._cache[key])
-                return self._cache[key]
-        raise TooManyConflicts(
-            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
-        )
+
+        async def attempt() -> GismoSlice:
+            current = await self._current(key)
+            if current is None:
+                raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
+            patch = fn(current)
+            if not patch:
+                return current
+            written = await self.api.write_slice(namespace, name, patch, current.metadata.resource_version)
+            return self._stored(key, parse_slice(written))
+
+        async with self._queues.setdefault(key, _SliceQueue()).lock:
+            return await self.retrying(key, attempt)
 
     async def finalize_if_idle(self, namespace: str, name: str) -> bool:
         """Let a slice being deleted go once no region is held: remove :data:`SLICE_FINALIZER`.
@@ -406,32 +402,26 @@ class RegionLedger:
         the write fail (409) and the next call look again. True when the slice is gone or let go.
         """
         key = (namespace, name)
-        queue = self._queues.setdefault(key, _SliceQueue())
-        async with queue.lock:
-            for _ in range(self.max_attempts):
-                self._cache.pop(key, None)
-                current = await self._current(key)
-                if current is None:
-                    return True
-                finalizers = list(current.metadata.finalizers)
-                if not current.metadata.deletion_timestamp or SLICE_FINALIZER not in finalizers:
-                    return False
-                if current.spec.regions:
-                    return False
-                try:
-                    await self.api.write_finalizers(
-                        namespace,
-                        name,
-                        [f for f in finalizers if f != SLICE_FINALIZER],
-                        current.metadata.resource_version,
-                    )
-                except Conflict:
-                    self.conflicts += 1
-                    continue
-                except SliceGone:
-                    pass
-                self._cache.pop(key, None)
+
+        async def attempt() -> bool:
+            self._cache.pop(key, None)
+            current = await self._current(key)
+            if current is None:
                 return True
-        raise TooManyConflicts(
-            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
-        )
+            finalizers = list(current.metadata.finalizers)
+            if not current.metadata.deletion_timestamp or SLICE_FINALIZER not in finalizers:
+                return False
+            if current.spec.regions:
+                return False
+            with contextlib.suppress(SliceGone):  # gone already: what we wanted
+                await self.api.write_finalizers(
+                    namespace,
+                    name,
+                    [f for f in finalizers if f != SLICE_FINALIZER],
+                    current.metadata.resource_version,
+                )
+            self._cache.pop(key, None)
+            return True
+
+        async with self._queues.setdefault(key, _SliceQueue()).lock:
+            return await self.retrying(key, attempt)

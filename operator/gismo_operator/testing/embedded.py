@@ -39,8 +39,7 @@ import kopf
 import yaml
 
 from gismo_operator import crdgen, kube, registry
-from gismo_operator import ray_runtime as rt
-from gismo_operator.handlers import lifecycle as startup
+from gismo_operator.context import OperatorContext, install
 from gismo_operator.settings import Settings
 from gismo_operator.webhook import devcert
 
@@ -345,12 +344,14 @@ async def poll(probe: Callable[[], Any], what: str, limit: float = 30.0, period:
 
 @dataclasses.dataclass
 class EmbeddedOperator:
-    """The running operator: where its webhooks listen and the CA that signed their certificate."""
+    """The running operator: where its webhooks listen, the CA that signed their certificate, and
+    its context (caches, ledger, client: tests look inside, and run its coroutines in kopf's loop)."""
 
     webhook_url: str
     ca_file: Path
     settings: Settings
     kopf_thread: KopfThread
+    context: OperatorContext
 
     def ssl_context(self) -> ssl.SSLContext:
         """Trusts the dev CA only (the server certificate is verified, hostname included)."""
@@ -379,9 +380,10 @@ async def run_operator(
 
     The webhook server listens on 127.0.0.1 (a free port) with a certificate from a fresh dev CA,
     written to ``tls_dir`` (default: a temporary folder removed afterwards). Metrics and health
-    endpoints are off unless ``settings`` turn them on. Process-wide state this touches (kopf's
-    handler registry, :mod:`gismo_operator.kube`'s login and client, :mod:`startup`'s runtime, the
-    operator's caches) is reset on exit, so calls can follow one another in one process.
+    endpoints are off unless ``settings`` turn them on. Each run installs a fresh
+    :class:`~gismo_operator.context.OperatorContext` (settings, login, client, caches) and an empty
+    one on exit, so calls can follow one another in one process; kopf's handler registry is
+    process-wide by kopf's design and is the same for every run.
 
     Raises :class:`TimeoutError` if kopf is not ready or the webhook not listening within
     ``start_limit`` seconds, :class:`OperatorExited` (or kopf's own error) if the operator died, and
@@ -398,27 +400,25 @@ async def run_operator(
         server = kopf.WebhookServer(
             addr="127.0.0.1", port=port, host="127.0.0.1", certfile=cert, pkeyfile=key, cafile=ca
         )
-        rt.reset()
-        startup.configure(startup.Runtime(settings=config, webhook_server=server, tune=tune))
         info = kopf.ConnectionInfo(server=api_url.rstrip("/"), default_namespace="default")
 
         async def login() -> kopf.ConnectionInfo:
             return info
 
-        kube.set_login_source(login)
+        # A fresh context per run: nothing of a previous operator in this process carries over.
+        context = install(
+            OperatorContext(settings=config, webhook_server=server, tune=tune, login_source=login)
+        )
         registry.load_handlers()
         kopf_thread.start()
-        handle = EmbeddedOperator(f"https://127.0.0.1:{port}", ca, config, kopf_thread)
+        handle = EmbeddedOperator(f"https://127.0.0.1:{port}", ca, config, kopf_thread, context)
         await poll(kopf_thread.ready, "the operator to start", start_limit)
         await poll(lambda: listening(port), "the webhook server to listen", start_limit)
         yield handle
     finally:
         # The caller's loop keeps serving (kmock, when it runs there) while kopf winds down.
         stopped = await asyncio.to_thread(kopf_thread.stop, stop_limit)
-        kube.set_login_source(None)
-        kube.use_client(None)
-        kube.set_event_namespace(None)
-        startup.configure(startup.Runtime(settings=Settings()))
+        install(OperatorContext(settings=Settings()))
         if owned_tmp:
             for name in ("ca.crt", "tls.crt", "tls.key"):
                 with contextlib.suppress(OSError):

@@ -25,9 +25,10 @@ import aiohttp
 import jsonpatch
 import yaml
 
+from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, WEBHOOK_MUTATE_RAYPOD
+
 Body = dict[str, Any]
 
-WEBHOOK_ID = "mutate-raypod"
 
 #: Used when ``examples/raycluster.yaml`` is absent: KubeRay's ``ray-cluster.sample.yaml`` (v1.4)
 #: with the opt-in annotation, 2 workers (up to 3), and requests sized for a laptop.
@@ -134,9 +135,9 @@ def pod_for(raycluster: Mapping[str, Any], node_type: str, group: Mapping[str, A
             "generateName": generate,
             "namespace": namespace,
             "labels": {
-                "ray.io/is-ray-node": "yes",
-                "ray.io/cluster": cluster,
-                "ray.io/node-type": node_type,
+                LABEL_IS_RAY_NODE: "yes",
+                LABEL_CLUSTER: cluster,
+                LABEL_NODE_TYPE: node_type,
                 "ray.io/group": group_name,
                 "ray.io/identifier": f"{cluster}-{node_type}",
                 "app.kubernetes.io/name": "kuberay",
@@ -208,7 +209,7 @@ async def admit(
     """
     review = admission_review(pod)
     for _ in range(100):
-        async with session.post(f"{webhook_url}/{WEBHOOK_ID}", json=review, ssl=context) as resp:
+        async with session.post(f"{webhook_url}/{WEBHOOK_MUTATE_RAYPOD}", json=review, ssl=context) as resp:
             if resp.status == 404:
                 await asyncio.sleep(0.05)
                 continue
@@ -220,4 +221,4 @@ async def admit(
                 raise RuntimeError(f"webhook answered another request: {text[:500]}")
             result: Body = answer["response"]
             return result
-    raise RuntimeError(f"{webhook_url}/{WEBHOOK_ID} kept answering 404")
+    raise RuntimeError(f"{webhook_url}/{WEBHOOK_MUTATE_RAYPOD} kept answering 404")

@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from gismo_operator import kube
+from gismo_operator.context import OperatorContext, current, install
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.handlers import pools
+from gismo_operator.settings import Settings
 
 GI = 1 << 30
 
@@ -160,7 +162,8 @@ class FakeApi:
 @pytest.fixture
 def fake_api(monkeypatch: pytest.MonkeyPatch) -> Any:
     api = FakeApi()
-    monkeypatch.setattr(kube, "_client", api)
+    # A fresh context whose client is the fake (the context's only API client).
+    install(OperatorContext(settings=Settings(), api=api))  # type: ignore[arg-type]
     monkeypatch.setattr(pools, "REFRESH_DELAY", 0.001)
     return api
 
@@ -197,7 +200,6 @@ async def test_an_unchanged_slice_is_not_validated_again(
         return real(body)
 
     monkeypatch.setattr(pools.status, "slice_view", counting)
-    pools._views.clear()
     await pools.refresh_pool("p")
     fake_api.put_slice("b", 4 * GI, 8 * GI)  # b changes (new resourceVersion), a does not
     await pools.refresh_pool("p")
@@ -219,8 +221,7 @@ async def test_a_slice_the_ledger_wrote_is_not_validated_again(
         return real(body)
 
     monkeypatch.setattr(pools.status, "slice_view", counting)
-    pools._views.clear()
-    pools.slice_written(GismoSlice.model_validate(fake_api.slices["a"]))  # as the ledger's hook does
+    current().slice_views.written(GismoSlice.model_validate(fake_api.slices["a"]))  # the ledger's hook
     await pools.refresh_pool("p")
     assert validated == []
     assert fake_api.pool["status"]["allocatedBytes"] == 4 * GI
@@ -281,7 +282,7 @@ async def test_slice_watch_requests_refreshes_and_relists_after_410(monkeypatch:
         ],
     )
     requested: list[str] = []
-    monkeypatch.setattr(kube, "_client", api)
+    install(OperatorContext(settings=Settings(), api=api))  # type: ignore[arg-type]
     monkeypatch.setattr(pools, "request_refresh", requested.append)
     monkeypatch.setattr(pools, "WATCH_BACKOFF", 0.001)
     task = asyncio.create_task(pools.watch_slices())

@@ -186,7 +186,7 @@ async def test_pool_with_slices_is_not_deleted_until_they_are_gone(
     await cluster.delete(kube.POOLS, "pool0")
 
     warnings = await cluster.wait_for(
-        lambda: cluster.events("pool0", "PoolInUse"), "a PoolInUse event about pool0"
+        lambda: cluster.events("pool0", "GismoPoolInUse"), "a GismoPoolInUse event about pool0"
     )
     assert warnings[0]["type"] == "Warning"
     assert warnings[0]["metadata"]["namespace"] == operator.settings.namespace  # the operator's own
@@ -218,7 +218,7 @@ async def test_unused_pool_is_deleted(cluster: Cluster, operator: OperatorHandle
         return await cluster.get(kube.POOLS, "pool0") is None
 
     await cluster.wait_for(gone, "pool0 to be deleted")
-    assert await cluster.events("pool0", "PoolInUse") == []
+    assert await cluster.events("pool0", "GismoPoolInUse") == []
 
 
 async def test_webhook_never_blocks_metadata_only_updates(cluster: Cluster, operator: OperatorHandle) -> None:

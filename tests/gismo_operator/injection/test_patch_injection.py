@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from gismo.contract import SOCKET_PATH, SOCKET_VOLUME
+from gismo_operator.constants import AGENT_CONTAINER, POOL_VOLUME
 from gismo_operator.injection import (
     AgentSpec,
     InjectionError,
@@ -15,7 +17,6 @@ from gismo_operator.injection import (
     is_injected,
     mark_skipped,
 )
-from gismo_operator.injection.plan import AGENT_CONTAINER, POOL_VOLUME, SOCKET_PATH, SOCKET_VOLUME
 
 GI = 1 << 30
 

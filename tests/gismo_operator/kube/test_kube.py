@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import kopf
 import pytest
 from operator_harness import Cluster
 
 from gismo_operator import kube
+from gismo_operator.context import OperatorContext
+from gismo_operator.settings import Settings
 
 POOL = {"metadata": {"name": "pool0"}, "spec": {"capacity": "1Gi", "regionSize": "1Gi"}}
 
@@ -82,11 +85,11 @@ async def test_delete_preconditions_are_sent(cluster: Cluster) -> None:
 
 async def test_events(cluster: Cluster) -> None:
     pool = await cluster.create(kube.POOLS, POOL)
-    await cluster.api.post_event(pool, "Warning", "PoolInUse", "first")
+    await cluster.api.post_event(pool, "Warning", "GismoPoolInUse", "first")
     await cluster.api.post_event(pool, "Normal", "Other", "second")
     events = await cluster.events("pool0")
     assert sorted(e["message"] for e in events) == ["first", "second"]
-    warning = next(e for e in events if e["reason"] == "PoolInUse")
+    warning = next(e for e in events if e["reason"] == "GismoPoolInUse")
     assert warning["type"] == "Warning"
     assert warning["metadata"]["namespace"] == "default"  # cluster-scoped object: context namespace
     assert warning["involvedObject"] == {
@@ -100,36 +103,16 @@ async def test_events(cluster: Cluster) -> None:
 
 
 async def test_event_failures_do_not_raise(cluster: Cluster) -> None:
-    broken = kube.Client(kube.kopf.ConnectionInfo(server=cluster.api.server + "/nowhere"))
+    broken = kube.Client(kopf.ConnectionInfo(server=cluster.api.server + "/nowhere"))
     try:
         await broken.post_event({"metadata": {"name": "x"}}, "Normal", "R", "m")
     finally:
         await broken.close()
 
 
-async def test_retry_on_conflict() -> None:
-    calls: list[int] = []
-
-    async def flaky() -> str:
-        calls.append(1)
-        if len(calls) < 3:
-            raise kube.Conflict(409, "Conflict", "the object has been modified", "PATCH", "/x")
-        return "done"
-
-    assert await kube.retry_on_conflict(flaky, backoff=0) == "done"
-    assert len(calls) == 3
-
-    async def always() -> str:
-        raise kube.Conflict(409, "Conflict", "again", "PATCH", "/x")
-
-    with pytest.raises(kube.Conflict):
-        await kube.retry_on_conflict(always, retries=3, backoff=0)
-
-
-async def test_shared_client_needs_login() -> None:
-    kube.use_client(None)
+async def test_the_contexts_client_needs_login() -> None:
     with pytest.raises(RuntimeError, match="has not logged in yet"):
-        kube.client()
+        OperatorContext(settings=Settings()).client()
 
 
 async def test_rejected_credentials_trigger_one_fresh_login(unused_tcp_port: int) -> None:
@@ -155,12 +138,12 @@ async def test_rejected_credentials_trigger_one_fresh_login(unused_tcp_port: int
     server = f"http://127.0.0.1:{unused_tcp_port}"
     logins: list[str] = []
 
-    async def relogin() -> kube.kopf.ConnectionInfo:
+    async def relogin() -> kopf.ConnectionInfo:
         logins.append("again")
-        return kube.kopf.ConnectionInfo(server=server, token="new")
+        return kopf.ConnectionInfo(server=server, token="new")
 
-    api = kube.Client(kube.kopf.ConnectionInfo(server=server, token="old"), relogin=relogin)
-    stale = kube.Client(kube.kopf.ConnectionInfo(server=server, token="old"))
+    api = kube.Client(kopf.ConnectionInfo(server=server, token="old"), relogin=relogin)
+    stale = kube.Client(kopf.ConnectionInfo(server=server, token="old"))
     try:
         assert (await api.get(kube.POOLS, "pool0"))["metadata"]["name"] == "pool0"
         assert logins == ["again"]

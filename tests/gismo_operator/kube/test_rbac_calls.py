@@ -3,7 +3,7 @@
 One end-to-end scenario runs the real operator (the harness's ``operator`` fixture: kopf and every
 handler module, webhooks over HTTPS) against kmock and goes through every code path that talks to
 the API: a GismoPool (with a namespaceSelector, so the Namespace is read) created, updated and
-deleted while in use (finalizer path, PoolInUse Warning) and then released; a KubeRay sample
+deleted while in use (finalizer path, GismoPoolInUse Warning) and then released; a KubeRay sample
 RayCluster opted in with ``gismo.io/pool``; a head and a worker pod admitted through the
 ``mutate-raypod`` webhook (AdmissionReview v1 over HTTPS), created on a node (regions bound), the
 worker deleted (region released); sweep rounds (interval shortened below); the RayCluster deleted
@@ -47,9 +47,10 @@ import pytest
 from _ray_fixtures import kuberay_pod, pool_body, raycluster_from_sample
 from operator_harness import GISMO_CRDS, KUBERAY_CRD, VERBS, Cluster, OperatorHandle, _load_yaml
 
+from gismo_operator import context as context_module
 from gismo_operator import kube
-from gismo_operator import ray_runtime as rt
 from gismo_operator.handlers import sweep as sweep_module
+from gismo_operator.testing import embedded as embedded_module
 from gismo_operator.testing import kuberay_sim
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "chart"))
@@ -196,18 +197,19 @@ def fast_sweep(monkeypatch: pytest.MonkeyPatch) -> list[sweep_module.SweepReport
     """Sweep rounds every SWEEP_INTERVAL s (the operator's setting, as GISMO_OPERATOR_SWEEP_INTERVAL
     would), and a record of each round's report. Autouse, so it is in place before ``operator``
     starts kopf, whose startup handler starts the sweep loop."""
-    real_settings, real_sweep = rt.settings, sweep_module.sweep_once
+    real_install, real_sweep = context_module.install, sweep_module.sweep_once
     reports: list[sweep_module.SweepReport] = []
 
-    def settings() -> Any:
-        return dataclasses.replace(real_settings(), sweep_interval=SWEEP_INTERVAL)
+    def install(ctx: context_module.OperatorContext) -> context_module.OperatorContext:
+        ctx.settings = dataclasses.replace(ctx.settings, sweep_interval=SWEEP_INTERVAL)
+        return real_install(ctx)
 
     async def sweep_once() -> sweep_module.SweepReport:
         report = await real_sweep()
         reports.append(report)
         return report
 
-    monkeypatch.setattr(rt, "settings", settings)
+    monkeypatch.setattr(embedded_module, "install", install)
     monkeypatch.setattr(sweep_module, "sweep_once", sweep_once)
     return reports
 
@@ -307,7 +309,7 @@ async def run_scenario(
 
     # The pool is deleted while in use: held by the finalizer, with a Warning.
     await tester.delete(kube.POOLS, POOL)
-    await tester.wait_for(lambda: tester.events(POOL, "PoolInUse"), "a PoolInUse event")
+    await tester.wait_for(lambda: tester.events(POOL, "GismoPoolInUse"), "a GismoPoolInUse event")
 
     # The RayCluster goes: the slice is deleted, and held until the head pod (its last) is gone.
     await tester.delete(kube.RAYCLUSTERS, CLUSTER, NS)
@@ -334,7 +336,7 @@ async def test_cluster_role_covers_exactly_the_operators_api_calls(
     )
     try:
         await run_scenario(tester, operator, fast_sweep)
-        await operator.kopf_thread.run_in_loop(rt.drain_events())  # posted in kopf's loop
+        await operator.kopf_thread.run_in_loop(context_module.current().drain_events())  # kopf's loop
     finally:
         await tester.api.close()
     assert count_test_requests(cluster.kmock) > 0, "the test's own requests must carry its token"
