@@ -54,6 +54,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from gismo.contract import ANN_POOL, ANN_REGION, OPERATOR_ENV_PREFIX
 from gismo_operator.testing import kuberay_sim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,7 +84,7 @@ def raycluster(name: str, max_replicas: int) -> dict[str, Any]:
         "uid": str(uuid.uuid4()),
         "generation": 1,
         "resourceVersion": "1",
-        "annotations": {"gismo.io/pool": "bench-pool"},
+        "annotations": {ANN_POOL: "bench-pool"},
     }
     body["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
     return body
@@ -113,9 +114,9 @@ def region_of(answer: dict[str, Any]) -> tuple[str, int] | None:
             annotations.update(op["value"])
         elif op["path"].startswith("/metadata/annotations/"):
             annotations[op["path"].rsplit("/", 1)[1].replace("~1", "/")] = op["value"]
-    if "gismo.io/region" not in annotations:
+    if ANN_REGION not in annotations:
         return None
-    return "", int(annotations["gismo.io/region"])
+    return "", int(annotations[ANN_REGION])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,18 +328,18 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     env = {
         **os.environ,
         "KUBECONFIG": str(write_kubeconfig(folder, api_url)),
-        "GISMO_OPERATOR_TLS_DIR": str(folder),
-        "GISMO_OPERATOR_WEBHOOK_PORT": str(webhook_port),
-        "GISMO_OPERATOR_METRICS_PORT": "0",
-        "GISMO_OPERATOR_HEALTH_PORT": "0",
-        "GISMO_OPERATOR_LOG_LEVEL": "WARNING",
-        "GISMO_OPERATOR_NAMESPACE": NS,
+        OPERATOR_ENV_PREFIX + "TLS_DIR": str(folder),
+        OPERATOR_ENV_PREFIX + "WEBHOOK_PORT": str(webhook_port),
+        OPERATOR_ENV_PREFIX + "METRICS_PORT": "0",
+        OPERATOR_ENV_PREFIX + "HEALTH_PORT": "0",
+        OPERATOR_ENV_PREFIX + "LOG_LEVEL": "WARNING",
+        OPERATOR_ENV_PREFIX + "NAMESPACE": NS,
         # The bench's pods are never created, so every reservation expires after the TTL and its
         # region is handed out again (counted as reclaimed_after_ttl). A TTL longer than the default
         # (30 s) keeps that rare; sweeps run more often than the default (25 s), so their cost is
         # part of what is measured.
-        "GISMO_OPERATOR_RESERVATION_TTL": str(RESERVATION_TTL),
-        "GISMO_OPERATOR_SWEEP_INTERVAL": "10",
+        OPERATOR_ENV_PREFIX + "RESERVATION_TTL": str(RESERVATION_TTL),
+        OPERATOR_ENV_PREFIX + "SWEEP_INTERVAL": "10",
         "PYTHONPATH": os.pathsep.join(
             [str(ROOT / "operator"), str(ROOT / "agent"), os.environ.get("PYTHONPATH", "")]
         ),

@@ -34,7 +34,9 @@ from typing import Any
 
 import aiohttp
 
+from gismo.contract import ANN_SKIPPED, ENV_PREFIX, ENV_REGION, ENV_REGION_OFFSET, ENV_REGION_SIZE
 from gismo_operator import kube
+from gismo_operator.constants import ENV_OWNER, LABEL_NODE_TYPE
 from gismo_operator.testing import embedded, kuberay_sim
 
 Body = dict[str, Any]
@@ -148,14 +150,16 @@ class AdmittedPod:
     def region(self) -> tuple[int, int, int]:
         """(index, offset, size) from the GISMO_* env the webhook wrote."""
         e = self.env
-        return int(e["GISMO_REGION"]), int(e["GISMO_REGION_OFFSET"]), int(e["GISMO_REGION_SIZE"])
+        return int(e[ENV_REGION]), int(e[ENV_REGION_OFFSET]), int(e[ENV_REGION_SIZE])
 
 
 def ray_env(pod: Mapping[str, Any]) -> dict[str, str]:
     """The GISMO_* variables in the Ray container (``containers[0]``)."""
     container = pod["spec"]["containers"][0]
     return {
-        e["name"]: str(e.get("value", "")) for e in container.get("env", []) if e["name"].startswith("GISMO_")
+        e["name"]: str(e.get("value", ""))
+        for e in container.get("env", [])
+        if e["name"].startswith(ENV_PREFIX)
     }
 
 
@@ -332,13 +336,13 @@ async def create_pods(
             stored = await kapi.create(kube.PODS, patched)
             meta = stored["metadata"]
             annotations = dict(meta.get("annotations") or {})
-            if "gismo.io/skipped" in annotations:
+            if ANN_SKIPPED in annotations:
                 raise RuntimeError(
-                    f"pod {meta['name']} was admitted without Gismo: {annotations['gismo.io/skipped']}"
+                    f"pod {meta['name']} was admitted without Gismo: {annotations[ANN_SKIPPED]}"
                 )
             env = ray_env(stored)
             admitted = AdmittedPod(
-                meta["name"], meta["labels"]["ray.io/node-type"], stored["spec"]["nodeName"], env, annotations
+                meta["name"], meta["labels"][LABEL_NODE_TYPE], stored["spec"]["nodeName"], env, annotations
             )
             out.append(admitted)
             index, offset, size = admitted.region
@@ -369,7 +373,7 @@ def data_plane(pods: Sequence[AdmittedPod], opts: Options, progress: Progress) -
         raise RuntimeError("the demo needs at least 2 Ray pods (head + 1 worker)")
     progress.step(f"starting {len(used)} local Ray nodes, one Gismo agent each on its pod's region ...")
     # GISMO_OWNER: the pod's identity; in Kubernetes the injected agent gets the pod uid (downward API).
-    envs = [{**p.env, "GISMO_OWNER": p.name} for p in used]
+    envs = [{**p.env, ENV_OWNER: p.name} for p in used]
     lc = dp.operator_layout_cluster(envs, cpus_per_node=1, object_store_bytes=opts.object_store_bytes)
     with lc:
         progress.step(f"Ray cluster up (marker {lc.marker}); pool file {lc.slice_path}")

@@ -15,7 +15,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-PREFIX = "GISMO_OPERATOR_"
+from gismo.contract import OPERATOR_ENV_PREFIX
+
+PREFIX = OPERATOR_ENV_PREFIX  # gismo.contract: GISMO_OPERATOR_
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")

@@ -24,6 +24,7 @@ import kmock
 import kopf
 import yaml
 
+from gismo.contract import ANN_POOL
 from gismo_operator import kube
 from gismo_operator.context import current
 from gismo_operator.testing import embedded, kuberay_sim
@@ -76,7 +77,7 @@ def raycluster_from_sample(
     meta["generation"] = 1
     meta["resourceVersion"] = "1"
     if pool:
-        meta.setdefault("annotations", {})["gismo.io/pool"] = pool
+        meta.setdefault("annotations", {})[ANN_POOL] = pool
     return body
 
 

@@ -15,6 +15,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+from gismo.contract import ANN_REGION, ANN_RESERVATION
 from gismo_operator.constants import SLICE_FINALIZER
 from gismo_operator.core.assignment import PodClaim
 from gismo_operator.core.models import GismoSlice, RegionAssignment
@@ -125,8 +126,8 @@ def pod_for(reservation: Any, uid: str, node: str | None = None) -> dict[str, An
             "name": f"worker-{uid}",
             "uid": uid,
             "annotations": {
-                "gismo.io/region": str(reservation.index),
-                "gismo.io/reservation": reservation.token,
+                ANN_REGION: str(reservation.index),
+                ANN_RESERVATION: reservation.token,
             },
         },
         "spec": {"nodeName": node} if node else {},
