@@ -274,25 +274,29 @@ def sweep(
     return SweepResult(result, tuple(released), tuple(bound), tuple(conflicts))
 
 
-_dumped: dict[int, tuple[RegionAssignment, dict[str, Any]]] = {}
+#: A memo for :func:`to_api`: entry id -> (the entry, its serialization). Each region ledger keeps
+#: its own (no process-wide state); holding the entry keeps its id from being reused.
+DumpMemo = dict[int, tuple[RegionAssignment, dict[str, Any]]]
 
 
-def to_api(regions: Iterable[RegionAssignment]) -> list[dict[str, Any]]:
+def to_api(regions: Iterable[RegionAssignment], memo: DumpMemo | None = None) -> list[dict[str, Any]]:
     """The list as written into ``spec.regions`` (camelCase, no nulls).
 
     Every write of a slice sends every entry, but entries are immutable and mostly the same from
-    one write to the next: each entry's serialization is memoized (keyed by identity, holding the
-    entry so the key cannot be reused) and the memo is trimmed to the entries just written.
-    Cost: O(entries) dictionary lookups plus serialization of the new entries only.
+    one write to the next: with a ``memo``, each entry's serialization is kept (keyed by identity,
+    holding the entry so the key cannot be reused) and the memo is trimmed to the entries just
+    written. Cost: O(entries) dictionary lookups plus serialization of the new entries only.
     """
+    if memo is None:
+        memo = {}
     result: list[dict[str, Any]] = []
     for entry in _sorted(regions):
-        hit = _dumped.get(id(entry))
+        hit = memo.get(id(entry))
         if hit is None or hit[0] is not entry:
-            hit = _dumped[id(entry)] = (entry, entry.to_api())
+            hit = memo[id(entry)] = (entry, entry.to_api())
         result.append(hit[1])
-    if len(_dumped) > 4 * len(result) + 4096:
+    if len(memo) > 4 * len(result) + 4096:
         live = {id(r) for r in regions}
-        for key in [k for k in _dumped if k not in live]:
-            del _dumped[key]
+        for key in [k for k in memo if k not in live]:
+            del memo[key]
     return result

@@ -174,6 +174,7 @@ class RegionLedger:
         self.max_attempts = max_attempts
         self._queues: dict[SliceKey, _SliceQueue] = {}
         self._cache: dict[SliceKey, GismoSlice] = {}
+        self._dumped: assignment.DumpMemo = {}  # serialized entries, reused from write to write
         self.writes = 0
         self.conflicts = 0
 
@@ -273,9 +274,8 @@ class RegionLedger:
                 regions, result = op(current, regions, now)
                 results.append(result)
             if regions != current.spec.regions:
-                written = await self.api.write_slice(
-                    key[0], key[1], {"regions": assignment.to_api(regions)}, current.metadata.resource_version
-                )
+                spec = {"regions": assignment.to_api(regions, self._dumped)}
+                written = await self.api.write_slice(key[0], key[1], spec, current.metadata.resource_version)
                 self._stored(key, after_write(current, regions, written))
             return results
 
@@ -367,7 +367,7 @@ class RegionLedger:
                 written = await self.api.write_slice(
                     namespace,
                     name,
-                    {"regions": assignment.to_api(result.regions)},
+                    {"regions": assignment.to_api(result.regions, self._dumped)},
                     current.metadata.resource_version,
                 )
                 self._stored(key, parse_slice(written))

@@ -141,3 +141,17 @@ def test_a_pod_of_an_earlier_slice_at_another_offset_is_not_adopted() -> None:
     assert assignment.bind([], 4, claim, Geometry(offset=0, region_size=REGION))[1] is Outcome.CONFLICT
     same = PodClaim(index=1, reservation=None, uid="old", offset=REGION)
     assert assignment.bind([], 4, same, Geometry(offset=0, region_size=REGION))[1] is Outcome.ADOPTED
+
+
+def test_to_api_with_a_memo_reuses_unchanged_entries_and_says_the_same() -> None:
+    regions: list[RegionAssignment] = []
+    for _ in range(3):
+        regions, _entry = assignment.reserve(regions, 8, T0)
+    memo: assignment.DumpMemo = {}
+    first = assignment.to_api(regions, memo)
+    assert first == assignment.to_api(regions)  # the memo never changes the answer
+    regions, _entry = assignment.reserve(regions, 8, T0)
+    second = assignment.to_api(regions, memo)
+    assert second == assignment.to_api(regions)
+    assert all(a is b for a, b in zip(first, second[: len(first)], strict=False))  # reused, not redone
+    assert len(memo) == 4
