@@ -34,7 +34,7 @@ from typing import Any
 
 import aiohttp
 
-from gismo.contract import ANN_SKIPPED, ENV_PREFIX, ENV_REGION, ENV_REGION_OFFSET, ENV_REGION_SIZE
+from gismo.contract import ANN_POOL, ANN_SKIPPED, ENV_PREFIX, ENV_REGION, ENV_REGION_OFFSET, ENV_REGION_SIZE
 from gismo_operator import kube
 from gismo_operator.constants import ENV_OWNER, LABEL_NODE_TYPE
 from gismo_operator.testing import embedded, kuberay_sim
@@ -277,7 +277,7 @@ async def control_plane(opts: Options, progress: Progress) -> list[AdmittedPod]:
             rc_name, ns = rc["metadata"]["name"], rc["metadata"]["namespace"]
             progress.step(
                 f"applied RayCluster {ns}/{rc_name} ({source}), annotation "
-                f"gismo.io/pool={rc['metadata'].get('annotations', {}).get('gismo.io/pool')}"
+                f"{ANN_POOL}={rc['metadata'].get('annotations', {}).get(ANN_POOL)}"
             )
             slice_body = await wait_slice(kapi, ns, rc_name)
             sp = slice_body["spec"]

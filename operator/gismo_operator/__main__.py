@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import kopf
 
 from gismo_operator import logs, metrics, registry
+from gismo_operator.constants import COMPONENT
 from gismo_operator.context import OperatorContext, install
 from gismo_operator.settings import Settings, SettingsError, unknown_variables
 from gismo_operator.webhook.server import StartupError
@@ -26,7 +27,7 @@ logger = logging.getLogger("gismo_operator")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="gismo-operator", description="The Gismo Kubernetes operator.")
+    parser = argparse.ArgumentParser(prog=COMPONENT, description="The Gismo Kubernetes operator.")
     parser.add_argument(
         "--dev",
         action="store_true",

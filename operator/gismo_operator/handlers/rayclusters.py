@@ -342,7 +342,7 @@ async def release_slice(namespace: str, name: str, uid: str | None, *, why: str)
 # kopf handlers
 
 
-@kopf.on.event("ray.io", "v1", "rayclusters")
+@kopf.on.event(kube.RAYCLUSTERS.group, kube.RAYCLUSTERS.version, kube.RAYCLUSTERS.plural)
 async def raycluster_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     """Every RayCluster change (and the initial listing): reconcile; on deletion, release."""
     raw = dict(body)
@@ -360,7 +360,7 @@ async def raycluster_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) 
         logger.warning("RayCluster %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
 
 
-@kopf.on.event("gismo.io", "v1alpha1", "gismopools")
+@kopf.on.event(kube.POOLS.group, kube.POOLS.version, kube.POOLS.plural)
 async def pool_seen(event: Mapping[str, Any], body: kopf.Body, name: str | None, **_: Any) -> None:
     """Keep the pool cache the webhook and reconciler read from."""
     if name:

@@ -18,6 +18,8 @@ from gismo.contract import (
     ANN_REGION_OFFSET,
     ANN_REGION_SIZE,
     ANN_RESERVATION,
+    BACKEND_DEVDAX,
+    BACKEND_SHM,
     ENV_BACKEND,
     ENV_DEVICE,
     ENV_POOL,
@@ -36,7 +38,7 @@ from gismo.contract import (
 BackendType = Literal["shm", "devdax"]
 
 #: hostPath type per backend: a CXL devdax device is a character device; emulation is a plain file.
-HOSTPATH_TYPES: Mapping[str, str] = {"devdax": "CharDevice", "shm": "File"}
+HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File"}
 
 
 @dataclass(frozen=True)
