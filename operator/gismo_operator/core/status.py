@@ -271,3 +271,29 @@ def invalid_pool_status(
         regions=sum(s.regions for s in slices),
         ready=ready.status,
     )
+
+
+def check_pool_change(
+    new_spec: GismoPoolSpec, old_spec: GismoPoolSpec | None, slices: list[SliceView]
+) -> list[str]:
+    """Problems with changing a pool from ``old_spec`` to ``new_spec`` given its slices (pure).
+
+    The model already checked the spec on its own (multiples, regionSize ≤ capacity).
+    """
+    problems: list[str] = []
+    if slices:
+        end = max(s.extent.end for s in slices)
+        allocated = sum(s.size for s in slices)
+        if new_spec.capacity < end:
+            problems.append(
+                f"spec.capacity: {format_bytes(new_spec.capacity)} is below what is allocated: slices "
+                f"occupy {format_bytes(allocated)} and reach byte {end} ({format_bytes(end)}); slices "
+                f"cannot move, release them first ({', '.join(holders(slices))})"
+            )
+        if old_spec is not None and new_spec.backend != old_spec.backend:
+            problems.append(
+                f"spec.backend: cannot change from {old_spec.backend.type}:{old_spec.backend.path} to "
+                f"{new_spec.backend.type}:{new_spec.backend.path} while {len(slices)} slice(s) use the "
+                f"pool ({', '.join(holders(slices))})"
+            )
+    return problems

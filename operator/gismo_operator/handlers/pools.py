@@ -48,7 +48,6 @@ from gismo_operator.core.models import (
     GismoPoolStatus,
     describe_validation_error,
 )
-from gismo_operator.core.quantity import format_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -272,32 +271,6 @@ async def guard_pool_deletion(name: str, body: kopf.Body, retry: int, logger: ko
 # Validating webhook
 
 
-def check_pool_change(
-    new_spec: GismoPoolSpec, old_spec: GismoPoolSpec | None, slices: list[status.SliceView]
-) -> list[str]:
-    """Problems with changing a pool from ``old_spec`` to ``new_spec`` given its slices (pure).
-
-    The model already checked the spec on its own (multiples, regionSize ≤ capacity).
-    """
-    problems: list[str] = []
-    if slices:
-        end = max(s.extent.end for s in slices)
-        allocated = sum(s.size for s in slices)
-        if new_spec.capacity < end:
-            problems.append(
-                f"spec.capacity: {format_bytes(new_spec.capacity)} is below what is allocated: slices "
-                f"occupy {format_bytes(allocated)} and reach byte {end} ({format_bytes(end)}); slices "
-                f"cannot move, release them first ({', '.join(status.holders(slices))})"
-            )
-        if old_spec is not None and new_spec.backend != old_spec.backend:
-            problems.append(
-                f"spec.backend: cannot change from {old_spec.backend.type}:{old_spec.backend.path} to "
-                f"{new_spec.backend.type}:{new_spec.backend.path} while {len(slices)} slice(s) use the "
-                f"pool ({', '.join(status.holders(slices))})"
-            )
-    return problems
-
-
 @kopf.on.validate(GROUP, VERSION, POOL_PLURAL, id=WEBHOOK_VALIDATE_POOL, operations=["CREATE", "UPDATE"])
 async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
     """Admission: refuse pools the schema cannot catch; each message names the field."""
@@ -325,6 +298,6 @@ async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
                 raise kopf.AdmissionError(
                     f"cannot check the pool's slices, try again: {exc}", code=503
                 ) from None
-        problems = check_pool_change(new_spec, old_spec, slices)
+        problems = status.check_pool_change(new_spec, old_spec, slices)
         if problems:
             raise kopf.AdmissionError("; ".join(problems), code=422)

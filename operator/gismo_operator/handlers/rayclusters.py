@@ -15,7 +15,7 @@ inside a slice are the ledger's job (:mod:`gismo_operator.ledger.regions`); a re
 ledger too, so it can never race an admission in this process and is resourceVersion-checked.
 
 API calls: GET/POST/DELETE gismoslices, LIST gismoslices (all namespaces), GET gismopools,
-GET namespaces, GET/LIST rayclusters (resync), PATCH gismoslices (spec.size; metadata.finalizers),
+GET namespaces, LIST rayclusters (the sweep's resync), PATCH gismoslices (spec.size; metadata.finalizers),
 POST events.
 """
 
@@ -33,9 +33,6 @@ from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
 from gismo_operator.constants import (
     ANNOTATION_PREFIX,
-    COMPONENT,
-    LABEL_CLUSTER,
-    LABEL_MANAGED_BY,
     REASON_INVALID_POOL,
     REASON_INVALID_SHAPE,
     REASON_NOT_ADMITTED,
@@ -46,18 +43,16 @@ from gismo_operator.constants import (
     REASON_SLICE_RESERVED,
     REASON_SLICE_RESIZED,
     REASON_UNKNOWN_POOL,
-    SLICE_FINALIZER,
 )
 from gismo_operator.context import current, raycluster_ref
-from gismo_operator.core import allocator, status
+from gismo_operator.core import allocator
 from gismo_operator.core.models import (
-    API_VERSION,
-    SLICE_KIND,
     GismoPool,
     GismoSlice,
     describe_validation_error,
 )
 from gismo_operator.core.shape import ShapeError, cluster_shape, region_size_for, slice_size
+from gismo_operator.core.slices import build_slice, extents_of_pool, owned_by
 from gismo_operator.ledger.regions import SliceGone
 
 logger = logging.getLogger(__name__)
@@ -79,62 +74,6 @@ class NoSlice(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-# ------------------------------------------------------------------------------------------------
-# Pure builders
-
-
-def owner_reference(raycluster: Mapping[str, Any]) -> dict[str, Any]:
-    """The RayCluster as the slice's controller owner, so garbage collection follows the cluster.
-
-    No ``blockOwnerDeletion``: setting it needs ``update`` on ``rayclusters/finalizers``, and
-    nothing must wait for the slice when a cluster goes.
-    """
-    meta = raycluster.get("metadata") or {}
-    return {
-        "apiVersion": raycluster.get("apiVersion") or "ray.io/v1",
-        "kind": "RayCluster",
-        "name": meta.get("name"),
-        "uid": meta.get("uid"),
-        "controller": True,
-    }
-
-
-def build_slice(
-    raycluster: Mapping[str, Any], pool: str, extent: allocator.Extent, region_size: int
-) -> dict[str, Any]:
-    """The GismoSlice of a RayCluster: same name and namespace, owned by it, no regions yet."""
-    meta = raycluster.get("metadata") or {}
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": SLICE_KIND,
-        "metadata": {
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "labels": {LABEL_MANAGED_BY: COMPONENT, LABEL_CLUSTER: meta.get("name")},
-            "finalizers": [SLICE_FINALIZER],
-            "ownerReferences": [owner_reference(raycluster)] if meta.get("uid") else [],
-        },
-        "spec": {
-            "pool": pool,
-            "rayCluster": meta.get("name"),
-            "offset": extent.offset,
-            "size": extent.size,
-            "regionSize": region_size,
-            "regions": [],
-        },
-    }
-    GismoSlice.model_validate(body)  # a bug here must fail loudly, not write a bad object
-    return body
-
-
-def owned_by(slice_body: Mapping[str, Any], uid: str | None) -> bool:
-    """Whether the slice belongs to the RayCluster with ``uid`` (no uid known: by name only)."""
-    refs = (slice_body.get("metadata") or {}).get("ownerReferences") or []
-    if uid is None or not refs:
-        return True
-    return any(r.get("uid") == uid for r in refs if r.get("kind") == "RayCluster")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,12 +110,6 @@ async def wanted_slice(raycluster: Mapping[str, Any], pool_name: str) -> Wanted:
     return Wanted(pool=pool, size=size, region_size=region_size)
 
 
-def _extents_of_pool(
-    pool: str, bodies: list[dict[str, Any]], skip: tuple[str, str] | None
-) -> list[allocator.Extent]:
-    return [v.extent for v in status.slices_of_pool(pool, bodies) if (v.namespace, v.name) != skip]
-
-
 async def _create_slice(raycluster: Mapping[str, Any], wanted: Wanted) -> dict[str, Any]:
     pool = wanted.pool.metadata.name or ""
     async with current().allocation_locks[pool]:
@@ -184,7 +117,7 @@ async def _create_slice(raycluster: Mapping[str, Any], wanted: Wanted) -> dict[s
         try:
             extent = allocator.place(
                 wanted.pool.spec.capacity,
-                _extents_of_pool(pool, others, None),
+                extents_of_pool(pool, others, None),
                 wanted.size,
                 wanted.pool.spec.region_size,
             )
@@ -202,7 +135,7 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
     namespace, name = existing.metadata.namespace or "", existing.metadata.name or ""
     pool = existing.spec.pool
     async with current().allocation_locks[pool]:
-        others = _extents_of_pool(pool, await current().client().list(kube.SLICES), (namespace, name))
+        others = extents_of_pool(pool, await current().client().list(kube.SLICES), (namespace, name))
 
         def patch(current: GismoSlice) -> dict[str, Any] | None:
             if current.spec.size == wanted.size:

@@ -35,6 +35,7 @@ from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
 from gismo_operator.constants import REASON_REGION_CONFLICT
 from gismo_operator.context import current, raycluster_ref
+from gismo_operator.core.slices import owned_by
 from gismo_operator.handlers import rayclusters
 from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
 
@@ -71,7 +72,7 @@ async def sweep_once() -> SweepReport:
         try:
             rc = by_name.get((namespace, cluster))
             rc_meta = (rc or {}).get("metadata") or {}
-            if rc is None or not rayclusters.owned_by(body, rc_meta.get("uid")):
+            if rc is None or not owned_by(body, rc_meta.get("uid")):
                 why = "its RayCluster no longer exists"
             elif not (rc_meta.get("annotations") or {}).get(ANN_POOL):
                 why = "the gismo.io/pool annotation was removed"
