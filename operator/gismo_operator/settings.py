@@ -23,9 +23,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
-#: A reservation whose pod never appeared must be released within this many seconds (a design
-#: invariant). It expires after RESERVATION_TTL and the next sweep (every SWEEP_INTERVAL, start to
-#: start) releases it, so their sum must not exceed this bound.
+#: A reservation whose pod never appeared must be released within this many seconds
+#: (docs/architecture.md, invariants). It expires after RESERVATION_TTL and the next sweep (every
+#: SWEEP_INTERVAL, start to start) releases it, so their sum must not exceed this bound.
 MAX_RESERVATION_LIFETIME = 60.0
 
 
