@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        from .agent import run
+        from .daemon import run
 
         try:
             cfg = load(_overrides(ns)).validate()
@@ -91,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _ask(path: str, cmd: str) -> Any:
     import socket
 
-    from . import protocol
+    from .daemon import protocol
     from .errors import AgentUnavailable, error_from_code
 
     op = protocol.STATS if cmd == "stats" else protocol.HEALTH

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PAGE = 4096
+from gismo.contract import PAGE
 
 
 def make_array(nbytes: int, fill: int) -> np.ndarray:
