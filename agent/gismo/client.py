@@ -488,7 +488,7 @@ class Client:
                 return self._get_copy(pos, region, slot, gen, off, size)
             # Re-check after the pin is published: an unchanged, even seq means the fields we checked
             # were consistent and the owner had not started deleting when we pinned, so it will see
-            # our pin before it reclaims anything (see agent.py, "Delete protocol").
+            # our pin before it reclaims anything (see daemon/region.py, "Delete protocol").
             if _SEQ.unpack_from(self._ro, pos)[0] == seq:
                 break
             self._unpin(key)

@@ -352,9 +352,8 @@ def _read_here(gref: Any) -> Any:
 
 def _remote_read(ref: ObjRef) -> Any:
     """Read a Gismo object from a node without an agent: a task on the owner node ships it via Ray."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _st().counters["remote_fetches"] += 1
     task = _remote_fn("read")
@@ -451,9 +450,8 @@ def free(refs: Iterable[ObjRef]) -> int:
     skipped (their region is released with the node). Cost: one agent round-trip per object plus
     one small task per other owner node.
     """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = _node_id()
     by_node: dict[str, list[Any]] = {}
@@ -559,9 +557,8 @@ def _node_report() -> dict[str, Any]:
 
 def cluster_stats() -> list[dict[str, Any]]:
     """Every alive Ray node's agent stats (`None` where there is no agent), via zero-CPU tasks."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     tasks = []
     nodes: Any = ray.nodes

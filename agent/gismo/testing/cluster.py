@@ -226,9 +226,8 @@ class LocalCluster:
     def _start(self) -> None:
         self._saved_env[RAY_CLUSTER_ENV] = os.environ.get(RAY_CLUSTER_ENV)
         os.environ[RAY_CLUSTER_ENV] = "0"
-        from ray.cluster_utils import Cluster
-
         import ray
+        from ray.cluster_utils import Cluster
 
         _loopback_only()
         if ray.is_initialized():
