@@ -10,6 +10,9 @@ import numpy as np
 
 from gismo.contract import PAGE
 
+# PAGE is re-exported: the readers touch one byte per page, and callers size their data by it.
+__all__ = ["PAGE", "make_array", "touch_pages"]
+
 
 def make_array(nbytes: int, fill: int) -> np.ndarray:
     """A uint8 array of ``nbytes``, every byte ``fill`` (cheap to make, cheap to verify)."""
