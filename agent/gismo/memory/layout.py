@@ -3,7 +3,7 @@
 Every struct format, offset and entry size that several processes (and hosts) read lives here, with
 the one encoder and decoder of each record kind: the header, the run record, slots (and their
 seqlock), pin entries and lease counters. The client and the daemon both go through these; neither
-packs a record of its own (tests/gismo/memory/test_records.py writes every kind one way and reads
+packs a record of its own (tests/agent/memory/test_records.py writes every kind one way and reads
 it the other).
 
 A region is ``[header page][slot table][pin table][lease counters][data area]``, all offsets relative

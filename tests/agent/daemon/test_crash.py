@@ -15,7 +15,7 @@ import gismo
 from gismo.daemon import protocol
 from gismo.memory import layout
 
-# The helper scripts live one level up, in tests/gismo.
+# The helper scripts live one level up, in tests/agent.
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -1,7 +1,7 @@
 """Helpers and fixtures for the store tests: a pool file, agent daemons, and node processes.
 
 Test modules import helpers from here (``from storefix import ...``), not from ``conftest``: when
-pytest is given tests/gismo and tests/gismo/ray together, both conftest files are named ``conftest`` and
+pytest is given tests/agent and tests/agent/ray together, both conftest files are named ``conftest`` and
 the later one would shadow this one.
 
 Everything started here is stopped in teardown (terminate, then kill), and every file is removed,
