@@ -11,10 +11,12 @@ export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
 install: $(BIN)/.installed tools
 
-$(BIN)/.installed: pyproject.toml requirements.lock
+# Both distributions editable (gismo with its Ray extra, the operator with its demo extra) and the
+# root pyproject's `dev` group, every package pinned by requirements.lock.
+$(BIN)/.installed: pyproject.toml agent/pyproject.toml operator/pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	$(BIN)/pip install -q -c requirements.lock -e './agent[ray]' -e './operator[demo]' --group dev
 	touch $@
 
 tools: $(TOOLS)/helm
@@ -26,10 +28,12 @@ $(TOOLS)/helm: scripts/install-tools.sh
 test: install
 	$(BIN)/pytest
 
+# The vermin step: gismo imports on Python 3.10+ (Ray 2.60's range); agent/vermin.ini says how.
 lint: install
 	$(BIN)/ruff check agent operator tests bench
 	$(BIN)/ruff format --check agent operator tests bench
 	$(BIN)/mypy agent/gismo operator/gismo_operator
+	$(BIN)/vermin --config-file agent/vermin.ini agent/gismo
 
 crds: install
 	$(BIN)/python -m gismo_operator.crdgen --out crds --chart charts/gismo/crds

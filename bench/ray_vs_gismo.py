@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 
 import gismo.ray as gray
-import ray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster, leftover_processes
 from gismo.testing.workloads import PAGE, make_array, touch_pages

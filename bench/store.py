@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 
 import gismo
-from gismo import protocol
+from gismo import contract
+from gismo.daemon import protocol
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -59,7 +60,7 @@ def memcpy_bw(size: int) -> float:
 
 
 def start_agent(env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+    full = {k: v for k, v in os.environ.items() if not k.startswith(contract.ENV_PREFIX)}
     full.update(env)
     with open(log, "ab") as f:
         p = subprocess.Popen([sys.executable, "-m", "gismo.cli", "agent"], env=full, stdout=f, stderr=f)
@@ -69,7 +70,7 @@ def start_agent(env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
             raise SystemExit(f"agent exited {p.returncode}; see {log}")
         try:
             with socket.socket(socket.AF_UNIX) as s:
-                s.connect(env["GISMO_SOCKET"])
+                s.connect(env[contract.ENV_SOCKET])
                 s.sendall(protocol.frame(protocol.HEALTH))
                 if s.recv(64):
                     return p
@@ -159,9 +160,13 @@ def main() -> int:
             sock = os.path.join(tmp, f"a{r}.sock")
             socks.append(sock)
             env = {
-                "GISMO_DEVICE": path, "GISMO_SLICE_OFFSET": "0", "GISMO_SLICE_SIZE": str(2 * region),
-                "GISMO_REGION": str(r), "GISMO_REGION_SIZE": str(region), "GISMO_SOCKET": sock,
-            }  # fmt: skip
+                contract.ENV_DEVICE: path,
+                contract.ENV_SLICE_OFFSET: "0",
+                contract.ENV_SLICE_SIZE: str(2 * region),
+                contract.ENV_REGION: str(r),
+                contract.ENV_REGION_SIZE: str(region),
+                contract.ENV_SOCKET: sock,
+            }
             agents.append(start_agent(env, os.path.join(tmp, f"a{r}.log")))
         c = gismo.connect(socks[0])
         rproc = ctx.Process(target=reader, args=(child, socks[1]), daemon=True)

@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import ConfigError, load
+from .contract import BACKENDS, ENV_BACKEND, ENV_SOCKET, SOCKET_PATH
 from .errors import GismoError
 
 
 def _geometry_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="shm file or DAX device (GISMO_DEVICE)")
-    p.add_argument("--backend", choices=["shm", "devdax"], help="GISMO_BACKEND")
+    p.add_argument("--backend", choices=BACKENDS, help=ENV_BACKEND)
     p.add_argument("--pool", help="GISMO_POOL")
     p.add_argument("--slice-offset", help="GISMO_SLICE_OFFSET (bytes or quantity)")
     p.add_argument("--slice-size", help="GISMO_SLICE_SIZE")
@@ -33,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("agent", help="run the agent daemon for this pod's region")
     _geometry_flags(a)
-    a.add_argument("--socket", help="Unix socket path (GISMO_SOCKET, default /run/gismo/agent.sock)")
+    a.add_argument("--socket", help=f"Unix socket path ({ENV_SOCKET}, default {SOCKET_PATH})")
     a.add_argument("--metrics-port", type=int, help="HTTP port for /metrics, /healthz, /readyz (0 = off)")
     a.add_argument("--slots", type=int, help="object slots in the region (default: one per 8 KiB)")
     a.add_argument("--pin-entries", type=int, help="pin table entries (default: as many as slots, ≥ 16384)")
@@ -69,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        from .agent import run
+        from .daemon import run
 
         try:
             cfg = load(_overrides(ns)).validate()
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _ask(path: str, cmd: str) -> Any:
     import socket
 
-    from . import protocol
+    from .daemon import protocol
     from .errors import AgentUnavailable, error_from_code
 
     op = protocol.STATS if cmd == "stats" else protocol.HEALTH

@@ -22,16 +22,15 @@ import contextlib
 import json
 import os
 import socket
-import struct
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-from . import coherence, layout, protocol
 from .config import Config
 from .config import load as load_config
+from .daemon import protocol
 from .errors import (
     AgentUnavailable,
     CorruptRegion,
@@ -41,17 +40,20 @@ from .errors import (
     StoreFull,
     error_from_code,
 )
-from .layout import LEASE, SEALED, Geometry
-from .mapping import SliceMapping
+from .memory import coherence, layout
+from .memory.layout import LEASE, SEALED, Geometry
+from .memory.mapping import SliceMapping
+from .memory.serialize import BYTES, Encoded, decode, encode, plan_array, write, write_header
 from .ref import Ref
-from .serialize import BYTES, Encoded, decode, encode, plan_array, write, write_header
 
 SEAL_BATCH = 1024  # seal notices sent at the latest after this many puts
 REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
+# layout's precompiled records, bound once: the get path reads a slot twice and writes a pin.
 _SEQ = layout.SLOT_SEQ
-_SLOT = struct.Struct("<QQIIQQQ")
-_PIN = struct.Struct("<IIQ")
-_COUNTERS = struct.Struct("<QQ")
+_SLOT = layout.SLOT
+_write_pin = layout.write_pin
+_clear_pin = layout.clear_pin
+_write_counters = layout.write_counters
 
 
 class _Release:
@@ -486,7 +488,7 @@ class Client:
                 return self._get_copy(pos, region, slot, gen, off, size)
             # Re-check after the pin is published: an unchanged, even seq means the fields we checked
             # were consistent and the owner had not started deleting when we pinned, so it will see
-            # our pin before it reclaims anything (see agent.py, "Delete protocol").
+            # our pin before it reclaims anything (see daemon/region.py, "Delete protocol").
             if _SEQ.unpack_from(self._ro, pos)[0] == seq:
                 break
             self._unpin(key)
@@ -500,9 +502,10 @@ class Client:
         except BaseException:
             release()
             raise
-        self._gets += 1
-        if self._counter_pos >= 0:
-            _COUNTERS.pack_into(self._rw, self._counter_pos, self._gets, 0)
+        with self._lock:  # one writer of the counter record, and no lost increments across threads
+            self._gets += 1
+            if self._counter_pos >= 0:
+                _write_counters(self._rw, self._counter_pos, self._gets, 0)
         return obj
 
     def _get_copy(self, pos: int, region: int, slot: int, gen: int, off: int, size: int) -> Any:
@@ -553,7 +556,7 @@ class Client:
                 self._add_lease(protocol.LEASE_REP.unpack(rep))
             entry = self._free_pins.pop()
             pos = self._pin_off + entry * layout.PIN_SIZE
-            _PIN.pack_into(self._rw, pos, key[0] + 1, key[1], key[2])
+            _write_pin(self._rw, pos, key[0], key[1], key[2])
             coherence.flush(self._rw, pos, layout.PIN_SIZE)
             self._pinned[key] = [entry, 1]
 
@@ -568,7 +571,7 @@ class Client:
             del self._pinned[key]
             pos = self._pin_off + e[0] * layout.PIN_SIZE
             try:
-                _PIN.pack_into(self._rw, pos, 0, 0, 0)
+                _clear_pin(self._rw, pos)
             except (ValueError, TypeError):  # mapping already released at interpreter exit
                 return
             coherence.flush(self._rw, pos, layout.PIN_SIZE)

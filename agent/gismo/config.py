@@ -18,10 +18,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
+from .contract import BACKENDS, ENV_PREFIX, OPERATOR_ENV_PREFIX, PAGE, SOCKET_PATH
 from .errors import GismoError
-
-DEFAULT_SOCKET = "/run/gismo/agent.sock"
-PAGE = 4096
 
 
 class ConfigError(GismoError):
@@ -53,7 +51,7 @@ class Config:
     region: int = -1
     region_size: int = 0
     region_offset: int = -1
-    socket: str = DEFAULT_SOCKET
+    socket: str = SOCKET_PATH
     # Agent tuning (not in CONTRACTS: agent-only, with safe defaults).
     slots: int = 0  # 0: derived from the region size
     pin_entries: int = 0  # 0: derived from the slot count
@@ -81,7 +79,7 @@ class Config:
         """Check the geometry; returns self so calls chain. Raises ConfigError with the variable's name."""
         if not self.device:
             raise ConfigError("GISMO_DEVICE is not set (path of the shm file or DAX device)")
-        if self.backend not in ("shm", "devdax"):
+        if self.backend not in BACKENDS:
             raise ConfigError(f"GISMO_BACKEND must be shm or devdax, not {self.backend!r}")
         if self.slice_size <= 0:
             raise ConfigError("GISMO_SLICE_SIZE must be a positive byte count")
@@ -108,7 +106,8 @@ _INT_FIELDS = {"slice_offset", "slice_size", "region_size", "region_offset", "sl
 
 def _norm(key: str) -> str:
     k = key.lower()
-    return k[len("gismo_") :] if k.startswith("gismo_") else k
+    prefix = ENV_PREFIX.lower()
+    return k[len(prefix) :] if k.startswith(prefix) else k
 
 
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -118,7 +117,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     values: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     for key, val in env.items():
-        if key.startswith("GISMO_") and not key.startswith("GISMO_OPERATOR_"):
+        if key.startswith(ENV_PREFIX) and not key.startswith(OPERATOR_ENV_PREFIX):
             raw[_norm(key)] = val
     for key, val in (overrides or {}).items():
         if val is not None:

@@ -50,6 +50,10 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
 
+from .client import connect
+from .contract import ENV_DEVICE, ENV_SOCKET, SOCKET_PATH
+from .errors import AgentUnavailable, GismoError, ObjectNotFound, StaleRef, StoreFull
+
 T = TypeVar("T")
 
 __all__ = [
@@ -68,7 +72,6 @@ __all__ = [
 
 # After a failed connect, don't retry for this long (each retry costs a socket round-trip).
 RECONNECT_BACKOFF_S = 5.0
-DEFAULT_SOCKET = "/run/gismo/agent.sock"  # docs/CONTRACTS.md
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class _State:
     socket: str | None = None
     retry_at: float = 0.0
     counters: Counter[str] = field(default_factory=Counter)
+    node_id: str = ""  # this process's Ray node, once known (a worker never changes node)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -130,9 +134,9 @@ def _socket_path() -> str | None:
 
     An empty GISMO_SOCKET means "no agent here" (how a pod/task opts out).
     """
-    sock = os.environ.get("GISMO_SOCKET")
-    if sock is None and os.environ.get("GISMO_DEVICE"):
-        return DEFAULT_SOCKET
+    sock = os.environ.get(ENV_SOCKET)
+    if sock is None and os.environ.get(ENV_DEVICE):
+        return SOCKET_PATH
     return sock or None
 
 
@@ -153,9 +157,7 @@ def _client() -> Any | None:
             st.client = None
         st.socket = sock
         try:
-            import gismo
-
-            st.client = gismo.connect(socket_path=sock)
+            st.client = connect(socket_path=sock)
             st.counters["connects"] += 1
             return st.client
         except Exception:
@@ -175,9 +177,21 @@ def _drop_client() -> None:
 
 
 def _node_id() -> str:
+    """This process's Ray node id, asked of Ray once per process (it is on every put's path).
+
+    Cached in the per-process state, so a fork asks again; dropped while Ray is not initialised
+    and by ``reset()`` (call it after ``ray.shutdown()``/``ray.init()`` in one driver, as
+    gismo.testing.LocalCluster does).
+    """
     import ray
 
-    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else ""
+    st = _st()
+    if not ray.is_initialized():
+        st.node_id = ""
+        return ""
+    if not st.node_id:
+        st.node_id = str(ray.get_runtime_context().get_node_id())
+    return st.node_id
 
 
 def _nbytes(obj: Any) -> int:
@@ -187,20 +201,6 @@ def _nbytes(obj: Any) -> int:
     if isinstance(obj, bytes | bytearray | memoryview):
         return len(obj)
     return 0
-
-
-def _errors() -> tuple[type[BaseException], type[BaseException], type[BaseException]]:
-    """(StoreFull, AgentUnavailable, GismoError) from the store, or stand-ins if it is absent."""
-    try:
-        from gismo.errors import AgentUnavailable, GismoError, StoreFull
-
-        return StoreFull, AgentUnavailable, GismoError
-    except ImportError:
-
-        class _Never(Exception):
-            pass
-
-        return _Never, _Never, _Never
 
 
 def _on_agent(op: Callable[[Any], T]) -> tuple[T | None, str]:
@@ -213,15 +213,14 @@ def _on_agent(op: Callable[[Any], T]) -> tuple[T | None, str]:
     client = _client()
     if client is None:
         return None, "no-agent" if _socket_path() is None else "agent-unavailable"
-    store_full, agent_unavailable, gismo_error = _errors()
     try:
         return op(client), ""
-    except store_full:
+    except StoreFull:
         return None, "store-full"
-    except (agent_unavailable, OSError):
+    except (AgentUnavailable, OSError):
         _drop_client()
         return None, "agent-error"
-    except gismo_error:
+    except GismoError:
         return None, "agent-error"
 
 
@@ -282,10 +281,9 @@ class Creation:
         st = _st()
         p = self._pending
         if p is not None:
-            _, agent_unavailable, gismo_error = _errors()
             try:
                 gref = p.seal()
-            except (agent_unavailable, OSError, gismo_error):
+            except (AgentUnavailable, OSError, GismoError):
                 # The region's bytes are still mapped: copy them out and let Ray carry the object.
                 _drop_client()
                 self.fallback = "agent-error"
@@ -354,9 +352,8 @@ def _read_here(gref: Any) -> Any:
 
 def _remote_read(ref: ObjRef) -> Any:
     """Read a Gismo object from a node without an agent: a task on the owner node ships it via Ray."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     _st().counters["remote_fetches"] += 1
     task = _remote_fn("read")
@@ -385,10 +382,9 @@ def get(ref: ObjRef | Sequence[ObjRef] | Any) -> Any:
     client = _client()
     if client is None:
         return _remote_read(ref)
-    _, agent_unavailable, _ = _errors()
     try:
         value = client.get(ref.gismo_ref)
-    except (agent_unavailable, OSError):
+    except (AgentUnavailable, OSError):
         _drop_client()
         return _remote_read(ref)
     st.counters["gets"] += 1
@@ -420,12 +416,7 @@ def _delete_here(grefs: Iterable[Any]) -> int:
     client = _client()
     if client is None:
         raise RuntimeError("no Gismo agent on this node")
-    try:
-        from gismo.errors import ObjectNotFound, StaleRef
-
-        gone: tuple[type[BaseException], ...] = (ObjectNotFound, StaleRef)
-    except ImportError:
-        gone = ()
+    gone = (ObjectNotFound, StaleRef)
     n = 0
     for g in grefs:
         try:
@@ -459,9 +450,8 @@ def free(refs: Iterable[ObjRef]) -> int:
     skipped (their region is released with the node). Cost: one agent round-trip per object plus
     one small task per other owner node.
     """
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = _node_id()
     by_node: dict[str, list[Any]] = {}
@@ -559,7 +549,7 @@ def stats() -> dict[str, Any]:
 
 
 def _node_report() -> dict[str, Any]:
-    report: dict[str, Any] = {"node_id": _node_id(), "socket": os.environ.get("GISMO_SOCKET")}
+    report: dict[str, Any] = {"node_id": _node_id(), "socket": os.environ.get(ENV_SOCKET)}
     client = _client()
     report["agent"] = dict(client.stats()) if client is not None else None
     return report
@@ -567,9 +557,8 @@ def _node_report() -> dict[str, Any]:
 
 def cluster_stats() -> list[dict[str, Any]]:
     """Every alive Ray node's agent stats (`None` where there is no agent), via zero-CPU tasks."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     tasks = []
     nodes: Any = ray.nodes

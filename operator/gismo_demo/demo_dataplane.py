@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import ray
 
 import gismo.ray as gray
-import ray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster
 from gismo.testing.workloads import PAGE, make_array, touch_pages

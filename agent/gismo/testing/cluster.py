@@ -48,17 +48,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-GISMO_ENV_KEYS = (
-    "GISMO_POOL",
-    "GISMO_BACKEND",
-    "GISMO_DEVICE",
-    "GISMO_SLICE_OFFSET",
-    "GISMO_SLICE_SIZE",
-    "GISMO_REGION",
-    "GISMO_REGION_OFFSET",
-    "GISMO_REGION_SIZE",
-    "GISMO_SOCKET",
-)
+from gismo import contract as c
+
+GISMO_ENV_KEYS = c.REGION_ENV
+#: Every Ray process of the harness listens on loopback only, never the machine's interface address.
+LOOPBACK = "127.0.0.1"
+# Ray resolves 127.0.0.1 back to the interface address unless this is off (ray._private.ray_constants
+# reads it at import; services.get_node_ip_address then answers loopback): set for the driver and
+# inherited by every raylet and worker.
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Set in the environment of every process this harness starts (raylets, workers, agents), so
 # stragglers can be found after shutdown even when Ray has rewritten their process titles.
 MARKER_ENV = "GISMO_TESTING_CLUSTER"
@@ -172,7 +170,7 @@ class LocalCluster:
         if layout is not None:
             if not layout:
                 raise ValueError("layout needs at least one region")
-            nodes, region_bytes = len(layout), int(layout[0]["GISMO_REGION_SIZE"])
+            nodes, region_bytes = len(layout), int(layout[0][c.ENV_REGION_SIZE])
         self.layout = [dict(r) for r in layout] if layout is not None else None
         if nodes < 1:
             raise ValueError("nodes must be >= 1")
@@ -226,10 +224,12 @@ class LocalCluster:
         return self
 
     def _start(self) -> None:
+        self._saved_env[RAY_CLUSTER_ENV] = os.environ.get(RAY_CLUSTER_ENV)
+        os.environ[RAY_CLUSTER_ENV] = "0"
+        import ray
         from ray.cluster_utils import Cluster
 
-        import ray
-
+        _loopback_only()
         if ray.is_initialized():
             raise RuntimeError("ray is already initialized in this process; shut it down first")
         self.tmpdir = tempfile.mkdtemp(prefix="gr-", dir=self.tmp_root)
@@ -239,6 +239,8 @@ class LocalCluster:
         self._start_janitor()
         # The driver's env: no inherited GISMO_* (raylets inherit ours), Ray's temp dir inside ours.
         for key in (*GISMO_ENV_KEYS, "RAY_TMPDIR", MARKER_ENV):
+            if key in self._saved_env:
+                continue
             self._saved_env[key] = os.environ.pop(key, None)
         os.environ["RAY_TMPDIR"] = self.tmpdir
         os.environ[MARKER_ENV] = self.marker
@@ -246,6 +248,7 @@ class LocalCluster:
         if self.with_agents:
             self._start_agents()
 
+        # The first add_node starts the head (GCS included) on LOOPBACK too.
         self.cluster = Cluster(shutdown_at_exit=False)
         for i in range(self.nodes):
             node_env = dict(self.ray_env)
@@ -257,6 +260,7 @@ class LocalCluster:
                 "object_store_memory": self.object_store_bytes,
                 "env_vars": node_env,
                 "resources": {f"gismo_node_{i}": 1000},
+                "node_ip_address": LOOPBACK,
             }
             if i == 0:
                 kwargs["include_dashboard"] = False
@@ -276,18 +280,18 @@ class LocalCluster:
         if self.layout is not None:
             return dict(self.layout[i])
         return {
-            "GISMO_POOL": "local",
-            "GISMO_BACKEND": "shm",
-            "GISMO_SLICE_OFFSET": "0",
-            "GISMO_SLICE_SIZE": str(self.nodes * self.region_bytes),
-            "GISMO_REGION": str(i),
-            "GISMO_REGION_OFFSET": str(i * self.region_bytes),
-            "GISMO_REGION_SIZE": str(self.region_bytes),
+            c.ENV_POOL: "local",
+            c.ENV_BACKEND: c.BACKEND_SHM,
+            c.ENV_SLICE_OFFSET: "0",
+            c.ENV_SLICE_SIZE: str(self.nodes * self.region_bytes),
+            c.ENV_REGION: str(i),
+            c.ENV_REGION_OFFSET: str(i * self.region_bytes),
+            c.ENV_REGION_SIZE: str(self.region_bytes),
         }
 
     def _start_agents(self) -> None:
         regions = [self._region_env(i) for i in range(self.nodes)]
-        size = max(int(r["GISMO_SLICE_OFFSET"]) + int(r["GISMO_SLICE_SIZE"]) for r in regions)
+        size = max(int(r[c.ENV_SLICE_OFFSET]) + int(r[c.ENV_SLICE_SIZE]) for r in regions)
         fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.ftruncate(fd, size)  # sparse: tmpfs pages are allocated as the agents write
@@ -295,10 +299,10 @@ class LocalCluster:
             os.close(fd)
         for i, region in enumerate(regions):
             sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
-            env = {**region, "GISMO_DEVICE": self.slice_path, "GISMO_SOCKET": sock}
+            env = {**region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
             agent = AgentProcess(i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"))
             self.agents.append(agent)
-            proc_env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
+            proc_env = {k: v for k, v in os.environ.items() if not k.startswith(c.ENV_PREFIX)}
             proc_env.update(env)
             proc_env[MARKER_ENV] = self.marker
             with open(agent.log_path, "wb") as log:
@@ -445,6 +449,17 @@ class LocalCluster:
                 else:
                     os.environ[k] = v
             _reset_gismo_ray()
+
+
+def _loopback_only() -> None:
+    """Make an already imported Ray answer loopback for this process's own address too.
+
+    RAY_CLUSTER_ENV only takes effect when ray is first imported; a driver that imported ray before
+    starting the cluster gets the same rule by the constant that services.get_node_ip_address reads.
+    """
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 (private module, untyped)
 
 
 def _reset_gismo_ray() -> None:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-PAGE = 4096
+from gismo.contract import PAGE
+
+# PAGE is re-exported: the readers touch one byte per page, and callers size their data by it.
+__all__ = ["PAGE", "make_array", "touch_pages"]
 
 
 def make_array(nbytes: int, fill: int) -> np.ndarray:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+import ray
 
 import gismo.ray as gray
-import ray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster
 

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from gismo import layout
 from gismo.errors import CorruptRegion
-from gismo.layout import Geometry
+from gismo.memory import layout
+from gismo.memory.layout import Geometry
 from gismo.ref import Ref
 
 MiB = 1 << 20

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CorruptRegion
+from ..errors import CorruptRegion
 
 MAGIC = b"GOBJ"
 PICKLE, NDARRAY, BYTES = 1, 2, 3

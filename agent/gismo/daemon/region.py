@@ -1,10 +1,8 @@
-"""The agent daemon: the one writer of its region's metadata.
+"""The region owner: the one writer of its region's metadata (slots, allocator, leases, reclaim).
 
 It maps the slice, formats its region (first start, or a region left by another pod) or recovers it
-(a restart of the same pod), then serves the pod's processes over a Unix socket. Everything that
-allocates, deletes or reclaims goes through here; reads never do (clients validate and pin on their
-own). One thread runs the socket loop (selectors, no asyncio: ~2x less overhead per message); an
-optional HTTP thread only reads counters for Prometheus and probes.
+(a restart of the same pod). Everything that allocates, deletes or reclaims goes through here; reads
+never do (clients validate and pin on their own). It holds no socket: server.py feeds it requests.
 
 Put protocol (one round trip): CREATE reserves a slot and an extent and hands the slot to the caller
 (state RESERVED, written by the agent); the client writes the object, flips the slot to SEALED
@@ -21,56 +19,32 @@ visible long before the scan.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
-import json
 import logging
 import os
 import random
-import selectors
-import signal
-import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from . import coherence, layout, protocol
+from ..config import Config
+from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
+from ..memory import coherence, layout
+from ..memory.layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
+from ..memory.mapping import SliceMapping
 from .alloc import Allocator
-from .config import Config
-from .errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
-from .layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
-from .mapping import SliceMapping
+from .conn import Conn
 
 log = logging.getLogger("gismo.agent")
 
-SLOT_DTYPE = np.dtype(
-    [("seq", "<u8"), ("generation", "<u8"), ("state", "<u4"), ("flags", "<u4"), ("offset", "<u8"),
-     ("length", "<u8"), ("alloc", "<u8"), ("pad", "V16")]
-)  # fmt: skip
-MAX_BACKLOG = 16 << 20  # unsent reply bytes tolerated per connection
+SLOT_DTYPE = layout.slot_dtype()
 
 
-@dataclass
-class Conn:
-    """One client connection and what it holds."""
-
-    sock: socket.socket
-    cid: int
-    reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
-    out: bytearray = field(default_factory=bytearray)
-    pid: int = 0
-    reserved: set[int] = field(default_factory=set)
-    leases: list[int] = field(default_factory=list)
-
-
-class Agent:
-    """Owns one region. Create with a validated Config; call ``serve()`` to run until SIGTERM/stop()."""
+class RegionOwner:
+    """Owns one region's metadata. Create with a validated Config (server.Agent adds the socket)."""
 
     def __init__(self, cfg: Config, *, force_format: bool = False) -> None:
         self.cfg = cfg.validate()
@@ -96,18 +70,8 @@ class Agent:
         self.reserved_bytes = 0  # extents handed to clients and not yet sealed (in-flight puts, stashes)
         self.recovered: dict[str, int] = {}
         self.geom = self._format_or_recover(force_format)
+        # the connections holding reservations and leases, by id (filled by the server)
         self.conns: dict[int, Conn] = {}
-        self._next_cid = 1
-        self._stop = False
-        self.ready = False
-        self.sel: selectors.BaseSelector | None = None
-        self.listener: socket.socket | None = None
-        self._handlers: dict[int, Callable[[Conn, memoryview], bytes]] = {
-            protocol.DELETE: self._op_delete, protocol.ABORT: self._op_abort,
-            protocol.HELLO: self._op_hello, protocol.LEASE: self._op_lease,
-            protocol.FALLBACK: self._op_fallback, protocol.STATS: self._op_stats,
-            protocol.LIST: self._op_list, protocol.HEALTH: self._op_health,
-        }  # fmt: skip
 
     # ---- region setup -------------------------------------------------------------------------
     def _lock_region(self) -> int:
@@ -272,242 +236,6 @@ class Agent:
         self.recovered = {"kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting}
         log.info("region %d recovered (epoch %d): %s", g.region, self.epoch, self.recovered)
 
-    # ---- socket loop --------------------------------------------------------------------------
-    def listen(self) -> None:
-        path = self.cfg.socket
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        if os.path.exists(path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(path)
-            except OSError:
-                os.unlink(path)  # stale socket of a dead agent
-            else:
-                probe.close()
-                raise GismoError(f"another agent is serving {path}")
-            finally:
-                probe.close()
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(path)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o666)  # the Ray container may run under another uid
-        ls.listen(256)
-        ls.setblocking(False)
-        self.listener = ls
-        self.sel = selectors.DefaultSelector()
-        self.sel.register(ls, selectors.EVENT_READ, None)
-        self.ready = True
-
-    def stop(self, *_: Any) -> None:
-        self._stop = True
-
-    def serve(self) -> None:
-        """Run until stop(); SIGTERM and SIGINT stop it cleanly (region stays; socket removed)."""
-        if self.listener is None:
-            self.listen()
-        assert self.sel is not None
-        with contextlib.suppress(ValueError):  # not the main thread: caller handles signals
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
-        try:
-            while not self._stop:
-                timeout = min(0.1, max(0.0, self._next_due - time.monotonic()))
-                for key, mask in self.sel.select(timeout):
-                    if key.data is None:
-                        self._accept()
-                    elif mask & selectors.EVENT_READ:
-                        self._on_read(key.data)
-                    elif mask & selectors.EVENT_WRITE:
-                        self._flush_out(key.data)
-                if self._next_due <= time.monotonic():
-                    self._maintain(time.monotonic())
-        finally:
-            self.shutdown()
-
-    def shutdown(self) -> None:
-        """Stop serving. Clients' reservations stay RESERVED in memory on purpose: a client that is
-        still alive may be writing into one, so only the next agent's recovery (which quarantines
-        them for orphan_grace_s) may free them; sealed ones are simply kept."""
-        self.ready = False
-        for c in list(self.conns.values()):
-            self.conns.pop(c.cid, None)
-            c.sock.close()
-        if self.listener is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self.cfg.socket)
-            self.listener.close()
-            self.listener = None
-        if self.sel is not None:
-            self.sel.close()
-            self.sel = None
-        with contextlib.suppress(ValueError, TypeError):
-            layout.write_run(self.rw, 0, self.epoch, os.getpid(), 1)
-        log.info("agent for region %d stopped", self.region)
-
-    def _accept(self) -> None:
-        assert self.listener is not None and self.sel is not None
-        while True:
-            try:
-                s, _ = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept: %s", exc)
-                return
-            s.setblocking(False)
-            c = Conn(s, self._next_cid)
-            self._next_cid += 1
-            self.conns[c.cid] = c
-            self.sel.register(s, selectors.EVENT_READ, c)
-
-    def _on_read(self, c: Conn) -> None:
-        try:
-            data = c.sock.recv(1 << 18)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._close(c)
-            return
-        try:
-            frames = c.reader.feed(data)
-        except ProtocolError as exc:
-            # A length we cannot trust: there is no resynchronising this stream. Say why, then drop it.
-            with contextlib.suppress(OSError):
-                c.sock.send(protocol.reply(exc.code, str(exc).encode()))
-            self._close(c)
-            return
-        out = c.out
-        for payload in frames:
-            op = payload[0]
-            noreply = op & protocol.NOREPLY
-            try:
-                body = self.dispatch(c, op & 0x7F, memoryview(payload)[1:])
-                rep = protocol.reply(protocol.OK, body)
-            except GismoError as exc:
-                rep = protocol.reply(exc.code, str(exc).encode())
-            except (struct.error, ValueError, TypeError, UnicodeDecodeError) as exc:
-                rep = protocol.reply(ProtocolError.code, f"malformed {protocol.OP_NAMES.get(op & 0x7F, op)} "
-                                     f"request: {exc}".encode())  # fmt: skip
-            except Exception as exc:  # a bug must not take the agent down for every other client
-                log.exception("request failed")
-                rep = protocol.reply(GismoError.code, f"internal error: {exc!r}".encode())
-            if not noreply:
-                out += rep
-        if out:
-            self._flush_out(c)
-            if len(c.out) > MAX_BACKLOG:  # a client that sends but never reads: cut it off
-                log.warning("client %d (pid %d) does not read its replies; closing it", c.cid, c.pid)
-                self._close(c)
-
-    def _flush_out(self, c: Conn) -> None:
-        assert self.sel is not None
-        try:
-            n = c.sock.send(c.out)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self._close(c)
-            return
-        del c.out[:n]
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
-
-    def _close(self, c: Conn) -> None:
-        if self.conns.pop(c.cid, None) is None:
-            return
-        if self.sel is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self.sel.unregister(c.sock)
-        c.sock.close()
-        for s in list(c.reserved):
-            self._settle_reservation(s, self.reserved[s][1])
-        for lease in c.leases:
-            self._drop_lease(lease)
-
-    # ---- requests -----------------------------------------------------------------------------
-    def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
-        """Handle one request; return the reply body or raise a GismoError (sent as an error reply)."""
-        if op == protocol.CREATE:  # the hot path first
-            (n,) = protocol.CREATE_REQ.unpack(body)
-            return protocol.CREATE_REP.pack(*self.create(c, n))
-        if op == protocol.SEAL:
-            self.seal(c, *protocol.SLOT_REQ.unpack(body))
-            return b""
-        if op == protocol.SEAL_MANY:
-            # Batched seal notices: one bad entry must not void the others, so each is settled alone.
-            size = protocol.SLOT_REQ.size
-            if len(body) % size:
-                raise ProtocolError("seal_many body is not a whole number of entries")
-            errors = 0
-            for i in range(0, len(body), size):
-                try:
-                    self.seal(c, *protocol.SLOT_REQ.unpack_from(body, i))
-                except GismoError:
-                    errors += 1
-            if errors:
-                raise StaleRef(
-                    f"{errors} of {len(body) // size} seal notices named no reservation of this client"
-                )
-            return b""
-        if op == protocol.CREATE_MANY:
-            n, count = protocol.CREATE_MANY_REQ.unpack(body)
-            return b"".join(protocol.CREATE_REP.pack(*r) for r in self.create_many(c, n, count))
-        handler = self._handlers.get(op)
-        if handler is None:
-            raise ProtocolError(f"unknown op {op}")
-        return handler(c, body)
-
-    def _op_delete(self, c: Conn, body: memoryview) -> bytes:
-        self.delete(*protocol.DELETE_REQ.unpack(body))
-        return b""
-
-    def _op_abort(self, c: Conn, body: memoryview) -> bytes:
-        slot, gen = protocol.SLOT_REQ.unpack(body)
-        r = self.reserved.get(slot)
-        if r is None or r[0] != c.cid or r[1] != gen:
-            raise StaleRef(f"slot {slot} generation {gen} is not reserved by this client")
-        self._settle_reservation(slot, gen, abort=True)
-        return b""
-
-    def _op_hello(self, c: Conn, body: memoryview) -> bytes:
-        (c.pid,) = protocol.HELLO_REQ.unpack(body)
-        return protocol.json_body(self.hello(c))
-
-    def _op_lease(self, c: Conn, body: memoryview) -> bytes:
-        if body:
-            raise ProtocolError("lease takes no body")
-        return protocol.LEASE_REP.pack(*self._new_lease(c))
-
-    def _op_fallback(self, c: Conn, body: memoryview) -> bytes:
-        (n,) = protocol.COUNT_REQ.unpack(body)
-        self.fallbacks += n
-        return b""
-
-    def _op_stats(self, c: Conn, body: memoryview) -> bytes:
-        return protocol.json_body(self.stats())
-
-    def _op_list(self, c: Conn, body: memoryview) -> bytes:
-        return protocol.json_body(self.list_objects())
-
-    def _op_health(self, c: Conn, body: memoryview) -> bytes:
-        health = {"ok": True, "ready": self.ready, "region": self.region, "epoch": self.epoch}
-        return protocol.json_body(health)
-
-    def hello(self, c: Conn) -> dict[str, Any]:
-        cfg = self.cfg
-        try:
-            lease: tuple[int, int] | None = self._new_lease(c)
-        except StoreFull:
-            lease = None
-        return {
-            "version": layout.VERSION, "pool": cfg.pool, "backend": cfg.backend, "device": cfg.device,
-            "slice_offset": cfg.slice_offset, "slice_size": cfg.slice_size, "region": self.region,
-            "region_size": cfg.region_size, "epoch": self.epoch, "lease": lease,
-            "format_id": self.geom.format_id,
-        }  # fmt: skip
-
     def _new_lease(self, c: Conn) -> tuple[int, int]:
         if not self.free_leases and self.held_leases:
             self._reap_held_leases()
@@ -530,9 +258,9 @@ class Agent:
         """A client is gone: its pins and requests go with it (the agent is now the lease's writer)."""
         g = self.geom
         pos = g.pin_pos(i * LEASE)
-        self.rw[pos : pos + LEASE * layout.PIN_SIZE] = bytes(LEASE * layout.PIN_SIZE)
+        self.rw[pos : pos + LEASE * layout.PIN_SIZE] = layout.EMPTY_PIN * LEASE
         cpos = g.counter_pos(i)
-        gets, _fb = struct.unpack_from("<QQ", self.rw, cpos)
+        gets, _fb = layout.read_counters(self.rw, cpos)
         self.closed_gets += gets
         self.rw[cpos : cpos + layout.COUNTER_SIZE] = bytes(layout.COUNTER_SIZE)
         coherence.flush(self.rw, pos, LEASE * layout.PIN_SIZE)
@@ -567,8 +295,7 @@ class Agent:
             raise StoreFull(f"region {self.region} has no free slot ({self.geom.slots} in use)")
         slot = self.free_slots.pop()
         pos = self.geom.slot_pos(slot)
-        (gen,) = struct.unpack_from("<Q", self.rw, pos + 8)
-        gen += 1
+        gen = layout.read_generation(self.rw, pos) + 1
         off, taken = ext
         layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
@@ -673,7 +400,7 @@ class Agent:
         self._free_slot(slot, off, taken)
 
     def _slot_state(self, slot: int) -> int:
-        return int(struct.unpack_from("<I", self.rw, self.geom.slot_pos(slot) + 16)[0])
+        return layout.read_state(self.rw, self.geom.slot_pos(slot))
 
     def _free_slot(self, slot: int, off: int | None = None, taken: int | None = None) -> None:
         pos = self.geom.slot_pos(slot)
@@ -783,8 +510,8 @@ class Agent:
     # ---- introspection ------------------------------------------------------------------------
     def gets(self) -> int:
         g = self.geom
-        c = np.frombuffer(self.rw, "<u8", g.leases * 2, g.counter_off)
-        return self.closed_gets + int(c[0::2].sum())
+        c = np.frombuffer(self.rw, layout.counters_dtype(), g.leases, g.counter_off)
+        return self.closed_gets + int(c["gets"].sum())
 
     def stats(self) -> dict[str, Any]:
         g = self.geom
@@ -807,24 +534,3 @@ class Agent:
         idx = np.nonzero(t["state"] == SEALED)[0]
         return [[self.region, int(s), int(t["generation"][s]), int(t["offset"][s]), int(t["length"][s])]
                 for s in idx.tolist()]  # fmt: skip
-
-
-def run(cfg: Config, *, force_format: bool = False) -> int:
-    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM."""
-    try:
-        agent = Agent(cfg, force_format=force_format)
-        agent.listen()
-    except GismoError as exc:
-        log.error("%s", exc)
-        return 2
-    except OSError as exc:
-        log.error("agent cannot start: %s", os.strerror(exc.errno or errno.EIO))
-        return 2
-    if cfg.metrics_port:
-        from .metrics import serve_http
-
-        serve_http(agent, cfg.metrics_port)
-    log.info("agent serving region %d on %s", agent.region, cfg.socket)
-    print(json.dumps({"event": "ready", "region": agent.region, "socket": cfg.socket}), flush=True)
-    agent.serve()
-    return 0

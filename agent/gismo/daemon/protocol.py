@@ -15,7 +15,7 @@ import json
 import struct
 from typing import Any
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 MAX_FRAME = 1 << 20
 LEN = struct.Struct("<I")

@@ -12,9 +12,11 @@ import pytest
 from storefix import Pool, wait_for
 
 import gismo
-from gismo import layout, protocol
+from gismo.daemon import protocol
+from gismo.memory import layout
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+# The helper scripts live one level up, in tests/agent.
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_kill9_mid_puts_then_restart_recovers(pool: Pool) -> None:

@@ -8,7 +8,7 @@ from store_node import pattern
 from storefix import MiB, Pool, wait_for
 
 import gismo
-from gismo.serialize import _HDR, NDARRAY
+from gismo.memory.serialize import _HDR, NDARRAY
 
 
 @pytest.fixture

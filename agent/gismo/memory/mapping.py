@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import GismoError
+from ..errors import GismoError
 
 MADV_POPULATE_READ = 22  # Linux ≥ 5.14; pre-faults page tables without touching contents
 MADV_POPULATE_WRITE = 23

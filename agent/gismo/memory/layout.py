@@ -1,4 +1,10 @@
-"""Byte layout of one region in the shared mapping.
+"""Byte layout of one region in the shared mapping: THE one definition of the shared-memory format.
+
+Every struct format, offset and entry size that several processes (and hosts) read lives here, with
+the one encoder and decoder of each record kind: the header, the run record, slots (and their
+seqlock), pin entries and lease counters. The client and the daemon both go through these; neither
+packs a record of its own (tests/agent/memory/test_records.py writes every kind one way and reads
+it the other).
 
 A region is ``[header page][slot table][pin table][lease counters][data area]``, all offsets relative
 to the region start, which is page aligned in the slice. Every multi-byte field is little endian and
@@ -24,11 +30,11 @@ import struct
 import zlib
 from typing import Any
 
-from .errors import CorruptRegion
+from ..contract import PAGE
+from ..errors import CorruptRegion
 
 MAGIC = b"GISMO\x00R1"
 VERSION = 1
-PAGE = 4096
 ALIGN = 64
 HEADER_SIZE = PAGE
 SLOT_SIZE = 64
@@ -54,11 +60,30 @@ _RUN = struct.Struct("<QQI")
 RUN_OFF = 256
 
 # Slot: seq, generation, state, flags, offset, length, alloc_size (offsets relative to the region).
-_SLOT = struct.Struct("<QQIIQQQ")
-SLOT_SEQ = struct.Struct("<Q")
+SLOT = struct.Struct("<QQIIQQQ")
+SLOT_SEQ = struct.Struct("<Q")  # at +0
+_SLOT_GEN = struct.Struct("<Q")
+SLOT_GEN_OFF = 8
+_SLOT_STATE = struct.Struct("<I")
+SLOT_STATE_OFF = 16
+_SLOT_LENGTH = struct.Struct("<Q")
+SLOT_LENGTH_OFF = 32
+#: The slot table as a numpy record array (vectorised scans and batch writes by the owner agent).
+SLOT_FIELDS = (
+    ("seq", "<u8"), ("generation", "<u8"), ("state", "<u4"), ("flags", "<u4"), ("offset", "<u8"),
+    ("length", "<u8"), ("alloc", "<u8"), ("pad", f"V{SLOT_SIZE - SLOT.size}"),
+)  # fmt: skip
 # Pin entry: region + 1 (0 = empty), slot, generation.
-_PIN = struct.Struct("<IIQ")
-PIN_DTYPE: Any = None  # numpy dtype, built lazily so layout stays importable without numpy cost
+PIN = struct.Struct("<IIQ")
+PIN_FIELDS = (("region", "<u4"), ("slot", "<u4"), ("generation", "<u8"))
+EMPTY_PIN = bytes(PIN_SIZE)
+# Lease counters: gets, fallbacks (written by the lease holder, summed by the agent).
+COUNTERS = struct.Struct("<QQ")
+COUNTER_FIELDS = (("gets", "<u8"), ("fallbacks", "<u8"))
+_SLOT_DTYPE: Any = None  # numpy dtypes, built lazily so layout stays importable without numpy cost
+_PIN_DTYPE: Any = None
+_COUNTERS_DTYPE: Any = None
+assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size == COUNTER_SIZE
 
 
 def align_up(n: int, a: int) -> int:
@@ -179,19 +204,32 @@ class Slot:
 
 def read_slot_raw(buf: Any, pos: int) -> tuple[int, int, int, int, int, int, int]:
     """One unsynchronised copy of a slot (callers apply the seqlock rule)."""
-    return _SLOT.unpack_from(buf, pos)
+    return SLOT.unpack_from(buf, pos)
 
 
 def read_slot_stable(buf: Any, pos: int, tries: int = 10000) -> Slot | None:
     """Seqlock read: a consistent copy, or None when a writer held the slot for all ``tries`` spins."""
     for _ in range(tries):
-        f = _SLOT.unpack_from(buf, pos)
+        f = SLOT.unpack_from(buf, pos)
         if f[0] & 1:
             continue
         (seq2,) = SLOT_SEQ.unpack_from(buf, pos)
         if seq2 == f[0]:
             return Slot(*f)
     return None
+
+
+def read_seq(buf: Any, pos: int) -> int:
+    """The slot's seqlock word (the reader's re-check after pinning)."""
+    return int(SLOT_SEQ.unpack_from(buf, pos)[0])
+
+
+def read_generation(buf: Any, pos: int) -> int:
+    return int(_SLOT_GEN.unpack_from(buf, pos + SLOT_GEN_OFF)[0])
+
+
+def read_state(buf: Any, pos: int) -> int:
+    return int(_SLOT_STATE.unpack_from(buf, pos + SLOT_STATE_OFF)[0])
 
 
 def write_slot(
@@ -201,45 +239,85 @@ def write_slot(
     (seq,) = SLOT_SEQ.unpack_from(buf, pos)
     seq = (seq | 1) + 1  # an odd seq left by a crashed writer is closed off here
     SLOT_SEQ.pack_into(buf, pos, seq - 1)
-    _SLOT.pack_into(buf, pos, seq - 1, generation, state, flags, offset, length, alloc_size)
+    SLOT.pack_into(buf, pos, seq - 1, generation, state, flags, offset, length, alloc_size)
     SLOT_SEQ.pack_into(buf, pos, seq)
 
 
 def write_state(buf: Any, pos: int, state: int) -> None:
-    """Seqlock update of the state field only (seal by the client, delete by the agent)."""
+    """Seqlock update of the state field only (seal by the agent, delete by the agent)."""
     (seq,) = SLOT_SEQ.unpack_from(buf, pos)
     seq = (seq | 1) + 1
     SLOT_SEQ.pack_into(buf, pos, seq - 1)
-    struct.pack_into("<I", buf, pos + 16, state)
+    _SLOT_STATE.pack_into(buf, pos + SLOT_STATE_OFF, state)
     SLOT_SEQ.pack_into(buf, pos, seq)
-
-
-_STATE = struct.Struct("<I")
-_LENGTH = struct.Struct("<Q")
 
 
 def write_seal(buf: Any, pos: int, length: int) -> None:
-    """Seqlock update by a client sealing a stash reservation: state SEALED and the real length."""
+    """Seqlock update by a client sealing a reservation: state SEALED and the real length."""
     (seq,) = SLOT_SEQ.unpack_from(buf, pos)
     seq = (seq | 1) + 1
     SLOT_SEQ.pack_into(buf, pos, seq - 1)
-    _STATE.pack_into(buf, pos + 16, SEALED)
-    _LENGTH.pack_into(buf, pos + 32, length)
+    _SLOT_STATE.pack_into(buf, pos + SLOT_STATE_OFF, SEALED)
+    _SLOT_LENGTH.pack_into(buf, pos + SLOT_LENGTH_OFF, length)
     SLOT_SEQ.pack_into(buf, pos, seq)
 
 
+def write_pin(buf: Any, pos: int, region: int, slot: int, generation: int) -> None:
+    """Publish a pin on (region, slot, generation): the owner will not reclaim that object."""
+    PIN.pack_into(buf, pos, region + 1, slot, generation)
+
+
+def clear_pin(buf: Any, pos: int) -> None:
+    PIN.pack_into(buf, pos, 0, 0, 0)
+
+
+def read_pin(buf: Any, pos: int) -> tuple[int, int, int] | None:
+    """(region, slot, generation) of a pin entry, or None when it is empty."""
+    region1, slot, generation = PIN.unpack_from(buf, pos)
+    return None if region1 == 0 else (region1 - 1, slot, generation)
+
+
 def pack_pin(region: int, slot: int, generation: int) -> bytes:
-    return _PIN.pack(region + 1, slot, generation)
+    return PIN.pack(region + 1, slot, generation)
 
 
-EMPTY_PIN = bytes(PIN_SIZE)
+def write_counters(buf: Any, pos: int, gets: int, fallbacks: int) -> None:
+    COUNTERS.pack_into(buf, pos, gets, fallbacks)
+
+
+def read_counters(buf: Any, pos: int) -> tuple[int, int]:
+    """(gets, fallbacks) of one lease."""
+    return COUNTERS.unpack_from(buf, pos)
+
+
+def slot_dtype() -> Any:
+    """numpy dtype of a slot entry (SLOT_SIZE bytes), for vectorised scans by the owner agent."""
+    global _SLOT_DTYPE
+    if _SLOT_DTYPE is None:
+        import numpy as np
+
+        _SLOT_DTYPE = np.dtype(list(SLOT_FIELDS))
+        assert _SLOT_DTYPE.itemsize == SLOT_SIZE
+    return _SLOT_DTYPE
 
 
 def pin_dtype() -> Any:
-    """numpy dtype of a pin entry, for vectorised scans by the owner agent."""
-    global PIN_DTYPE
-    if PIN_DTYPE is None:
+    """numpy dtype of a pin entry, for vectorised scans by the owner agent (``region`` is region + 1)."""
+    global _PIN_DTYPE
+    if _PIN_DTYPE is None:
         import numpy as np
 
-        PIN_DTYPE = np.dtype([("region", "<u4"), ("slot", "<u4"), ("generation", "<u8")])
-    return PIN_DTYPE
+        _PIN_DTYPE = np.dtype(list(PIN_FIELDS))
+        assert _PIN_DTYPE.itemsize == PIN_SIZE
+    return _PIN_DTYPE
+
+
+def counters_dtype() -> Any:
+    """numpy dtype of a lease's counter record, for the agent's sum over every lease."""
+    global _COUNTERS_DTYPE
+    if _COUNTERS_DTYPE is None:
+        import numpy as np
+
+        _COUNTERS_DTYPE = np.dtype(list(COUNTER_FIELDS))
+        assert _COUNTERS_DTYPE.itemsize == COUNTER_SIZE
+    return _COUNTERS_DTYPE

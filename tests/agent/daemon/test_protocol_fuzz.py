@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from storefix import Pool, Replies, stats_of, wait_for
 
 import gismo
-from gismo import protocol
-from gismo.protocol import FrameReader
+from gismo.daemon import protocol
+from gismo.daemon.protocol import FrameReader
 
 OPS = [*range(16), 0x7F, 0xFF]
 

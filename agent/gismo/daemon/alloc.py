@@ -14,8 +14,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 
+from ..contract import PAGE
+
 ALIGN = 64
-PAGE = 4096
 LARGE = 64 << 10
 
 

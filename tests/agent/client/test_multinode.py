@@ -13,8 +13,8 @@ from store_node import pattern
 from storefix import MiB, Pool, wait_for
 
 import gismo
-from gismo import layout
-from gismo.serialize import _HDR
+from gismo.memory import layout
+from gismo.memory.serialize import _HDR
 
 
 @pytest.fixture

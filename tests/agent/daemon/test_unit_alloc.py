@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gismo.alloc import LARGE, PAGE, Allocator
+from gismo.daemon.alloc import LARGE, PAGE, Allocator
 
 
 def test_alignment_and_rounding() -> None:

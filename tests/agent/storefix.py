@@ -1,7 +1,7 @@
 """Helpers and fixtures for the store tests: a pool file, agent daemons, and node processes.
 
 Test modules import helpers from here (``from storefix import ...``), not from ``conftest``: when
-pytest is given tests/store and tests/ray together, both conftest files are named ``conftest`` and
+pytest is given tests/agent and tests/agent/ray together, both conftest files are named ``conftest`` and
 the later one would shadow this one.
 
 Everything started here is stopped in teardown (terminate, then kill), and every file is removed,
@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import store_node
 
-from gismo import protocol
+from gismo.daemon import protocol
 
 MiB = 1 << 20
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()

@@ -9,8 +9,8 @@ import sys
 import time
 
 import pytest
-
 import ray
+
 from gismo.testing import LocalCluster, leftover_processes
 
 pytestmark = pytest.mark.ray

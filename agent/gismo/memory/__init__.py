@@ -1,0 +1,3 @@
+"""The shared memory itself: ``layout`` (THE one definition of the region format), ``serialize``
+(how an object's bytes are laid out in an extent), ``mapping`` (mapping the slice) and
+``coherence`` (the one flush/invalidate hook for non-coherent CXL memory)."""
