@@ -32,7 +32,7 @@ test: install
 lint: install
 	$(BIN)/ruff check agent operator tests bench
 	$(BIN)/ruff format --check agent operator tests bench
-	$(BIN)/mypy agent/gismo operator/gismo_operator
+	$(BIN)/mypy agent/gismo operator/gismo_operator operator/gismo_demo
 	$(BIN)/vermin --config-file agent/vermin.ini agent/gismo
 
 crds: install
