@@ -11,6 +11,11 @@ one Gismo agent per node, all mapping one /dev/shm file):
       `gismo.ray.create_array`: no private array, no copy into the store), the Ray map is
       idiomatic Ray (make the array with np.full, return the blocks; Ray copies them into its
       store). `--gismo-map put` runs the Gismo map the Ray way (np.full, then `gismo.ray.put`);
+  (d) the physical floor (bench/floor.py), in the same run: for (a), `touch_pages` over an
+      already-mapped tmpfs file on node B (reading shared memory cannot be cheaper); for (b), bare
+      numpy in as many processes as the shuffle has CPUs (4), writing the shuffle's blocks into
+      one tmpfs file and then reading them as the reducers do (no Ray, no Gismo; run while no Ray
+      cluster is up). Their ratios are in the table and in summary.json's "floor";
   (c) memory held for the shuffle: Ray's object stores (all nodes, incl. pulled copies: plasma
       pages touched by one shuffle on a fresh cluster) vs Gismo's slice (peak bytes used and
       reserved in all regions, plus what Ray holds for the small refs), each measured in an
@@ -43,10 +48,17 @@ from typing import Any
 import numpy as np
 import ray
 
+# Every Ray node this driver starts binds 127.0.0.1, never the machine's interface address: with this
+# set before Ray is imported, Ray's default node address (what LocalCluster's raylets get) is loopback.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 import gismo.ray as gray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster, leftover_processes
 from gismo.testing.workloads import PAGE, make_array, touch_pages
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from floor import ShuffleFloor, make_mapped_file, read_mapped  # bench/ is not a package
 
 GiB = 1 << 30
 MiB = 1 << 20
@@ -82,6 +94,13 @@ def read_remote(box: list[Any]) -> tuple[float, float, int, bool]:
     s = touch_pages(a)
     t2 = time.perf_counter()
     return t1 - t0, t2 - t0, s, isinstance(ref, gray.ObjRef) and ref.in_gismo
+
+
+@ray.remote(num_cpus=1)
+def floor_read(path: str, nbytes: int) -> tuple[float, int]:
+    """The floor of (a): one timed `touch_pages` over an already-mapped, already-faulted file."""
+    times, checksum = read_mapped(path, nbytes, 1)
+    return times[0], checksum
 
 
 @ray.remote(num_cpus=0)
@@ -270,13 +289,40 @@ def _gismo_used(stats: dict[str, Any]) -> int:
 
 
 def bench_remote_get(lc: LocalCluster, nbytes: int, runs: int) -> dict[str, Any]:
-    """Array made on node 0 (A), read on node 1 (B); Ray local read on node 0 as reference."""
-    a_node, b_node = lc.on_node(0), lc.on_node(1)
-    pages = -(-nbytes // PAGE)
+    """Array made on node 0 (A), read on node 1 (B); Ray local read on node 0 as reference, and the
+    floor: a plain read of already-mapped memory on node B (a tmpfs file of the same size)."""
     res: dict[str, dict[str, list[float]]] = {
         k: {"get": [], "get_read": []} for k in ("ray_remote", "gismo_remote", "ray_local")
     }
     put_s: list[float] = []
+    floor_s: list[float] = []
+    floor_fill = 7
+    floor_path = make_mapped_file(nbytes, floor_fill)
+    try:
+        fallbacks = _remote_get_runs(lc, nbytes, runs, res, put_s, floor_s, floor_path, floor_fill)
+    finally:
+        Path(floor_path).unlink(missing_ok=True)
+    out: dict[str, Any] = {"bytes": nbytes, "runs": runs, "gismo_put_s": split_runs(put_s)}
+    out["gismo_fallbacks"] = fallbacks
+    for key, d in res.items():
+        out[key] = {m: split_runs(v) for m, v in d.items()}
+    out["floor_read"] = {"get_read": split_runs(floor_s)}
+    return out
+
+
+def _remote_get_runs(
+    lc: LocalCluster,
+    nbytes: int,
+    runs: int,
+    res: dict[str, dict[str, list[float]]],
+    put_s: list[float],
+    floor_s: list[float],
+    floor_path: str,
+    floor_fill: int,
+) -> int:
+    """The repeats of `bench_remote_get`, appending to its lists; returns Gismo's fallback count."""
+    a_node, b_node = lc.on_node(0), lc.on_node(1)
+    pages = -(-nbytes // PAGE)
     fallbacks = 0
     for rep in range(runs):
         fill = rep % 200 + 1
@@ -300,11 +346,12 @@ def bench_remote_get(lc: LocalCluster, nbytes: int, runs: int) -> dict[str, Any]
         res["gismo_remote"]["get"].append(g)
         res["gismo_remote"]["get_read"].append(gr)
         gray.free([gref])
-    out: dict[str, Any] = {"bytes": nbytes, "runs": runs, "gismo_put_s": split_runs(put_s)}
-    out["gismo_fallbacks"] = fallbacks
-    for key, d in res.items():
-        out[key] = {m: split_runs(v) for m, v in d.items()}
-    return out
+        # Floor: the same read over memory already mapped on node B, no store in the way.
+        quiesce(lc)
+        fr, s = ray.get(floor_read.options(scheduling_strategy=b_node).remote(floor_path, nbytes))
+        _check(s, floor_fill * pages, "floor_read")
+        floor_s.append(fr)
+    return fallbacks
 
 
 def _check(got: int, want: int, what: str) -> None:
@@ -407,6 +454,23 @@ def bench_shuffle(
     return out
 
 
+def bench_floor_shuffle(sizes: list[int], runs: int, procs: int) -> dict[str, Any]:
+    """(d) The shuffle's floor: its bytes written then read by `procs` bare numpy processes."""
+    out: dict[str, Any] = {}
+    for total in sizes:
+        with ShuffleFloor(total, maps=16, reducers=16, procs=procs) as fl:
+            xs = []
+            for _ in range(runs):
+                xs.append(fl.run())
+                print(f"  floor {procs} processes {total / GiB:.2f} GiB: {xs[-1]:.2f} s", flush=True)
+        out[f"floor_{procs}proc_{total}"] = {
+            "backend": "floor", "processes": procs, "bytes": total, "seconds": split_runs(xs),
+            "what": "16 maps fill their 16 blocks in one tmpfs file, then 16 reducers touch one byte "
+            "per 4 KiB page of their block of every map (the benchmark's own map and reduce work)",
+        }  # fmt: skip
+    return out
+
+
 def bench_ray_memory(total: int, store: int) -> dict[str, Any]:
     """(c) Ray side: one shuffle on a fresh 4-node Ray cluster; plasma pages it needed."""
     with LocalCluster(4, cpus_per_node=1, object_store_bytes=store, agents=False) as lc:
@@ -431,7 +495,26 @@ def ratio(num: float, den: float) -> float:
     return num / den if den else float("nan")
 
 
-def summarize(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], big: int) -> dict[str, Any]:
+def floor_ratios(rg: dict[str, Any], sh: dict[str, Any], fl: dict[str, Any], big: int) -> dict[str, Any]:
+    """Each side's warm median over the floor's warm median (1.0 = no cost beyond the floor)."""
+    floor_read = rg["floor_read"]["get_read"]["warm_median"]
+    floor_shuffle = fl[f"floor_4proc_{big}"]["seconds"]["warm_median"]
+    out: dict[str, Any] = {
+        "floor_read_s": floor_read,
+        "floor_shuffle_s": floor_shuffle,
+        "bytes_read": rg["bytes"],
+        "bytes_shuffled": big,
+    }
+    for key in ("gismo_remote", "ray_local", "ray_remote"):
+        out[f"{key}_get_read_vs_floor"] = ratio(rg[key]["get_read"]["warm_median"], floor_read)
+    for key in ("gismo_4node", "ray_4node", "ray_1node"):
+        out[f"shuffle_{key}_vs_floor"] = ratio(sh[f"{key}_{big}"]["seconds"]["warm_median"], floor_shuffle)
+    return out
+
+
+def summarize(
+    rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], fl: dict[str, Any], big: int
+) -> dict[str, Any]:
     rr = rg["ray_remote"]["get_read"]["warm_median"]
     gr = rg["gismo_remote"]["get_read"]["warm_median"]
     rl = rg["ray_local"]["get_read"]["warm_median"]
@@ -462,6 +545,11 @@ def summarize(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], big: 
             "gismo_held_bytes": gmem, "ray_store_bytes": rmem,
             "ray_memory_ratio": ratio(rmem, big), "bytes": big,
         },
+        "shuffle_4gib_vs_floor": {
+            "value": ratio(gis4, fl[f"floor_4proc_{big}"]["seconds"]["warm_median"]), "target": "<= 1.5",
+            "gismo_4node_s": gis4, "floor_4proc_s": fl[f"floor_4proc_{big}"]["seconds"]["warm_median"],
+            "bytes": big,
+        },
     }  # fmt: skip
     checks: dict[str, Callable[[float], bool]] = {
         "remote_get_read_speedup": lambda v: v >= 15,
@@ -469,6 +557,7 @@ def summarize(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], big: 
         "shuffle_4gib_speedup": lambda v: v >= 2.8,
         "shuffle_vs_ray_1node": lambda v: v <= 1.0,
         "shuffle_memory_ratio": lambda v: v <= 1.1,
+        "shuffle_4gib_vs_floor": lambda v: v <= 1.5,
     }
     for k, ok in checks.items():
         s[k]["met"] = bool(ok(s[k]["value"]))
@@ -479,13 +568,23 @@ def fmt_s(x: float | None) -> str:
     return "-" if x is None else f"{x:8.3f}"
 
 
-def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], summary: dict[str, Any]) -> None:
+def print_table(
+    rg: dict[str, Any],
+    sh: dict[str, Any],
+    mem: dict[str, Any],
+    fl: dict[str, Any],
+    floor: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
     print(f"\n(a) {rg['bytes'] / GiB:.2f} GiB array made on node A           cold (s)   warm median (s)")
     names = {"ray_remote": "Ray remote (B)", "gismo_remote": "Gismo remote (B)", "ray_local": "Ray local (A)"}
     for key, name in names.items():
         for m in ("get", "get_read"):
             d = rg[key][m]
             print(f"    {name:18s} {m:9s}                 {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
+    d = rg["floor_read"]["get_read"]
+    name = "floor: mapped read (B)"
+    print(f"    {name:28s} read                {fmt_s(d['cold'])}   {fmt_s(d['warm_median'])}")
     print("\n(b) shuffle 16 map x 16 reduce, end to end     cold (s)   warm median (s)")
     for line in textwrap.wrap(f"note: {MAP_NOTE[GISMO_MAP['mode']]}", 96):
         print(f"    {line}")
@@ -493,17 +592,27 @@ def print_table(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], sum
         name = f"{d['backend']} {d['nodes']} node(s) {d['bytes'] / GiB:.2f} GiB"
         sec = d["seconds"]
         print(f"    {name:40s}   {fmt_s(sec['cold'])}   {fmt_s(sec['warm_median'])}")
+    for d in fl.values():
+        name = f"floor: numpy, {d['processes']} processes {d['bytes'] / GiB:.2f} GiB"
+        sec = d["seconds"]
+        print(f"    {name:40s}   {fmt_s(sec['cold'])}   {fmt_s(sec['warm_median'])}")
     big = mem["bytes"]
     print(f"\n(c) memory held for a {big / GiB:.2f} GiB shuffle on 4 nodes")
     print(f"    Ray object stores (fresh cluster, plasma pages)  {mem['ray_store_bytes'] / GiB:6.2f} GiB")
     print(f"    Gismo slice + Ray for the refs (peak)          {mem['gismo_bytes'] / GiB:6.2f} GiB")
+    print("\nratios to the physical floor (warm medians; 1.0 = nothing above bare numpy)")
+    for k, v in floor.items():
+        if k.endswith("_vs_floor"):
+            print(f"    {k:34s} {v:8.2f}")
     print("\nratios (warm medians)")
     for k, v in summary.items():
         mark = "met" if v["met"] else "MISSED"
         print(f"    {k:26s} {v['value']:8.2f}   target {v['target']:7s} {mark}")
 
 
-def chart(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], path: Path) -> None:
+def chart(
+    rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], fl: dict[str, Any], path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -529,9 +638,11 @@ def chart(rg: dict[str, Any], sh: dict[str, Any], mem: dict[str, Any], path: Pat
         ("ray", "1node", "Ray 1 node"),
     ]
     x = np.arange(len(sizes))
+    both = {**sh, **fl}
+    series.append(("floor", "4proc", "floor (numpy, 4 procs)"))
     for i, (b, lab, name) in enumerate(series):
-        vals = [sh.get(f"{b}_{lab}_{s}", {}).get("seconds", {}).get("warm_median", 0) for s in sizes]
-        ax.bar(x + (i - 1) * 0.27, vals, 0.27, label=name)
+        vals = [both.get(f"{b}_{lab}_{s}", {}).get("seconds", {}).get("warm_median", 0) for s in sizes]
+        ax.bar(x + (i - 1.5) * 0.2, vals, 0.2, label=name)
     ax.set_xticks(x, [f"{s / GiB:.2g} GiB" for s in sizes])
     ax.set_ylabel("seconds (warm median)")
     ax.set_title("(b) shuffle 16 map x 16 reduce")
@@ -591,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         rg = bench_remote_get(lc, array, runs)
         print("(b) shuffle on 4 nodes, Ray and Gismo interleaved ...", flush=True)
         sh = bench_shuffle(lc, sizes, runs, ["ray", "gismo"], 4, "4node")
+    print("(d) floor: the shuffle's bytes written, then read, by 4 numpy processes ...", flush=True)
+    fl = bench_floor_shuffle(sizes, runs, procs=4)
     print("(b) shuffle, Ray on 1 node with 4 CPUs ...", flush=True)
     with LocalCluster(1, cpus_per_node=4, object_store_bytes=store1, agents=False) as lc1:
         ray.get(ping.remote())
@@ -602,13 +715,15 @@ def main(argv: list[str] | None = None) -> int:
     mem["gismo_slice_bytes"] = g["gismo_held_bytes"]
     mem["gismo_ray_store_bytes"] = g["ray_primary_held_bytes"]
     meta["loadavg_1m_end"] = os.getloadavg()[0]  # other users of the 2 cores show up here
-    summary = summarize(rg, sh, mem, big)
-    print_table(rg, sh, mem, summary)
+    summary = summarize(rg, sh, mem, fl, big)
+    floor = floor_ratios(rg, sh, fl, big)
+    print_table(rg, sh, mem, fl, floor, summary)
     (out / "remote_get.json").write_text(json.dumps({"meta": meta, **rg}, indent=2))
-    (out / "shuffle.json").write_text(json.dumps({"meta": meta, **sh}, indent=2))
+    (out / "shuffle.json").write_text(json.dumps({"meta": meta, **sh, **fl}, indent=2))
     (out / "memory.json").write_text(json.dumps({"meta": meta, **mem}, indent=2))
-    (out / "summary.json").write_text(json.dumps({"meta": meta, **summary}, indent=2))
-    chart(rg, sh, mem, out / "ray_vs_gismo.png")
+    doc = {"meta": meta, "targets": summary, "floor": floor}
+    (out / "summary.json").write_text(json.dumps(doc, indent=2))
+    chart(rg, sh, mem, fl, out / "ray_vs_gismo.png")
     print(f"\nwrote {out}/{{remote_get,shuffle,memory,summary}}.json and ray_vs_gismo.png")
     return 0
 
