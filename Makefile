@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test lint crds run demo bench images clean tools
+.PHONY: install test lint crds run demo bench bench-peers images clean tools
 
 install: $(BIN)/.installed tools
 
@@ -46,6 +46,15 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/ray_vs_gismo.py
+
+# Gismo vs Vineyard vs Ray's object store (bench/peers.py). Vineyard is a bench-only extra: installed
+# here, never by `make install`, and not part of the package's dependencies.
+bench-peers: install $(BIN)/.peers-installed
+	$(BIN)/python bench/peers.py
+
+$(BIN)/.peers-installed: bench/requirements-peers.txt requirements.lock
+	$(BIN)/pip install -q -c requirements.lock -r bench/requirements-peers.txt
+	touch $@
 
 images:
 	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
