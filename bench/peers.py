@@ -395,9 +395,8 @@ def _vineyard_memory(
 @contextlib.contextmanager
 def ray_cluster(nodes: int, store: int, tmp: str) -> Iterator[tuple[Any, list[str], list[int]]]:
     """`nodes` raylets on 127.0.0.1, the driver connected; yields (cluster, node ids, raylet pids)."""
-    from ray.cluster_utils import Cluster
-
     import ray
+    from ray.cluster_utils import Cluster
 
     ray_tmp = tempfile.mkdtemp(prefix="ray-", dir=tmp)
     saved = os.environ.get("RAY_TMPDIR")
@@ -603,10 +602,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     plan = QUICK if args.quick else FULL
     out_path = args.out or HERE / "results" / ("quick/peers.json" if args.quick else "peers.json")
+    import ray
     import vineyard
 
     import gismo
-    import ray
 
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_start": list(os.getloadavg()),

@@ -48,10 +48,6 @@ from typing import Any
 import numpy as np
 import ray
 
-# Every Ray node this driver starts binds 127.0.0.1, never the machine's interface address: with this
-# set before Ray is imported, Ray's default node address (what LocalCluster's raylets get) is loopback.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-
 import gismo.ray as gray
 from gismo.shuffle import shuffle
 from gismo.testing import LocalCluster, leftover_processes
