@@ -46,8 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# Every Ray node this driver starts binds 127.0.0.1 (set before Ray is imported: Ray's default node
-# address, which LocalCluster's raylets get, is then loopback too).
+# The Ray nodes of `ray_cluster` are told node_ip_address=127.0.0.1; this, set before Ray is imported,
+# also keeps Ray from resolving the driver's own address to the interface (LocalCluster does the same).
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import numpy as np
