@@ -16,6 +16,7 @@ import glob
 import itertools
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,8 +50,24 @@ class Run:
         return f"exit {self.returncode}\n--- stdout ---\n{self.stdout}\n--- stderr (tail) ---\n{tail}"
 
 
-def tls_dirs() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "gismo-tls-*")))
+def tls_dirs(tmp: str) -> set[str]:
+    return set(glob.glob(os.path.join(tmp, "gismo-tls-*")))
+
+
+@contextlib.contextmanager
+def private_tmp() -> Iterator[str]:
+    """A temp folder of the demo run's own (its TMPDIR), so what other processes on the machine leave
+    in /tmp at the same time can never be mistaken for the demo's leftovers. Short, for Ray's
+    socket paths."""
+    tmp = tempfile.mkdtemp(prefix="gd-")
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def demo_env(tmp: str) -> dict[str, str]:
+    return {**os.environ, "TMPDIR": tmp}
 
 
 def demo_cmd() -> list[str]:
@@ -98,10 +115,15 @@ def expected_slice_bytes() -> tuple[str, int]:
 @pytest.fixture(scope="module")
 def demo_run() -> Iterator[tuple[Run, set[str]]]:
     """One quick demo run shared by the checks below (it takes ~15-60 s)."""
-    before = tls_dirs()
+    with private_tmp() as tmp:
+        yield from _demo_run(tmp)
+
+
+def _demo_run(tmp: str) -> Iterator[tuple[Run, str]]:
     proc = subprocess.Popen(
         demo_cmd(),
         cwd=REPO,
+        env=demo_env(tmp),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -113,10 +135,10 @@ def demo_run() -> Iterator[tuple[Run, set[str]]]:
         stop(proc)
         out, err = proc.communicate()
         pytest.fail(f"the demo did not finish within {GUARD} s:\n{out}\n{err[-4000:]}")
-    yield Run(proc.returncode, out, err), before
+    yield Run(proc.returncode, out, err), tmp
 
 
-def test_demo_succeeds(demo_run: tuple[Run, set[str]]) -> None:
+def test_demo_succeeds(demo_run: tuple[Run, str]) -> None:
     run, _ = demo_run
     assert run.returncode == 0, run.explain()
     assert re.search(r"done in \d+\.\d s", run.stdout), run.explain()
@@ -125,7 +147,7 @@ def test_demo_succeeds(demo_run: tuple[Run, set[str]]) -> None:
     assert len(steps) >= 10, run.explain()
 
 
-def test_pool_ready_with_expected_figures(demo_run: tuple[Run, set[str]]) -> None:
+def test_pool_ready_with_expected_figures(demo_run: tuple[Run, str]) -> None:
     run, _ = demo_run
     pool = kuberay_sim.load_manifest(EXAMPLES / "gismopool.yaml", "GismoPool")
     capacity = parse_quantity(pool["spec"]["capacity"])
@@ -142,7 +164,7 @@ def test_pool_ready_with_expected_figures(demo_run: tuple[Run, set[str]]) -> Non
     assert after[4] == "1" and after[5] == "True" and after[6] == pool["spec"]["backend"]["type"], after
 
 
-def test_slice_for_the_cluster(demo_run: tuple[Run, set[str]]) -> None:
+def test_slice_for_the_cluster(demo_run: tuple[Run, str]) -> None:
     run, _ = demo_run
     name, slice_bytes = expected_slice_bytes()
     (rows,) = list(table_rows(run.stdout, r"NAMESPACE\s+NAME"))
@@ -153,7 +175,7 @@ def test_slice_for_the_cluster(demo_run: tuple[Run, set[str]]) -> None:
     assert _bytes(size) == slice_bytes, rows
 
 
-def test_every_pod_got_a_distinct_region(demo_run: tuple[Run, set[str]]) -> None:
+def test_every_pod_got_a_distinct_region(demo_run: tuple[Run, str]) -> None:
     run, _ = demo_run
     rc, _ = kuberay_sim.load_raycluster(EXAMPLES / "raycluster.yaml")
     want = kuberay_sim.pods_for(rc)
@@ -174,7 +196,7 @@ def test_every_pod_got_a_distinct_region(demo_run: tuple[Run, set[str]]) -> None
         assert by_pod[node[1]] == (node[2], node[3]), (node, rows)
 
 
-def test_ray_vs_gismo_table(demo_run: tuple[Run, set[str]]) -> None:
+def test_ray_vs_gismo_table(demo_run: tuple[Run, str]) -> None:
     run, _ = demo_run
     (rows,) = list(table_rows(run.stdout, r"WORKLOAD\s+RAY"))
     assert len(rows) == 3, run.explain()
@@ -187,26 +209,32 @@ def test_ray_vs_gismo_table(demo_run: tuple[Run, set[str]]) -> None:
     assert any("get+read" in r[0] for r in rows)
 
 
-def test_nothing_left_behind(demo_run: tuple[Run, set[str]]) -> None:
-    run, tls_before = demo_run
-    assert_clean(run.stdout, tls_before)
+def test_nothing_left_behind(demo_run: tuple[Run, str]) -> None:
+    run, tmp = demo_run
+    assert_clean(run.stdout, tmp)
 
 
-def assert_clean(stdout: str, tls_before: set[str]) -> None:
+def assert_clean(stdout: str, tmp: str) -> None:
     marker = re.search(r"marker (gr-\w+)", stdout)
     assert marker, stdout
     m = marker.group(1)
     assert leftover_processes(m) == []
     assert not os.path.exists(f"/dev/shm/gismo-{m}.slice")
-    assert not os.path.exists(os.path.join("/tmp", m))
-    assert tls_dirs() - tls_before == set()
+    assert not os.path.exists(os.path.join("/tmp", m))  # LocalCluster's own folder (unique marker)
+    assert os.listdir(tmp) == [], "the demo left files in its TMPDIR"
+    assert tls_dirs(tmp) == set()
 
 
 def test_ctrl_c_during_the_ray_part_cleans_up() -> None:
-    before = tls_dirs()
+    with private_tmp() as tmp:
+        _ctrl_c_cleans_up(tmp)
+
+
+def _ctrl_c_cleans_up(tmp: str) -> None:
     proc = subprocess.Popen(
         demo_cmd(),
         cwd=REPO,
+        env=demo_env(tmp),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -231,7 +259,7 @@ def test_ctrl_c_during_the_ray_part_cleans_up() -> None:
     assert "Ray cluster up" in stdout, stdout
     assert proc.returncode == 130, stdout
     assert "interrupted" in stdout
-    assert_clean(stdout, before)
+    assert_clean(stdout, tmp)
 
 
 def _bytes(text: str) -> int:
