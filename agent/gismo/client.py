@@ -615,6 +615,18 @@ class Client:
                     raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
         return deleted
 
+    def tie(self, refs: Iterable[Ref]) -> None:
+        """Have the agent delete these objects of this pod's region when this client's connection
+        closes (its process exits or dies), unless they were deleted before. Cost: one round trip."""
+        body = bytearray()
+        for ref in refs:
+            region, slot, gen, _off, _size, _pos = self._locate(ref)
+            if region != self.region:
+                raise GismoError(f"object {ref!r} belongs to region {region}; only its own pod can tie it")
+            body += protocol.SLOT_REQ.pack(slot, gen)
+        if body:
+            self._call(protocol.TIE, bytes(body))
+
     def stats(self) -> dict[str, Any]:
         """The agent's counters for this region plus this client's own."""
         st: dict[str, Any] = json.loads(self._call(protocol.STATS))

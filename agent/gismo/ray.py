@@ -57,7 +57,9 @@ from .errors import AgentUnavailable, GismoError, ObjectNotFound, StaleRef, Stor
 T = TypeVar("T")
 
 __all__ = [
+    "TRANSPORT",
     "Creation",
+    "GismoArray",
     "Group",
     "ObjRef",
     "cluster_stats",
@@ -67,6 +69,7 @@ __all__ = [
     "group",
     "put",
     "reset",
+    "shared",
     "stats",
 ]
 
@@ -107,6 +110,9 @@ class _State:
     counters: Counter[str] = field(default_factory=Counter)
     node_id: str = ""  # this process's Ray node, once known (a worker never changes node)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # create_array objects sealed here, by data address: (nbytes, Ref). The GISMO transport then
+    # references such an array where it lies instead of copying it (see gismo.rdt).
+    in_place: dict[int, tuple[int, Any]] = field(default_factory=dict)
 
 
 _state = _State()
@@ -294,6 +300,7 @@ class Creation:
                 st.counters["creates"] += 1
                 self.state = "sealed"
                 self.ref = ObjRef(gref, None, self.node_id, int(gref.size))
+                _remember_in_place(st, self.array, gref)
                 return self.ref
         reason = self.fallback or "agent-error"
         st.counters["fallback_puts"] += 1
@@ -321,6 +328,35 @@ class Creation:
             self.seal()
         else:
             self.abort()
+
+
+#: How many sealed create_array objects are remembered for the transport before stale ones are pruned.
+IN_PLACE_MAX = 4096
+
+
+def _remember_in_place(st: _State, array: Any, gref: Any) -> None:
+    with st.lock:
+        if len(st.in_place) >= IN_PLACE_MAX:
+            client = st.client
+            for addr, (_n, old) in list(st.in_place.items()):
+                if client is None or not client.contains(old):
+                    del st.in_place[addr]
+            while len(st.in_place) >= IN_PLACE_MAX:  # all still alive: forget the oldest (a copy later)
+                del st.in_place[next(iter(st.in_place))]
+        st.in_place[int(array.ctypes.data)] = (int(array.nbytes), gref)
+
+
+def _in_place_ref(client: Any, array: Any) -> Any | None:
+    """The Ref of a sealed create_array object that is exactly ``array``'s bytes, else None."""
+    st = _st()
+    entry = st.in_place.get(int(array.ctypes.data))
+    if entry is None or entry[0] != array.nbytes or not array.flags.c_contiguous:
+        return None
+    gref = entry[1]
+    if gref.region != client.region or not client.contains(gref):
+        st.in_place.pop(int(array.ctypes.data), None)
+        return None
+    return gref
 
 
 def create_array(shape: int | tuple[int, ...], dtype: Any = "uint8") -> Creation:
@@ -567,3 +603,7 @@ def cluster_stats() -> list[dict[str, Any]]:
             strategy = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
             tasks.append(_remote_fn("stats").options(scheduling_strategy=strategy).remote())
     return list(ray.get(tasks))
+
+
+# The GISMO tensor transport (Ray Direct Transport): importing gismo.ray registers it with Ray.
+from .rdt import TRANSPORT, GismoArray, shared  # noqa: E402

@@ -23,3 +23,6 @@ class Conn:
     pid: int = 0
     reserved: set[int] = field(default_factory=set)
     leases: list[int] = field(default_factory=list)
+    #: slot -> generation of sealed objects deleted when this connection closes (protocol.TIE); at most
+    #: one entry per slot, so bounded by the region's slot count.
+    tied: dict[int, int] = field(default_factory=dict)

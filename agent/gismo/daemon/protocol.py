@@ -24,10 +24,14 @@ NOREPLY = 0x80
 HELLO, CREATE, SEAL, ABORT, DELETE, LIST, STATS, HEALTH, LEASE, FALLBACK, CREATE_MANY, SEAL_MANY = range(
     1, 13
 )
+#: Tie sealed objects (SLOT_REQ bodies, concatenated) to this connection: the agent deletes them when
+#: the connection closes (the process that made them died or exited). Used by the GISMO tensor
+#: transport, whose objects Ray never garbage-collects once their source process is gone.
+TIE = 13
 OP_NAMES = {
     HELLO: "hello", CREATE: "create", SEAL: "seal", ABORT: "abort", DELETE: "delete", LIST: "list",
     STATS: "stats", HEALTH: "health", LEASE: "lease", FALLBACK: "fallback", CREATE_MANY: "create_many",
-    SEAL_MANY: "seal_many",
+    SEAL_MANY: "seal_many", TIE: "tie",
 }  # fmt: skip
 
 # Bodies.

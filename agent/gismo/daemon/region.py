@@ -57,6 +57,7 @@ class RegionOwner:
         self.rw = self.map.rw_view
         self.started = time.time()
         self.puts = self.deletes = self.store_full = self.fallbacks = self.closed_gets = 0
+        self.tied_reclaimed = 0  # objects deleted because the connection that tied them closed
         # slot -> (conn id, generation, offset, taken): reservations handed to clients, by the agent's
         # own record (the client may write the slot; the agent frees by this record, never by memory)
         self.reserved: dict[int, tuple[int, int, int, int]] = {}
@@ -440,6 +441,35 @@ class RegionOwner:
         self.pending.append((slot, gen, due, grace))
         self._next_due = min(self._next_due, due)
 
+    def tie(self, c: Conn, slot: int, gen: int) -> None:
+        """Delete object (slot, gen) of this region when connection ``c`` closes (see protocol.TIE).
+
+        Only a sealed object can be tied (one whose seal notice is still in flight is settled first,
+        as for delete). A later delete makes the tie stale: the close then finds the generation gone
+        and skips it. Cost: one slot read.
+        """
+        if not 0 <= slot < self.geom.slots:
+            raise ObjectNotFound(f"slot {slot} does not exist")
+        if slot in self.reserved:
+            self._settle_reservation(slot, gen)
+        s = layout.read_slot_stable(self.rw, self.geom.slot_pos(slot))
+        if s is None or s.generation != gen or s.state != SEALED or slot in self.reserved:
+            raise StaleRef(f"object r{self.region}/s{slot}@g{gen} is not a sealed object; cannot tie it")
+        c.tied[slot] = gen
+
+    def drop_tied(self, c: Conn) -> int:
+        """Delete what ``c`` tied (its process is gone); objects already deleted are skipped."""
+        n = 0
+        for slot, gen in c.tied.items():
+            try:
+                self.delete(self.region, slot, gen)
+                n += 1
+            except GismoError:
+                pass
+        c.tied.clear()
+        self.tied_reclaimed += n
+        return n
+
     # ---- reclaim ------------------------------------------------------------------------------
     def _maintain(self, now: float) -> None:
         """Free deleted objects no pin names; settle orphans whose quarantine expired.
@@ -524,6 +554,7 @@ class RegionOwner:
             "reserved": len(self.reserved), "pending_deletes": len(self.pending),
             "orphans": len(self.orphans), "puts": self.puts, "gets": self.gets(), "deletes": self.deletes,
             "fallbacks": self.fallbacks + self.store_full, "store_full": self.store_full,
+            "tied_reclaimed": self.tied_reclaimed,
             "clients": len(self.conns), "leases_free": len(self.free_leases), "recovered": self.recovered,
             "uptime_s": round(time.time() - self.started, 3),
         }  # fmt: skip

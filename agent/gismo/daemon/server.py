@@ -48,6 +48,7 @@ class Agent(RegionOwner):
             protocol.HELLO: self._op_hello, protocol.LEASE: self._op_lease,
             protocol.FALLBACK: self._op_fallback, protocol.STATS: self._op_stats,
             protocol.LIST: self._op_list, protocol.HEALTH: self._op_health,
+            protocol.TIE: self._op_tie,
         }  # fmt: skip
 
     # ---- socket loop --------------------------------------------------------------------------
@@ -201,6 +202,8 @@ class Agent(RegionOwner):
         c.sock.close()
         for s in list(c.reserved):
             self._settle_reservation(s, self.reserved[s][1])
+        if c.tied:
+            self.drop_tied(c)
         for lease in c.leases:
             self._drop_lease(lease)
 
@@ -239,6 +242,14 @@ class Agent(RegionOwner):
 
     def _op_delete(self, c: Conn, body: memoryview) -> bytes:
         self.delete(*protocol.DELETE_REQ.unpack(body))
+        return b""
+
+    def _op_tie(self, c: Conn, body: memoryview) -> bytes:
+        size = protocol.SLOT_REQ.size
+        if not body or len(body) % size:
+            raise ProtocolError("tie body is not a whole, non-zero number of entries")
+        for i in range(0, len(body), size):
+            self.tie(c, *protocol.SLOT_REQ.unpack_from(body, i))
         return b""
 
     def _op_abort(self, c: Conn, body: memoryview) -> bytes:
