@@ -20,6 +20,7 @@ import pytest
 import ray
 
 import gismo.ray as gray
+from gismo.contract import ENV_SOCKET
 from gismo.rdt import ReceiverNotEnabled
 from gismo.testing import LocalCluster
 
@@ -40,7 +41,7 @@ def describe(arr: Any) -> dict[str, Any]:
     return {
         "type": type(arr).__name__,
         "sum": int(np.asarray(arr, dtype=np.int64).sum()),
-        "in_mapping": in_mapping(arr),
+        "in_mapping": in_mapping(arr) if gray._client() is not None else None,
         "writeable": bool(arr.flags.writeable),
     }
 
@@ -85,12 +86,21 @@ class Producer:
     def stats(self) -> dict[str, Any]:
         return gray.stats()
 
+    def without_agent(self) -> None:
+        """From now on this process has no agent (as in a pod started without Gismo)."""
+        os.environ[ENV_SOCKET] = ""
+        gray.reset()
+
     def pid(self) -> int:
         return os.getpid()
 
 
 @ray.remote(enable_tensor_transport=True, num_cpus=0)
 class Consumer:
+    def without_agent(self) -> None:
+        os.environ[ENV_SOCKET] = ""
+        gray.reset()
+
     def read(self, value: Any) -> Any:
         if isinstance(value, dict):
             return {k: describe(v) for k, v in value.items()}
@@ -275,3 +285,38 @@ def test_trap_e_objects_of_a_dead_source_are_reclaimed(lc: LocalCluster) -> None
     ray.kill(victim)
     wait_for("the agent's reclaim", lambda: objects(lc) == before)
     assert lc.agent_stats()[1]["tied_reclaimed"] >= 3
+
+
+def test_fallback_when_the_region_is_full(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
+    producer, consumer = actors
+    before = objects(lc)
+    ref = producer.make.remote(80 * MiB, 9)  # larger than the 64 MiB region: store-full
+    seen = ray.get(consumer.read.remote(ref))
+    assert seen["sum"] == 9 * 80 * MiB and seen["in_mapping"] is False and not seen["writeable"]
+    st = ray.get(producer.stats.remote())
+    assert st["transport_fallbacks_store-full"] >= 1
+    assert objects(lc) == before
+    del ref
+
+
+def test_fallback_without_an_agent_on_either_side(lc: LocalCluster) -> None:
+    before = objects(lc)
+    producer = Producer.options(scheduling_strategy=lc.on_node(1)).remote()
+    consumer = Consumer.options(scheduling_strategy=lc.on_node(2)).remote()
+    ray.get(producer.without_agent.remote())
+    ref = producer.make.remote(MiB, 11)
+    seen = ray.get(consumer.read.remote(ref))
+    assert seen["sum"] == 11 * MiB and seen["in_mapping"] is False
+    assert ray.get(producer.stats.remote())["transport_fallbacks_no-agent"] == 1
+    assert objects(lc) == before
+    # A source with an agent and a receiver without one: read through a task on the source's node.
+    gismo_producer = Producer.options(scheduling_strategy=lc.on_node(1)).remote()
+    ray.get(consumer.without_agent.remote())
+    ref2 = gismo_producer.make.remote(MiB, 12)
+    seen2 = ray.get(consumer.read.remote(ref2))
+    assert seen2["sum"] == 12 * MiB and seen2["in_mapping"] is None
+    assert ray.get(consumer.stats.remote())["remote_fetches"] == 1
+    del ref, ref2
+    for actor in (producer, consumer, gismo_producer):
+        ray.kill(actor)
+    wait_for("every object's deletion", lambda: objects(lc) == before)
