@@ -1,4 +1,5 @@
-"""Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one.
+"""Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one,
+``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver).
 
 Flags override the ``GISMO_*`` environment (the chart sets env; flags are for humans and tests).
 ``gismo health`` exits 0 only when the agent answers, so it doubles as an exec readiness probe.
@@ -48,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--format", action="store_true", help="format the region even if it holds objects")
     a.add_argument("--log-level", default="INFO")
+    a.add_argument(
+        "--deliver-to",
+        metavar="DIR",
+        help="first copy the pure-Python gismo client into DIR (put DIR on the Ray container's PYTHONPATH)",
+    )
+    d = sub.add_parser("deliver", help="copy the pure-Python gismo client into DEST/gismo")
+    d.add_argument("dest", help="folder to put on PYTHONPATH")
     for name, text in (
         ("stats", "print the agent's counters as JSON"),
         ("health", "exit 0 if the agent answers"),
@@ -58,14 +66,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"cmd", "format", "log_level"}
+    skip = {"cmd", "format", "log_level", "deliver_to"}
     return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script ``gismo``."""
     ns = _parser().parse_args(argv)
+    if ns.cmd == "deliver":
+        return _deliver(ns.dest)
     if ns.cmd == "agent":
+        # Delivery comes first, whatever happens to the agent after it: the Ray container imports
+        # gismo from that folder (and falls back to Ray's store when the agent cannot serve).
+        if ns.deliver_to and _deliver(ns.deliver_to):
+            return 2
         logging.basicConfig(
             level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -86,6 +100,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gismo {ns.cmd}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _deliver(dest: str) -> int:
+    from .deliver import deliver
+
+    try:
+        target = deliver(dest)
+    except OSError as exc:
+        print(f"gismo deliver: cannot deliver the client to {dest}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"event": "delivered", "path": str(target)}), flush=True)
     return 0
 
 

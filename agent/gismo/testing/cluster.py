@@ -9,6 +9,11 @@ agent sidecar sets `GISMO_*` in the Ray container.
 How a node's tasks find their own agent: each raylet is started with that node's `GISMO_*`
 environment (`env_vars`), and Ray workers inherit the raylet's environment, so `gismo.ray` inside
 a task reads `GISMO_SOCKET` etc. from `os.environ` -- the same mechanism as in a Kubernetes pod.
+
+How they import gismo: as in a pod, each node's agent first delivers the pure-Python client into
+that node's own folder (`gismo agent --deliver-to`, see gismo.deliver) and the raylet's
+`PYTHONPATH` is the driver's `PYTHONPATH` with that folder appended, so Ray workers import the
+delivered copy (`PYTHONPATH` precedes site-packages and the editable install), not this checkout.
 The driver (this process) is attached to node 0; while the cluster is up its `os.environ` carries
 node 0's `GISMO_*` (restored on exit).
 
@@ -72,6 +77,7 @@ class AgentProcess:
     env: dict[str, str]
     socket_path: str
     log_path: str
+    client_dir: str = ""  # where this agent delivers the client (on the node's PYTHONPATH)
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def log_tail(self, limit: int = 4000) -> str:
@@ -255,6 +261,7 @@ class LocalCluster:
             node_env[MARKER_ENV] = self.marker
             if self.with_agents:
                 node_env.update(self.agents[i].env)
+                node_env["PYTHONPATH"] = python_path(os.environ.get("PYTHONPATH"), self.agents[i].client_dir)
             kwargs: dict[str, Any] = {
                 "num_cpus": self.cpus_per_node,
                 "object_store_memory": self.object_store_bytes,
@@ -300,14 +307,16 @@ class LocalCluster:
         for i, region in enumerate(regions):
             sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
             env = {**region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
-            agent = AgentProcess(i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"))
+            agent = AgentProcess(
+                i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"), os.path.join(self.tmpdir, f"client-{i}")
+            )
             self.agents.append(agent)
             proc_env = {k: v for k, v in os.environ.items() if not k.startswith(c.ENV_PREFIX)}
             proc_env.update(env)
             proc_env[MARKER_ENV] = self.marker
             with open(agent.log_path, "wb") as log:
                 agent.proc = subprocess.Popen(
-                    [sys.executable, "-m", "gismo.cli", "agent"],
+                    [sys.executable, "-m", "gismo.cli", "agent", "--deliver-to", agent.client_dir],
                     env=proc_env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -449,6 +458,11 @@ class LocalCluster:
                 else:
                     os.environ[k] = v
             _reset_gismo_ray()
+
+
+def python_path(user: str | None, delivered: str) -> str:
+    """``PYTHONPATH`` with the delivered client folder appended (the user's entries keep precedence)."""
+    return f"{user}{os.pathsep}{delivered}" if user else delivered
 
 
 def _loopback_only() -> None:

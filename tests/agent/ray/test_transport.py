@@ -320,3 +320,55 @@ def test_fallback_without_an_agent_on_either_side(lc: LocalCluster) -> None:
     for actor in (producer, consumer, gismo_producer):
         ray.kill(actor)
     wait_for("every object's deletion", lambda: objects(lc) == before)
+
+
+@ray.remote(num_cpus=0)
+def where_is_gismo() -> dict[str, Any]:
+    import importlib.util
+
+    import gismo
+
+    others = [p for p in sys.path if p and not p.startswith(os.path.dirname(os.path.dirname(gismo.__file__)))]
+    spec = importlib.machinery.PathFinder.find_spec("gismo", others)
+    return {
+        "file": gismo.__file__,
+        "elsewhere": None if spec is None else spec.origin,
+        "no_site": bool(sys.flags.no_site),
+        "editable_finder": any(m.startswith("__editable__") for m in sys.modules),
+        "pythonpath": os.environ.get("PYTHONPATH", ""),
+    }
+
+
+@ray.remote(num_cpus=0)
+def read_gismo_ref(box: list[Any]) -> dict[str, Any]:
+    import gismo
+
+    arr = gray.get(box[0])
+    return {"file": gismo.__file__, **describe(arr)}
+
+
+def test_workers_import_the_delivered_client(lc: LocalCluster) -> None:
+    info = ray.get(where_is_gismo.options(scheduling_strategy=lc.on_node(1)).remote())
+    assert info["file"] == os.path.join(lc.agents[1].client_dir, "gismo", "__init__.py")
+    assert info["pythonpath"].endswith(lc.agents[1].client_dir)
+    assert info["editable_finder"]  # this checkout is importable there too: PYTHONPATH wins over it
+
+
+def test_a_worker_without_gismo_installed_reads_through_the_delivered_folder(lc: LocalCluster) -> None:
+    """The worker's Python runs with -S (no site-packages .pth: the editable gismo is invisible); its
+    PYTHONPATH is the delivered folder plus site-packages as a plain folder (for ray and numpy)."""
+    import sysconfig
+
+    site = sysconfig.get_paths()["purelib"]
+    delivered = lc.agents[2].client_dir
+    env = {"py_executable": f"{sys.executable} -S", "env_vars": {"PYTHONPATH": f"{delivered}{os.pathsep}{site}"}}
+    isolated = where_is_gismo.options(scheduling_strategy=lc.on_node(2), runtime_env=env)
+    info = ray.get(isolated.remote())
+    assert info["no_site"] is True
+    assert info["file"] == os.path.join(delivered, "gismo", "__init__.py")
+    assert info["elsewhere"] is None  # nowhere else on that worker's sys.path
+    assert not info["editable_finder"]  # and no editable install of this checkout
+    ref = gray.put(np.full(MiB, 3, dtype=np.uint8))
+    seen = ray.get(read_gismo_ref.options(scheduling_strategy=lc.on_node(2), runtime_env=env).remote([ref]))
+    assert seen["file"].startswith(delivered) and seen["sum"] == 3 * MiB and seen["in_mapping"]
+    gray.free([ref])
