@@ -39,6 +39,20 @@ SLICE_FINALIZER: Final = f"{GROUP}/regions-in-use"
 AGENT_CONTAINER: Final = "gismo-agent"
 #: The hostPath volume of the pool's device or file.
 POOL_VOLUME: Final = "gismo-pool"
+#: The emptyDir the agent delivers the pure-Python ``gismo`` client into (``gismo agent --deliver-to``),
+#: mounted read-only in the Ray container and appended to its ``PYTHONPATH``.
+CLIENT_VOLUME: Final = "gismo-client"
+#: Where that volume is mounted in both containers (the folder put on ``PYTHONPATH``).
+CLIENT_DIR: Final = "/gismo-client"
+#: The emptyDir's size limit: the package is well under 1 MiB (bytecode the Ray container's Python
+#: cannot write to a read-only mount is never stored there).
+CLIENT_VOLUME_SIZE: Final = "32Mi"
+#: The Ray container's own ``PYTHONPATH`` entry, renamed so the new ``PYTHONPATH`` can expand it
+#: (``$(GISMO_USER_PYTHONPATH):/gismo-client``) whether it was a value or a ``valueFrom``.
+ENV_USER_PYTHONPATH: Final = "GISMO_USER_PYTHONPATH"
+#: On a pod (the RayCluster group's ``template.metadata.annotations``): ``"false"`` turns client delivery
+#: off, for images that install ``gismo`` themselves; ``"true"`` (the default) delivers it.
+ANN_DELIVER_CLIENT: Final = f"{GROUP}/deliver-client"
 
 # --- Labels ----------------------------------------------------------------------------------------
 #: KubeRay's labels on every Ray pod (tests/fixtures/kuberay/NOTICE): we read them, never write them.

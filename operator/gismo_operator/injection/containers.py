@@ -12,7 +12,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gismo.contract import AGENT_COMMAND, AGENT_GID, AGENT_UID, SOCKET_DIR, SOCKET_VOLUME
-from gismo_operator.constants import AGENT_CONTAINER, ENV_OWNER, POOL_VOLUME
+from gismo_operator.constants import (
+    AGENT_CONTAINER,
+    CLIENT_DIR,
+    CLIENT_VOLUME,
+    ENV_OWNER,
+    ENV_USER_PYTHONPATH,
+    POOL_VOLUME,
+)
 from gismo_operator.injection.plan import InjectionPlan
 
 
@@ -22,6 +29,45 @@ def gismo_mounts(plan: InjectionPlan) -> list[dict[str, Any]]:
         {"name": POOL_VOLUME, "mountPath": plan.device_path},
         {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
     ]
+
+
+def client_mount(read_only: bool) -> dict[str, Any]:
+    """The delivered-client folder: written by the agent, read-only for the Ray container."""
+    mount: dict[str, Any] = {"name": CLIENT_VOLUME, "mountPath": CLIENT_DIR}
+    if read_only:
+        mount["readOnly"] = True
+    return mount
+
+
+#: The agent's delivery step: it copies the pure-Python client into the shared folder before it
+#: serves (so before its startup probe passes and the Ray container starts), see gismo.deliver.
+AGENT_DELIVERY_ARGS: tuple[str, ...] = ("--deliver-to", CLIENT_DIR)
+
+PYTHONPATH = "PYTHONPATH"
+
+
+def with_client_on_python_path(env: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """``env`` whose ``PYTHONPATH`` ends with the delivered client folder, keeping the user's.
+
+    The user's entry (a ``value`` or a ``valueFrom``) is renamed ``GISMO_USER_PYTHONPATH`` where it
+    stands and followed by ``PYTHONPATH=$(GISMO_USER_PYTHONPATH):/gismo-client``: Kubernetes expands
+    ``$(VAR)`` from variables defined earlier in the list, so both forms work, and later entries
+    that reference ``$(PYTHONPATH)`` still see it defined before them. Without one, ``PYTHONPATH``
+    is the folder alone. (A ``PYTHONPATH`` from the image's ``ENV`` is invisible to Kubernetes and
+    is replaced: set it in the pod spec instead.) The user's folders keep precedence over ours.
+    """
+    result: list[Any] = []
+    renamed = False
+    for entry in env:
+        if entry.get("name") != PYTHONPATH:
+            result.append(entry)  # shared with the input, never mutated
+            continue
+        result.append({**entry, "name": ENV_USER_PYTHONPATH})
+        result.append({"name": PYTHONPATH, "value": f"$({ENV_USER_PYTHONPATH}):{CLIENT_DIR}"})
+        renamed = True
+    if not renamed:
+        result.append({"name": PYTHONPATH, "value": CLIENT_DIR})
+    return result
 
 
 def agent_security_context() -> dict[str, Any]:
@@ -59,7 +105,7 @@ def agent_owner_env() -> dict[str, Any]:
     return {"name": ENV_OWNER, "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}}
 
 
-def build_agent_container(plan: InjectionPlan) -> dict[str, Any]:
+def build_agent_container(plan: InjectionPlan, *, deliver_client: bool = True) -> dict[str, Any]:
     """The agent: a native sidecar (``restartPolicy: Always``) unless the pool turns that off.
 
     As a native sidecar it starts before the Ray container and stops after it, and it does not
@@ -81,6 +127,9 @@ def build_agent_container(plan: InjectionPlan) -> dict[str, Any]:
         container["resources"] = copy.deepcopy(dict(plan.agent.resources))
     if plan.agent.native_sidecar:
         container["restartPolicy"] = "Always"
+    if deliver_client:
+        container["args"] = list(AGENT_DELIVERY_ARGS)
+        container["volumeMounts"] = [*container["volumeMounts"], client_mount(read_only=False)]
     return container
 
 
@@ -118,13 +167,20 @@ def merge_mounts(
     return result
 
 
-def extend_ray_container(container: Mapping[str, Any], plan: InjectionPlan, where: str) -> dict[str, Any]:
-    """The Ray container (``containers[0]``) with the GISMO_* env and the two mounts added.
+def extend_ray_container(
+    container: Mapping[str, Any], plan: InjectionPlan, where: str, *, deliver_client: bool = True
+) -> dict[str, Any]:
+    """The Ray container (``containers[0]``) with the GISMO_* env and the two mounts added, plus the
+    delivered client's mount and ``PYTHONPATH`` when ``deliver_client``.
 
     A shallow copy: only ``env`` and ``volumeMounts`` are new lists; the rest is shared with the
     input and never mutated.
     """
     result = dict(container)
     result["env"] = merge_env(container.get("env"), plan.env())
-    result["volumeMounts"] = merge_mounts(container.get("volumeMounts"), gismo_mounts(plan), where)
+    mounts = gismo_mounts(plan)
+    if deliver_client:
+        result["env"] = with_client_on_python_path(result["env"])
+        mounts.append(client_mount(read_only=True))
+    result["volumeMounts"] = merge_mounts(container.get("volumeMounts"), mounts, where)
     return result

@@ -14,11 +14,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from gismo.contract import ANN_REGION, ANN_SKIPPED
-from gismo_operator.constants import AGENT_CONTAINER
+from gismo_operator.constants import AGENT_CONTAINER, ANN_DELIVER_CLIENT
 from gismo_operator.injection.affinity import merge_node_affinity
 from gismo_operator.injection.containers import build_agent_container, extend_ray_container
 from gismo_operator.injection.plan import InjectionPlan
-from gismo_operator.injection.volumes import build_pool_volume, build_socket_volume, merge_volumes
+from gismo_operator.injection.volumes import (
+    build_client_volume,
+    build_pool_volume,
+    build_socket_volume,
+    merge_volumes,
+)
 
 
 class InjectionError(ValueError):
@@ -39,8 +44,23 @@ def is_injected(pod: Mapping[str, Any]) -> bool:
     return AGENT_CONTAINER in names
 
 
+def delivers_client(pod: Mapping[str, Any]) -> bool:
+    """Whether the agent delivers the ``gismo`` client into this pod (annotation ``gismo.io/deliver-client``,
+    default true). InjectionError for any value other than "true" or "false"."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(ANN_DELIVER_CLIENT, "true")
+    if value not in ("true", "false"):
+        raise InjectionError(
+            f"metadata.annotations[{ANN_DELIVER_CLIENT}]: must be \"true\" or \"false\", got {value!r}"
+        )
+    return value == "true"
+
+
 def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
     """The pod with the agent, volumes, env, affinity and annotations added; unchanged if already injected.
+
+    Unless the pod's ``gismo.io/deliver-client`` annotation is "false", the agent first delivers the
+    ``gismo`` client into a shared emptyDir that the Ray container imports from (``PYTHONPATH``).
 
     The Ray container is ``containers[0]`` (KubeRay's rule): the agent never goes before it. As a
     native sidecar it is appended after the existing initContainers, so init steps the user
@@ -59,12 +79,15 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
         )
 
     containers = spec["containers"] = list(containers)
+    deliver = delivers_client(pod)
     try:
-        containers[0] = extend_ray_container(containers[0], plan, "spec.containers[0]")
+        containers[0] = extend_ray_container(containers[0], plan, "spec.containers[0]", deliver_client=deliver)
         spec["volumes"] = merge_volumes(spec.get("volumes"), [build_pool_volume(plan), build_socket_volume()])
+        if deliver:
+            spec["volumes"] = merge_volumes(spec["volumes"], [build_client_volume()])
     except ValueError as exc:
         raise InjectionError(str(exc)) from exc
-    agent = build_agent_container(plan)
+    agent = build_agent_container(plan, deliver_client=deliver)
     if plan.agent.native_sidecar:
         spec["initContainers"] = [*(spec.get("initContainers") or []), agent]
     else:

@@ -1,4 +1,5 @@
-"""Builders for the two pod volumes Gismo adds: the pool (hostPath) and the agent socket (emptyDir)."""
+"""Builders for the pod volumes Gismo adds: the pool (hostPath), the agent socket (emptyDir) and the
+delivered client (emptyDir)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gismo.contract import SOCKET_VOLUME
-from gismo_operator.constants import POOL_VOLUME
+from gismo_operator.constants import CLIENT_VOLUME, CLIENT_VOLUME_SIZE, POOL_VOLUME
 from gismo_operator.injection.plan import HOSTPATH_TYPES, InjectionPlan
 
 
@@ -23,6 +24,11 @@ def build_pool_volume(plan: InjectionPlan) -> dict[str, Any]:
 def build_socket_volume() -> dict[str, Any]:
     """A pod-private directory for the agent's Unix socket, shared by the agent and Ray."""
     return {"name": SOCKET_VOLUME, "emptyDir": {}}
+
+
+def build_client_volume() -> dict[str, Any]:
+    """The folder the agent copies the ``gismo`` client into for the Ray container (size-bounded)."""
+    return {"name": CLIENT_VOLUME, "emptyDir": {"sizeLimit": CLIENT_VOLUME_SIZE}}
 
 
 def merge_volumes(

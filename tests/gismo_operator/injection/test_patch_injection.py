@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from gismo.contract import SOCKET_PATH, SOCKET_VOLUME
-from gismo_operator.constants import AGENT_CONTAINER, POOL_VOLUME
+from gismo_operator.constants import AGENT_CONTAINER, CLIENT_DIR, CLIENT_VOLUME, POOL_VOLUME
 from gismo_operator.injection import (
     AgentSpec,
     InjectionError,
@@ -114,14 +114,17 @@ def test_ray_container_gets_env_and_mounts_other_containers_do_not() -> None:
     assert env["GISMO_REGION_SIZE"] == str(GI)
     assert env["GISMO_SOCKET"] == SOCKET_PATH
     mounts = {m["name"]: m["mountPath"] for m in ray["volumeMounts"]}
-    assert mounts == {"shared-mem": "/dev/shm", POOL_VOLUME: "/dev/dax0.0", SOCKET_VOLUME: "/run/gismo"}
+    assert mounts == {
+        "shared-mem": "/dev/shm", POOL_VOLUME: "/dev/dax0.0", SOCKET_VOLUME: "/run/gismo",
+        CLIENT_VOLUME: CLIENT_DIR,
+    }  # fmt: skip
     assert other == {"name": "sidecar", "image": "x"}
     agent = out["spec"]["initContainers"][-1]
     assert env_of(agent) == {
         **{k: v for k, v in env.items() if k.startswith("GISMO_")},
         "GISMO_OWNER": "fieldRef:metadata.uid",  # the pod, never the host (hostNetwork shares it)
     }
-    assert {m["name"] for m in agent["volumeMounts"]} == {POOL_VOLUME, SOCKET_VOLUME}
+    assert {m["name"] for m in agent["volumeMounts"]} == {POOL_VOLUME, SOCKET_VOLUME, CLIENT_VOLUME}
     # The native sidecar's startup probe holds the Ray container back until the agent serves.
     assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health"]
 
