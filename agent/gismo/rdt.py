@@ -230,7 +230,9 @@ class GismoTransport(TensorTransportManager):
         st = gray._st()
         out: list[Any] = []
         client = gray._client() if any(r is not None for r in meta.refs) else None
-        for i, ((shape, dtype), gref, data) in enumerate(zip(meta.tensor_meta, meta.refs, meta.inline, strict=True)):
+        for i, ((shape, dtype), gref, data) in enumerate(
+            zip(meta.tensor_meta, meta.refs, meta.inline, strict=True)
+        ):
             if gref is None:
                 arr = np.asarray(data)
                 st.counters["transport_fallback_gets"] += 1
@@ -267,13 +269,17 @@ class GismoTransport(TensorTransportManager):
                 f"source node {node_id} could not ship it: {exc}"
             ) from exc
 
-    def send_multiple_tensors(self, tensors: list[Any], tensor_transport_metadata: Any, communicator_metadata: Any) -> None:
+    def send_multiple_tensors(
+        self, tensors: list[Any], tensor_transport_metadata: Any, communicator_metadata: Any
+    ) -> None:
         raise NotImplementedError("GISMO is one-sided: Ray never calls send on it")
 
     def garbage_collect(self, obj_id: str, tensor_transport_meta: Any, tensors: list[Any]) -> None:
         """The last ref is gone: delete what this transport placed (not create_array's objects)."""
         meta: GismoTransportMetadata = tensor_transport_meta
-        self._delete(obj_id, [r for r, own in zip(meta.refs, meta.owned, strict=True) if own and r is not None])
+        self._delete(
+            obj_id, [r for r, own in zip(meta.refs, meta.owned, strict=True) if own and r is not None]
+        )
 
     @staticmethod
     def _delete(obj_id: str, refs: Sequence[Any]) -> None:

@@ -308,7 +308,11 @@ class LocalCluster:
             sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
             env = {**region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
             agent = AgentProcess(
-                i, env, sock, os.path.join(self.tmpdir, f"agent-{i}.log"), os.path.join(self.tmpdir, f"client-{i}")
+                i,
+                env,
+                sock,
+                os.path.join(self.tmpdir, f"agent-{i}.log"),
+                os.path.join(self.tmpdir, f"client-{i}"),
             )
             self.agents.append(agent)
             proc_env = {k: v for k, v in os.environ.items() if not k.startswith(c.ENV_PREFIX)}

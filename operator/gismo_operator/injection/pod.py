@@ -51,9 +51,9 @@ def delivers_client(pod: Mapping[str, Any]) -> bool:
     value = annotations.get(ANN_DELIVER_CLIENT, "true")
     if value not in ("true", "false"):
         raise InjectionError(
-            f"metadata.annotations[{ANN_DELIVER_CLIENT}]: must be \"true\" or \"false\", got {value!r}"
+            f'metadata.annotations[{ANN_DELIVER_CLIENT}]: must be "true" or "false", got {value!r}'
         )
-    return value == "true"
+    return bool(value == "true")
 
 
 def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
@@ -81,7 +81,9 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
     containers = spec["containers"] = list(containers)
     deliver = delivers_client(pod)
     try:
-        containers[0] = extend_ray_container(containers[0], plan, "spec.containers[0]", deliver_client=deliver)
+        containers[0] = extend_ray_container(
+            containers[0], plan, "spec.containers[0]", deliver_client=deliver
+        )
         spec["volumes"] = merge_volumes(spec.get("volumes"), [build_pool_volume(plan), build_socket_volume()])
         if deliver:
             spec["volumes"] = merge_volumes(spec["volumes"], [build_client_volume()])

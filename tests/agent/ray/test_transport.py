@@ -174,7 +174,9 @@ def test_dict_of_arrays(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
     ref = producer.make_dict.remote(1024, 8)
     seen = ray.get(consumer.read.remote(ref))
     assert sorted(seen) == [f"w{i}" for i in range(8)]
-    assert all(v["in_mapping"] and not v["writeable"] and v["sum"] == i * 1024 for i, v in enumerate(seen.values()))
+    assert all(
+        v["in_mapping"] and not v["writeable"] and v["sum"] == i * 1024 for i, v in enumerate(seen.values())
+    )
     del ref
     wait_for("the dict's deletion", lambda: objects(lc) == before)
 
@@ -209,7 +211,9 @@ def test_create_array_is_referenced_in_place(lc: LocalCluster, actors: tuple[Any
     wait_for("the creation's free", lambda: objects(lc) == before)
 
 
-def test_trap_a_receiver_without_tensor_transport_is_refused(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
+def test_trap_a_receiver_without_tensor_transport_is_refused(
+    lc: LocalCluster, actors: tuple[Any, Any]
+) -> None:
     producer, _consumer = actors
     plain = PlainConsumer.options(scheduling_strategy=lc.on_node(2)).remote()
     ref = producer.make.remote(1024, 1)
@@ -236,7 +240,9 @@ def test_trap_c_other_arrays_keep_rays_serializer(actors: tuple[Any, Any]) -> No
     assert type(plain) is np.ndarray and not plain.flags.writeable
 
 
-def test_trap_d_abort_without_torch_keeps_the_monitor_alive(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
+def test_trap_d_abort_without_torch_keeps_the_monitor_alive(
+    lc: LocalCluster, actors: tuple[Any, Any]
+) -> None:
     import ray._private.ray_constants as rc
     from ray.experimental.rdt.rdt_manager import TransferMetadata
 
@@ -361,7 +367,10 @@ def test_a_worker_without_gismo_installed_reads_through_the_delivered_folder(lc:
 
     site = sysconfig.get_paths()["purelib"]
     delivered = lc.agents[2].client_dir
-    env = {"py_executable": f"{sys.executable} -S", "env_vars": {"PYTHONPATH": f"{delivered}{os.pathsep}{site}"}}
+    env = {
+        "py_executable": f"{sys.executable} -S",
+        "env_vars": {"PYTHONPATH": f"{delivered}{os.pathsep}{site}"},
+    }
     isolated = where_is_gismo.options(scheduling_strategy=lc.on_node(2), runtime_env=env)
     info = ray.get(isolated.remote())
     assert info["no_site"] is True
