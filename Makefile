@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test lint crds run demo bench bench-peers images clean tools
+.PHONY: install test lint crds run demo bench bench-peers bench-broadcast images clean tools
 
 install: $(BIN)/.installed tools
 
@@ -55,6 +55,11 @@ bench-peers: install $(BIN)/.peers-installed
 $(BIN)/.peers-installed: bench/requirements-peers.txt requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -r bench/requirements-peers.txt
 	touch $@
+
+# Weight broadcast (1 GiB, then 64 arrays of 1 GiB in all, to 4 readers on 4 nodes): Ray's object store
+# vs the GISMO tensor transport vs gismo.ray.put/get; bench/results/broadcast.{json,png}.
+bench-broadcast: install
+	$(BIN)/python bench/broadcast.py
 
 images:
 	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
