@@ -40,9 +40,9 @@ import numpy as np
 import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gismo.ray as gray  # noqa: E402
-from gismo.testing import LocalCluster  # noqa: E402
-from ray_vs_gismo import allocated, median, plasma_files, quiesce  # noqa: E402
+import gismo.ray as gray
+from gismo.testing import LocalCluster
+from ray_vs_gismo import allocated, median, plasma_files, quiesce
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 MiB = 1 << 20
@@ -140,7 +140,9 @@ def publish(producer: Any, way: str) -> Any:
     return ray.get(producer.publish_put.remote())  # the ObjRef, a few hundred bytes
 
 
-def one_run(producer: Any, readers: list[Any], way: str, expect: int, keep: bool = False) -> tuple[float, Any]:
+def one_run(
+    producer: Any, readers: list[Any], way: str, expect: int, keep: bool = False
+) -> tuple[float, Any]:
     t0 = time.perf_counter()
     ref = publish(producer, way)
     got = ray.get([r.read.remote(ref, keep) for r in readers])
@@ -173,7 +175,9 @@ def wait_back(lc: LocalCluster, base: dict[str, int], limit: float = 30.0) -> tu
     return now, time.monotonic() - t0
 
 
-def bench_kind(lc: LocalCluster, producer: Any, readers: list[Any], kind: str, nbytes: int, runs: int) -> dict[str, Any]:
+def bench_kind(
+    lc: LocalCluster, producer: Any, readers: list[Any], kind: str, nbytes: int, runs: int
+) -> dict[str, Any]:
     size = ray.get(producer.make.remote(kind, nbytes))
     expect = pages(kind, nbytes)
     out: dict[str, Any] = {"kind": kind, "bytes": size, "arrays": 1 if kind == "array" else PARTS, "ways": {}}
@@ -233,14 +237,19 @@ def targets(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    print(f"\n{'payload':<22} {'way':<16} {'warm median':>12} {'cold':>8} {'vs ray':>8} {'copies held':>12} {'gone':>5}")
+    head = f"{'payload':<22} {'way':<16} {'warm median':>12} {'cold':>8} {'vs ray':>8}"
+    print(f"\n{head} {'copies held':>12} {'gone':>5}")
     for r in results:
         w = r["ways"]
         label = f"{r['bytes'] / GiB:g} GiB, {r['arrays']} array" + ("s" if r["arrays"] > 1 else "")
         for way in WAYS:
             x = w[way]
             speed = w["ray"]["warm_median_s"] / x["warm_median_s"]
-            gone = "-" if way == "ray" else ("yes" if x["gismo_objects_after"] == x["gismo_objects_before"] else "NO")
+            gone = (
+                "-"
+                if way == "ray"
+                else ("yes" if x["gismo_objects_after"] == x["gismo_objects_before"] else "NO")
+            )
             print(
                 f"{label:<22} {way:<16} {x['warm_median_s']:>11.3f}s {x['cold_s']:>7.3f}s {speed:>7.1f}x "
                 f"{x['memory']['copies']:>12.2f} {gone:>5}"
@@ -254,7 +263,9 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 3.6))
-    labels = [f"{r['bytes'] / GiB:g} GiB, {r['arrays']} array" + ("s" if r["arrays"] > 1 else "") for r in results]
+    labels = [
+        f"{r['bytes'] / GiB:g} GiB, {r['arrays']} array" + ("s" if r["arrays"] > 1 else "") for r in results
+    ]
     x = np.arange(len(results))
     width = 0.26
     for i, way in enumerate(WAYS):
@@ -297,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:
                 del ref
             results.append(bench_kind(lc, producer, readers, kind, nbytes, args.runs))
             stats = ray.get(producer.stats.remote())
-            meta["transport_stats_producer"].append({k: v for k, v in stats.items() if k.startswith("transport")})
+            meta["transport_stats_producer"].append(
+                {k: v for k, v in stats.items() if k.startswith("transport")}
+            )
     meta["loadavg_1m_end"] = os.getloadavg()[0]
     doc = {"targets": targets(results), "meta": meta, "results": results}
     out = Path(args.out)

@@ -30,7 +30,9 @@ def test_only_python_sources_are_delivered(tmp_path: Path) -> None:
     delivered = files(target)
     assert "__init__.py" in delivered and "rdt.py" in delivered and "py.typed" in delivered
     assert not [f for f in delivered if not f.endswith((".py", ".typed"))]
-    assert files(target) == {f for f in files(src) if f.endswith((".py", ".typed")) and "__pycache__" not in f}
+    assert files(target) == {
+        f for f in files(src) if f.endswith((".py", ".typed")) and "__pycache__" not in f
+    }
 
 
 def test_redelivery_replaces_the_previous_copy(tmp_path: Path) -> None:
