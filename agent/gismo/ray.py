@@ -33,6 +33,11 @@ plain private numpy array and the seal is a `ray.put` of it (a fallback, counted
         c.array[:] = compute()
     return c.ref
 
+The GISMO tensor transport: importing this module also registers Ray Direct Transport "GISMO"
+(see gismo.rdt): actor methods declared `@ray.method(tensor_transport="GISMO")` return arrays marked
+with `shared(arr)` through Gismo with Ray's own lifetimes (deleted when the last ObjectRef goes).
+Use it between actors; `put`/`get` for tasks and arbitrary objects, freed explicitly.
+
 Cost: `put` = one copy of the object's buffers into shared memory plus one agent round-trip;
 `get` = no agent message (validation and a pin in shared memory), page faults on first touch,
 no copy of the data.
