@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from . import crashpoints
 from .config import Config
 from .config import load as load_config
 from .daemon import protocol
@@ -54,6 +55,18 @@ _SLOT = layout.SLOT
 _write_pin = layout.write_pin
 _clear_pin = layout.clear_pin
 _write_counters = layout.write_counters
+_CRASH = crashpoints.ARMED  # test seam (crashpoints.py): False unless GISMO_TEST_CRASH_AT is set
+
+
+def _crash_before_copy(enc: Encoded, rw: memoryview, off: int) -> None:
+    """Test seam (crashpoints.py): die holding a reservation, before or halfway through the copy."""
+    crashpoints.reached("put-reserved")
+    if crashpoints.due("put-mid-copy"):
+        write_header(enc, rw, off)
+        if enc.places:
+            (pos, n), buf = enc.places[0], enc.buffers[0]
+            rw[off + pos : off + pos + n // 2] = buf[: n // 2]
+        crashpoints.now()
 
 
 class _Release:
@@ -172,6 +185,7 @@ class Client:
         self._free_pins: list[int] = []
         self._counter_pos = -1
         self._gets = 0
+        self._copy_rejections = 0  # checked copies refused because the slot changed during the copy
         self._geoms: dict[int, Geometry] = {}
         self._sock, info = self._hello()
         self.info = info
@@ -283,6 +297,8 @@ class Client:
         enc = encode(obj)
         n = enc.size
         slot, gen, off = self._reserve_current(n)
+        if _CRASH:
+            _crash_before_copy(enc, self._rw, off)
         try:
             write(enc, self._rw, off)
             self._seal_slot(slot, gen, off, n)
@@ -290,6 +306,9 @@ class Client:
             self._abort_slot(slot, gen)
             raise
         self._queue_seal(slot, gen)
+        if _CRASH and crashpoints.due("put-sealed"):
+            self._flush_notices()
+            crashpoints.now()
         return Ref(self.region, slot, gen, off, n)
 
     def _reserve_current(self, n: int) -> tuple[int, int, int]:
@@ -519,6 +538,8 @@ class Client:
         coherence.invalidate(self._ro, base, size)
         data = np.frombuffer(self._ro, np.uint8, size, base).copy()
         if _SEQ.unpack_from(self._ro, pos)[0] != seq:
+            with self._lock:
+                self._copy_rejections += 1
             raise StaleRef(f"object r{region}/s{slot}@g{gen} changed while being copied")
         return decode(data, data.ctypes.data, 0, size, data, None)
 
@@ -591,7 +612,13 @@ class Client:
         region, slot, gen, _off, _size, _pos = self._locate(ref)
         if region != self.region:
             raise GismoError(f"object {ref!r} belongs to region {region}; only its own pod can delete it")
-        self._call(protocol.DELETE, protocol.DELETE_REQ.pack(region, slot, gen))
+        body = protocol.DELETE_REQ.pack(region, slot, gen)
+        if _CRASH and crashpoints.due("delete-sent"):
+            self._flush_notices()
+            assert self._sock is not None
+            self._sock.sendall(protocol.frame(protocol.DELETE, body))
+            crashpoints.now()
+        self._call(protocol.DELETE, body)
 
     def delete_many(self, refs: Iterable[Ref]) -> int:
         """Delete many objects of this pod's region in one pipelined exchange; returns how many were
@@ -630,7 +657,10 @@ class Client:
     def stats(self) -> dict[str, Any]:
         """The agent's counters for this region plus this client's own."""
         st: dict[str, Any] = json.loads(self._call(protocol.STATS))
-        st["client"] = {"pins": len(self._pinned), "gets": self._gets, "pid": os.getpid()}
+        st["client"] = {
+            "pins": len(self._pinned), "gets": self._gets, "pid": os.getpid(),
+            "copy_rejections": self._copy_rejections,
+        }  # fmt: skip
         return st
 
     def list(self) -> list[Ref]:

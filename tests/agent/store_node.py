@@ -22,6 +22,13 @@ def pattern(n: int, seed: int) -> np.ndarray:
     return a.astype(np.uint8)
 
 
+def tagged(n: int, seed: int) -> np.ndarray:
+    """pattern() with the seed in its first 8 bytes (what store_writer.py puts)."""
+    a = pattern(n, seed)
+    a[:8] = np.frombuffer(np.uint64(seed).tobytes(), np.uint8)
+    return a
+
+
 def connect(st: dict[str, Any], sock: str) -> int:
     st["c"] = gismo.connect(sock)
     st["held"] = {}
@@ -175,17 +182,29 @@ def serve(conn: Connection) -> None:
         c.close()
 
 
-def verify_tagged(st: dict[str, Any], refs: list[Any]) -> list[str]:
-    """Every object must be complete: its first 8 bytes name a seed whose pattern fills the rest."""
+def verify_tagged(st: dict[str, Any], expected: list[Any]) -> list[str]:
+    """Each ``[ref, seed, size]`` must resolve to exactly the object put under that ref: an array of
+    ``size`` bytes equal to tagged(size, seed). Returns what differs (empty: all as recorded).
+
+    Comparing with the writer's record, not with the seed the bytes claim, is what catches a ref
+    that resolves to another complete object (a reused slot, a wrong offset)."""
     bad = []
-    for r in refs:
+    for r, seed, n in expected:
         try:
             v = st["c"].get(gismo.Ref(*r))
         except gismo.GismoError as exc:
             bad.append(f"{r}: {type(exc).__name__} {exc}")
             continue
-        seed = int(np.frombuffer(v[:8].tobytes(), np.uint64)[0])
-        want = pattern(v.shape[0], seed)
-        if not np.array_equal(v[8:], want[8:]):
-            bad.append(f"{r}: content is not pattern {seed}")
+        if not isinstance(v, np.ndarray) or v.shape != (n,) or v.dtype != np.uint8:
+            bad.append(
+                f"{r}: not the {n}-byte array put under it ({type(v).__name__} {getattr(v, 'shape', '')})"
+            )
+        elif not np.array_equal(v, tagged(n, seed)):
+            claimed = int(np.frombuffer(v[:8].tobytes(), np.uint64)[0])
+            bad.append(f"{r}: bytes are not tagged({n}, {seed}) (the object claims seed {claimed})")
     return bad
+
+
+def errors_of(st: dict[str, Any], refs: list[Any]) -> list[str | None]:
+    """get_error for each ref (None where get returns)."""
+    return [get_error(st, gismo.Ref(*r)) for r in refs]

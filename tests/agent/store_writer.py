@@ -1,7 +1,16 @@
-"""Put objects into one agent in a loop, printing each returned ref (sealed) as a JSON line.
+"""Put objects into one agent in a loop, recording every step in a side file (one JSON line each).
 
-Used by the crash test: the agent is killed with SIGKILL while this runs; whatever was printed was
-sealed, whatever was in flight was not.
+Used by the crash tests: the agent or this writer is killed while it runs (kill -9, or a crash point
+armed with GISMO_TEST_CRASH_AT). The side file is written line by line straight to the kernel, so
+what it says survives the kill of this process:
+
+    ["putting", seed, size]       a put of tagged(size, seed) starts
+    ["put", ref, seed, size]      it returned ref (the object is sealed)
+    ["deleting", ref]             a delete of ref starts
+    ["deleted", ref]              it returned
+    ["agent-gone"]                the agent went away (AgentUnavailable); the writer exits 0
+
+Usage: store_writer.py SOCKET COUNT SIDE_FILE
 """
 
 from __future__ import annotations
@@ -9,38 +18,39 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np
-from store_node import pattern
+from store_node import tagged
 
 import gismo
 
-
-def tagged(n: int, seed: int) -> np.ndarray:
-    """pattern() with the seed in its first 8 bytes, so any object found later names its content."""
-    a = pattern(n, seed)
-    a[:8] = np.frombuffer(np.uint64(seed).tobytes(), np.uint8)
-    return a
+SIZES = [64 << 10, 1 << 20, 3 << 20, 200_000]
 
 
 def main() -> int:
-    sock, count = sys.argv[1], int(sys.argv[2])
+    sock, count, side = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    fd = os.open(side, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    def record(*msg: Any) -> None:
+        os.write(fd, (json.dumps(list(msg)) + "\n").encode())  # unbuffered: survives kill -9
+
     c = gismo.connect(sock)
-    sizes = [64 << 10, 1 << 20, 3 << 20, 200_000]
     try:
         for i in range(count):
-            n = sizes[i % len(sizes)]
+            n = SIZES[i % len(SIZES)]
+            record("putting", i, n)
             ref = c.put(tagged(n, i))
-            print(json.dumps([list(ref), i, n]), flush=True)
+            record("put", list(ref), i, n)
             if c.stats()["bytes_free"] < 8 << 20:  # keep room: delete the oldest half
-                for r in c.list()[: len(c.list()) // 2]:
+                listed = c.list()
+                for r in listed[: len(listed) // 2]:
+                    record("deleting", list(r))
                     c.delete(r)
-                    print(json.dumps(["deleted", list(r)]), flush=True)
+                    record("deleted", list(r))
     except gismo.AgentUnavailable:
-        print(json.dumps(["agent-gone"]), flush=True)
-        return 0
+        record("agent-gone")
     return 0
 
 

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +28,8 @@ import pytest
 import store_node
 
 from gismo.daemon import protocol
+from gismo.memory import layout
+from gismo.testing import wait_until
 
 MiB = 1 << 20
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
@@ -76,16 +77,23 @@ def stats_of(sock_path: str) -> dict[str, Any]:
     return out
 
 
-def wait_for(cond: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll until cond() is truthy (correctness waits only; no test asserts on speed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+def slots_in_memory(
+    path: str, region: int, region_size: int, slice_offset: int = 0
+) -> dict[str, list[list[int]]]:
+    """What a region's slot table says, read straight from the pool file (no agent involved):
+    refs ``[region, slot, generation, offset, length]`` of its sealed, reserved and deleting slots."""
+    names = {layout.SEALED: "sealed", layout.RESERVED: "reserved", layout.DELETING: "deleting"}
+    out: dict[str, list[list[int]]] = {name: [] for name in names.values()}
+    base = slice_offset + region * region_size
+    with open(path, "rb") as f:
+        f.seek(base)
+        buf = f.read(region_size)
+    g = layout.Geometry.unpack_header(buf, 0, region, region_size)
+    for s in range(g.slots):
+        _seq, gen, state, _f, off, length, _taken = layout.read_slot_raw(buf, g.slot_pos(s))
+        if state in names:
+            out[names[state]].append([region, s, gen, off, length])
+    return out
 
 
 class AgentProc:
@@ -102,7 +110,7 @@ class AgentProc:
     def start(self) -> AgentProc:
         """Launch and wait until it serves."""
         self.launch()
-        wait_for(self._up, 30, f"agent {self.region} to serve")
+        wait_until(self._up, f"agent {self.region} to serve")
         return self
 
     def launch(self) -> None:
@@ -145,6 +153,11 @@ class AgentProc:
 
     def stats(self) -> dict[str, Any]:
         return stats_of(self.socket)
+
+    def slots(self) -> dict[str, list[list[int]]]:
+        """This agent's region as its slot table in memory says (see slots_in_memory)."""
+        p = self.pool
+        return slots_in_memory(p.path, self.region, p.region_size, p.slice_offset)
 
 
 class Node:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import crashpoints
 from ..config import Config
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
 from ..memory import coherence, layout
@@ -41,6 +42,7 @@ from .conn import Conn
 log = logging.getLogger("gismo.agent")
 
 SLOT_DTYPE = layout.slot_dtype()
+_CRASH = crashpoints.ARMED  # test seam (crashpoints.py): False unless GISMO_TEST_CRASH_AT is set
 
 
 class RegionOwner:
@@ -300,6 +302,8 @@ class RegionOwner:
         off, taken = ext
         layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        if _CRASH:
+            crashpoints.reached("agent-create")
         self.reserved[slot] = (c.cid, gen, off, taken)
         self.reserved_bytes += taken
         c.reserved.add(slot)
@@ -375,6 +379,8 @@ class RegionOwner:
         self.sealed_bytes += length
         self.puts += 1
         c.reserved.discard(slot)
+        if _CRASH:
+            crashpoints.reached("agent-seal")
 
     def _adopt(self, slot: int, length: int) -> None:
         self.reserved_bytes -= self.reserved.pop(slot)[3]
@@ -433,6 +439,8 @@ class RegionOwner:
                 raise StaleRef(f"object r{region}/s{slot}@g{gen} no longer exists")
         layout.write_state(self.rw, pos, DELETING)
         coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        if _CRASH:
+            crashpoints.reached("agent-delete")
         self.sealed -= 1
         self.sealed_bytes -= s.length
         self.deletes += 1

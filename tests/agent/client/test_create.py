@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from store_node import pattern
-from storefix import MiB, Pool, wait_for
+from storefix import MiB, Pool
 
 import gismo
 from gismo.memory.serialize import _HDR, NDARRAY
+from gismo.testing import wait_until
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_abort_leaves_nothing(two: tuple[Pool, list]) -> None:
     ref = a.call("create_open", "x", 2 * MiB, 3)
     assert pool.agents[0].stats()["bytes_reserved"] >= 2 * MiB
     a.call("abort_open", "x")
-    after = wait_for(lambda: (s := pool.agents[0].stats())["bytes_reserved"] == 0 and s, what="abort")
+    after = wait_until(lambda: (s := pool.agents[0].stats())["bytes_reserved"] == 0 and s, "abort")
     assert after["bytes_used"] == before["bytes_used"] and after["objects"] == before["objects"]
     assert b.call("get_error", ref) == "StaleRef"
     assert not b.call("contains", ref)
@@ -88,7 +89,7 @@ def test_exception_inside_the_context_manager_aborts(two: tuple[Pool, list]) -> 
     name, ref = a.call("create_then_raise", 1 * MiB)
     assert name == "KeyError"
     assert b.call("get_error", ref) == "StaleRef"
-    assert wait_for(lambda: pool.agents[0].stats()["bytes_reserved"] == 0, what="abort")
+    assert wait_until(lambda: pool.agents[0].stats()["bytes_reserved"] == 0, "abort")
     assert pool.agents[0].stats()["objects"] == 0
 
 
@@ -107,6 +108,6 @@ def test_unsealed_is_never_readable_by_another_process(two: tuple[Pool, list]) -
     ref2 = a2.call("create_open", "y", 1 * MiB, 6)
     a2.close()
     pool.nodes.remove(a2)
-    assert wait_for(lambda: pool.agents[0].stats()["bytes_reserved"] == 0, what="dead writer's space freed")
+    assert wait_until(lambda: pool.agents[0].stats()["bytes_reserved"] == 0, "dead writer's space freed")
     assert b.call("get_error", ref2) == "StaleRef"
     assert b.call("check_pattern", ref, 1 * MiB, 5)

@@ -10,11 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from store_node import pattern
-from storefix import MiB, Pool, wait_for
+from storefix import MiB, Pool
 
 import gismo
 from gismo.memory import layout
 from gismo.memory.serialize import _HDR
+from gismo.testing import wait_until
 
 
 @pytest.fixture
@@ -119,10 +120,10 @@ def test_delete_waits_for_pins_in_other_regions(three: tuple[Pool, list]) -> Non
     assert b.call("held_bytes", "x", 0, 64) == bytes(pattern(64, 3))  # B's view still intact
     b.call("drop", "x")
     assert b.call("pins") == 0
-    wait_for(lambda: agent_a.stats()["pending_deletes"] == 0, what="reclaim after unpin")
+    wait_until(lambda: agent_a.stats()["pending_deletes"] == 0, "reclaim after unpin")
     for r in new:
         a.call("delete", r)
-    wait_for(lambda: agent_a.stats()["pending_deletes"] == 0, what="reclaim")
+    wait_until(lambda: agent_a.stats()["pending_deletes"] == 0, "reclaim")
     again = a.call("put_pattern", n, 9)
     assert again.offset == ref.offset  # the space is reused once no pin names it
 
@@ -131,7 +132,7 @@ def test_stale_ref_after_delete_and_reuse(three: tuple[Pool, list]) -> None:
     pool, (a, b, c) = three
     ref = a.call("put_pattern", 1 * MiB, 1)  # large: a CREATE of its own, not from a small-object stash
     a.call("delete", ref)
-    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim")
+    wait_until(lambda: pool.agents[0].stats()["pending_deletes"] == 0, "reclaim")
     reused = a.call("put_pattern", 1 * MiB, 2)
     assert (reused.slot, reused.offset) == (ref.slot, ref.offset)  # same slot, same bytes
     assert reused.generation != ref.generation
@@ -144,7 +145,7 @@ def test_stale_ref_after_delete_and_reuse(three: tuple[Pool, list]) -> None:
     # Small objects come from a per-client stash of reservations; a reused slot is just as stale.
     small = a.call("put_pattern", 100, 3)
     a.call("delete", small)
-    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim")
+    wait_until(lambda: pool.agents[0].stats()["pending_deletes"] == 0, "reclaim")
     for i in range(200):
         again = a.call("put_pattern", 100, 4 + i)
         if again.slot == small.slot:
@@ -243,7 +244,7 @@ def test_workers_of_one_node_share_its_agent_and_region(pool: Pool) -> None:
     assert w3.call("check_pattern", refs[1], 5000, 1)
     assert pool.agents[0].stats()["clients"] == 3
     # refs[5] is reclaimed after the grace period; refs[0] stays pending while w2 pins it.
-    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 1, what="refs[5] reclaimed")
+    wait_until(lambda: pool.agents[0].stats()["pending_deletes"] == 1, "refs[5] reclaimed")
     assert w2.call("held_bytes", "x", 0, 16) == bytes(pattern(16, 0))
     w2.call("drop", "x")
-    wait_for(lambda: pool.agents[0].stats()["pending_deletes"] == 0, what="reclaim after unpin")
+    wait_until(lambda: pool.agents[0].stats()["pending_deletes"] == 0, "reclaim after unpin")

@@ -11,10 +11,11 @@ import urllib.request
 
 import numpy as np
 import pytest
-from storefix import Pool, wait_for
+from storefix import Pool
 
 import gismo
 from gismo import config
+from gismo.testing import wait_until
 
 
 def _free_port() -> int:
@@ -93,7 +94,7 @@ def test_delete_many_and_stash_released_on_disconnect(pool: Pool) -> None:
     assert c.delete_many(refs[:6]) == 6
     assert c.delete_many(refs[:8]) == 2  # already-deleted ones are skipped
     c.close()
-    st = wait_for(lambda: (s := a.stats())["clients"] == 1 and s, what="disconnect")
+    st = wait_until(lambda: (s := a.stats())["clients"] == 1 and s, "disconnect")
     assert st["reserved"] == 0 and st["bytes_reserved"] == 0 and st["objects"] == 2
     c = gismo.connect(a.socket)
     try:

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from storefix import Pool, wait_for
+from storefix import Pool
+from writer_record import Record, start_writer
 
 import gismo
 from gismo.daemon import protocol
 from gismo.memory import layout
-
-# The helper scripts live one level up, in tests/agent.
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from gismo.testing import wait_until
 
 
 def test_kill9_mid_puts_then_restart_recovers(pool: Pool) -> None:
+    """kill -9 of the agent at whatever moment the writer is at (test_crash_points.py covers each
+    boundary deterministically); every check is exact against the writer's side file and memory."""
     a = pool.agent(0, orphan_grace_s=0.5)
     pool.agent(1)
     b = pool.node(1)
@@ -31,56 +29,57 @@ def test_kill9_mid_puts_then_restart_recovers(pool: Pool) -> None:
     c._rw[off : off + 4096] = b"\x55" * 4096
     half = gismo.Ref(0, slot, gen, off, 1 << 20)
 
-    writer = subprocess.Popen(
-        [sys.executable, os.path.join(HERE, "store_writer.py"), a.socket, "100000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    side = os.path.join(pool.dir, "writer.jsonl")
+    writer = start_writer(a.socket, side)
     try:
-        assert writer.stdout is not None
-        sealed: dict[tuple[int, ...], int] = {}
-        deleted: set[tuple[int, ...]] = set()
-        while len(sealed) < 40:
-            line = writer.stdout.readline()
-            assert line, writer.stderr.read() if writer.stderr else "writer died"
-            msg = json.loads(line)
-            if msg[0] == "deleted":
-                deleted.add(tuple(msg[1]))
-            else:
-                sealed[tuple(msg[0])] = msg[1]
+
+        def forty_puts() -> bool:
+            assert writer.poll() is None, writer.stderr.read() if writer.stderr else "writer died"
+            return len(Record.read(side).put) >= 40
+
+        wait_until(forty_puts, "the writer to put 40 objects")
         a.kill9()  # while the writer is putting
-        out, err = writer.communicate(timeout=60)
+        _out, err = writer.communicate(timeout=60)
     finally:
         if writer.poll() is None:
             writer.kill()
             writer.wait()
-    for line in out.splitlines():
-        msg = json.loads(line)
-        if msg[0] == "deleted":
-            deleted.add(tuple(msg[1]))
-        elif msg[0] != "agent-gone":
-            sealed[tuple(msg[0])] = msg[1]
-    assert json.loads(out.splitlines()[-1]) == ["agent-gone"], err
-    live = [list(r) for r in sealed if r not in deleted]
-    assert live
+    rec = Record.read(side)
+    assert writer.returncode == 0 and rec.agent_gone, err
+    assert rec.live and rec.deleting
 
-    # The agent is dead: B keeps reading every sealed object, and never the half-written one.
-    assert b.call("verify_tagged", live) == []
+    # The agent is dead: B keeps reading every sealed object exactly as put, never a deleted one,
+    # and never the half-written one.
+    mem = a.slots()
+    assert b.call("verify_tagged", rec.live) == []
+    assert b.call("errors_of", [list(r) for r in rec.deleting]) == ["StaleRef"] * len(rec.deleting)
     assert b.call("get_error", half) == "StaleRef"
+    assert list(half)[:3] in [r[:3] for r in mem["reserved"]]
+    sealed = {tuple(r) for r in mem["sealed"]}
+    assert rec.live_refs <= sealed
+    extra = sealed - rec.live_refs
+    if extra:  # killed after the writer sealed its put in memory, before put returned
+        assert rec.open_put and rec.last_putting is not None and len(extra) == 1
+        seed, size = rec.last_putting
+        assert b.call("verify_tagged", [[list(next(iter(extra))), seed, size]]) == []
     c.close()
 
-    # Restart: recovery keeps sealed objects, quarantines then frees half-written ones.
+    # Restart: recovery keeps exactly the sealed objects and quarantines exactly the reserved ones
+    # (the half-written one plus the writer's put in flight, if the kill caught one), then frees them.
     a.start()
     st = a.stats()
     assert st["epoch"] == 2
-    assert st["recovered"]["kept"] >= len(live)
-    assert st["recovered"]["orphaned"] >= 1
-    assert b.call("verify_tagged", live) == []
+    assert st["recovered"] == {
+        "kept": len(mem["sealed"]), "dropped": 0, "orphaned": len(mem["reserved"]),
+        "deleting": len(mem["deleting"]),
+    }  # fmt: skip
+    assert b.call("verify_tagged", rec.live) == []
     assert b.call("get_error", half) == "StaleRef"
-    listed = [list(r) for r in gismo.connect(a.socket).list()]
-    assert b.call("verify_tagged", listed) == []  # nothing listed is half written
-    assert {tuple(r) for r in live} <= {tuple(r) for r in listed}
-    wait_for(lambda: a.stats()["orphans"] == 0, what="orphan quarantine to end")
+    listed = {tuple(r) for r in gismo.connect(a.socket).list()}
+    assert listed == sealed  # nothing listed is half written
+    wait_until(lambda: a.stats()["orphans"] == 0, "orphan quarantine to end")
     assert b.call("get_error", half) == "StaleRef"
+    assert a.slots()["reserved"] == []
 
     # The restarted agent serves new puts, readable elsewhere.
     a_node = pool.node(0)
@@ -122,10 +121,10 @@ def test_new_owner_waits_for_readers_then_reformats(pool: Pool) -> None:
     a.stop()
     a.env["GISMO_OWNER"] = "pod-2"  # the region is handed to a new pod
     a.launch()
-    wait_for(lambda: "waiting for 1 pins" in a.log_text(), what="new owner to wait for the reader")
+    wait_until(lambda: "waiting for 1 pins" in a.log_text(), "new owner to wait for the reader")
     assert np.array_equal(np.frombuffer(b.call("held_bytes", "old"), np.int64), np.arange(5000))
     b.call("drop", "old")
-    wait_for(a._up, 30, "new owner to format and serve")
+    wait_until(a._up, "new owner to format and serve")
     assert a.stats()["recovered"] == {"formatted": 1}
     c = gismo.connect(a.socket)
     try:
@@ -144,7 +143,7 @@ def test_client_outliving_its_agent_never_writes_a_void_reservation(pool: Pool) 
     assert a.stop() == 0  # graceful: the stash stays reserved in memory for the next agent to judge
     a.start()
     assert a.stats()["recovered"]["orphaned"] >= stash
-    wait_for(lambda: a.stats()["orphans"] == 0, what="quarantine of the old stash to end")
+    wait_until(lambda: a.stats()["orphans"] == 0, "quarantine of the old stash to end")
     new = gismo.connect(a.socket)
     try:
         refs = [new.put(np.full(64, i)) for i in range(200)]  # may reuse the old stash's space

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from storefix import Pool, Replies, stats_of, wait_for
+from storefix import Pool, Replies, stats_of
 
 import gismo
 from gismo.daemon import protocol
 from gismo.daemon.protocol import FrameReader
+from gismo.testing import wait_until
 
 OPS = [*range(16), 0x7F, 0xFF]
 
@@ -98,7 +99,7 @@ def test_fuzzed_frames_get_replies_and_agent_keeps_serving(
     # Other clients are served correctly throughout. Wait until the agent has seen the fuzzer hang up
     # (2 clients = ours + this stats probe): its reservations are released then, so a fuzzed CREATE of
     # the whole region cannot make the put below fail.
-    wait_for(lambda: stats_of(sock_path)["clients"] == 2, what="fuzz connection to be closed")
+    wait_until(lambda: stats_of(sock_path)["clients"] == 2, "fuzz connection to be closed")
     assert np.array_equal(client.get(ref), np.arange(100_000))
     r2 = client.put(b"still serving")
     assert client.get(r2) == b"still serving"
