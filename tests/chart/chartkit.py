@@ -148,15 +148,15 @@ def crd_documents(folder: Path = CHART_CRDS) -> list[Doc]:
     return docs
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
     """The CRD schema as the API server applies it, with pruning turned into errors: an object with
     ``properties`` and no ``x-kubernetes-preserve-unknown-fields`` accepts no other field (the API
     server would silently drop it, which is a bug in what the chart renders)."""
     if isinstance(schema, list):
-        return [_closed(s) for s in schema]
+        return [closed_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _closed(v) for k, v in schema.items()}
+    out = {k: closed_schema(v) for k, v in schema.items()}
     if (
         "properties" in schema
         and "additionalProperties" not in schema
@@ -181,7 +181,7 @@ def crd_schemas() -> dict[tuple[str, str], Doc]:
                 "metadata": {"type": "object"},
             }
             root["properties"] = {**implicit, **root.get("properties", {})}
-            schemas[(api_version, spec["names"]["kind"])] = _closed(root)
+            schemas[(api_version, spec["names"]["kind"])] = closed_schema(root)
     return schemas
 
 

@@ -4,23 +4,29 @@ API server would apply (built-in kinds: Kubernetes' own; ours: the CRDs; RayClus
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
-from chartkit import REPO, Doc, crd_schemas, validate_document
+from chartkit import REPO, Doc, closed_schema, crd_schemas, validate_document
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 KUBERAY_CRD = REPO / "tests" / "fixtures" / "kuberay" / "ray.io_rayclusters.yaml"
 
 
+@functools.cache
 def schemas_with_kuberay() -> dict[tuple[str, str], Doc]:
+    """Built once per run (KubeRay's CRD is large; callers only read the result)."""
     schemas = crd_schemas()
-    crd = yaml.safe_load(KUBERAY_CRD.read_text())
+    crd = yaml.load(KUBERAY_CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     for version in crd["spec"]["versions"]:
         root = copy.deepcopy(version["schema"]["openAPIV3Schema"])
         root["properties"]["metadata"] = {"type": "object"}
-        schemas[(f"ray.io/{version['name']}", "RayCluster")] = root
+        # Closed as the API server applies it: a field KubeRay's schema does not know is an error here
+        # (the API server would prune it silently, so the example would not do what it says).
+        schemas[(f"ray.io/{version['name']}", "RayCluster")] = closed_schema(root)
     return schemas
 
 
@@ -35,6 +41,34 @@ def test_example_documents_validate(path: Path) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert docs, f"{path.name} holds no document"
     for doc in docs:
+        validate_document(doc, schemas)
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        ("spec",),
+        ("spec", "headGroupSpec"),
+        ("spec", "workerGroupSpecs", 0),
+        ("spec", "headGroupSpec", "template", "spec", "containers", 0),
+    ],
+    ids=lambda w: ".".join(map(str, w)),
+)
+def test_raycluster_example_with_an_unknown_field_fails(where: tuple[str | int, ...]) -> None:
+    """The KubeRay schema is closed: the example validates because every field is known, not because
+    anything goes."""
+    schemas = schemas_with_kuberay()
+    doc = next(
+        d
+        for d in yaml.safe_load_all((REPO / "examples" / "raycluster.yaml").read_text())
+        if d and d["kind"] == "RayCluster"
+    )
+    validate_document(doc, schemas)
+    node = doc
+    for key in where:
+        node = node[key]
+    node["gismoTypo"] = True
+    with pytest.raises(jsonschema.ValidationError, match="gismoTypo"):
         validate_document(doc, schemas)
 
 

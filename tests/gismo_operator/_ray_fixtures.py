@@ -9,7 +9,6 @@ name and uid and stores the pod, which is when the operator's watch sees it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import copy
 import dataclasses
@@ -116,13 +115,16 @@ class RunningOperator:
     kopf_thread: embedded.KopfThread
 
     async def admit(self, pod: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-        """POST the AdmissionReview over HTTPS to /mutate-raypod; return the review's answer."""
-        async with self.session.post(
-            f"{self.webhook_url}/mutate-raypod", json=admission_review(pod, dry_run=dry_run), ssl=self.ssl
-        ) as resp:
+        """POST an AdmissionReview for ``pod`` over HTTPS to /mutate-raypod; return the review's answer."""
+        return await self.review(admission_review(pod, dry_run=dry_run))
+
+    async def review(self, request: dict[str, Any]) -> dict[str, Any]:
+        """POST the AdmissionReview ``request``; return the answer, which must answer that request."""
+        async with self.session.post(f"{self.webhook_url}/mutate-raypod", json=request, ssl=self.ssl) as resp:
             assert resp.status == 200, await resp.text()
             result: dict[str, Any] = await resp.json()
-            return result
+        assert result["response"]["uid"] == request["request"]["uid"], result
+        return result
 
     async def create_pod(self, pod: dict[str, Any], node: str | None = None) -> dict[str, Any]:
         """Admit the pod, then store it as the API server would (name and uid filled in)."""
@@ -143,18 +145,6 @@ class RunningOperator:
         await self.kopf_thread.run_in_loop(current().drain_events())  # posted in kopf's own loop
         items = await self.client.list(kube.EVENTS)
         return [e for e in items if reason is None or e.get("reason") == reason]
-
-
-async def eventually(check: Any, *, attempts: int = 400, delay: float = 0.01) -> Any:
-    """Poll ``check`` (async, returns a truthy value when done). Bounded by attempts, not by a clock
-    assertion: it fails with the last value when the condition never holds."""
-    last = None
-    for _ in range(attempts):
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(delay)
-    raise AssertionError(f"condition never held; last value: {last!r}")
 
 
 def _test_kopf(settings: kopf.OperatorSettings) -> None:

@@ -24,7 +24,6 @@ and answers); concurrency rules are tested at the unit level. Waiting uses :meth
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import functools
 import ssl
@@ -39,6 +38,7 @@ import kopf
 import pytest
 import yaml
 
+from gismo.testing.waiting import WAIT_LIMIT, wait_until_async
 from gismo_operator import kube
 from gismo_operator.handlers import pools
 from gismo_operator.settings import Settings
@@ -63,9 +63,6 @@ Body = dict[str, Any]
 REPO = Path(__file__).resolve().parents[2]
 GISMO_CRDS = sorted((REPO / "crds").glob("*.yaml"))
 KUBERAY_CRD = REPO / "tests" / "fixtures" / "kuberay" / "ray.io_rayclusters.yaml"
-
-#: How long wait_for() polls before failing (a guard against hangs, not a timed assertion).
-WAIT_LIMIT = 30.0
 
 
 @functools.cache
@@ -138,19 +135,12 @@ class Cluster:
     ) -> T:
         """Poll ``probe`` until it returns something truthy (an object, a non-empty list); return it.
 
-        Fails the test with ``what`` (and the last value) after ``limit`` seconds: a guard against
-        hangs, never an assertion about speed.
+        :func:`gismo.testing.wait_until_async`, the one wait of every harness: fails the test with
+        ``what`` (and the last value) after ``limit`` seconds, a guard against hangs, never an
+        assertion about speed.
         """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        last: Any = None
-        while True:
-            last = await probe()
-            if last:
-                return last  # type: ignore[no-any-return]
-            if loop.time() > deadline:
-                pytest.fail(f"gave up waiting for {what} (last value: {last!r})")
-            await asyncio.sleep(0.05)
+        result: T = await wait_until_async(probe, what, limit=limit)  # type: ignore[arg-type]
+        return result
 
 
 @pytest.fixture

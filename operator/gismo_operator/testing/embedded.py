@@ -38,6 +38,7 @@ import kmock
 import kopf
 import yaml
 
+from gismo.testing.waiting import WAIT_LIMIT, wait_until_async
 from gismo_operator import crdgen, kube, registry
 from gismo_operator.context import OperatorContext, install
 from gismo_operator.settings import Settings
@@ -325,21 +326,11 @@ async def listening(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-async def poll(probe: Callable[[], Any], what: str, limit: float = 30.0, period: float = 0.05) -> Any:
-    """Await ``probe()`` (sync or async) until it is truthy; return it. TimeoutError naming ``what``
-    after ``limit`` seconds (a guard against hangs)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    last: Any = None
-    while True:
-        last = probe()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        if loop.time() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} (last value: {last!r})")
-        await asyncio.sleep(period)
+async def poll(probe: Callable[[], Any], what: str, limit: float = WAIT_LIMIT, period: float = 0.05) -> Any:
+    """Await ``probe()`` (sync or async) until it is truthy; return it. A TimeoutError naming
+    ``what`` after ``limit`` seconds (a guard against hangs): :func:`gismo.testing.wait_until_async`,
+    the one wait every harness uses."""
+    return await wait_until_async(probe, what, limit=limit, period=period)
 
 
 @dataclasses.dataclass

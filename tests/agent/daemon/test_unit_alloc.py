@@ -55,6 +55,20 @@ def test_from_used_rebuilds_the_complement() -> None:
         Allocator.from_used(0, 1 << 20, [(0, 128), (64, 128)])
 
 
+def fits_somewhere(live: dict[int, int], start: int, end: int, n: int) -> bool:
+    """Whether a request of ``n`` bytes fits a gap between the live extents (a model independent of
+    the allocator's own free lists): ``n`` rounded as the allocator documents, the gap's start
+    aligned up to 64 bytes (page for LARGE requests)."""
+    need, align = (-(-n // PAGE) * PAGE, PAGE) if n >= LARGE else (-(-n // 64) * 64, 64)
+    pos = start
+    for off in [*sorted(live), end]:
+        first = -(-pos // align) * align
+        if first + need <= off:
+            return True
+        pos = max(pos, off + live.get(off, 0))
+    return False
+
+
 @settings(max_examples=80, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 300_000), st.integers(0, 10**6)), max_size=120))
 def test_allocator_model(ops: list[tuple[bool, int, int]]) -> None:
@@ -65,8 +79,10 @@ def test_allocator_model(ops: list[tuple[bool, int, int]]) -> None:
     for is_alloc, n, pick in ops:
         if is_alloc or not live:
             e = a.alloc(n)
+            assert (e is not None) == fits_somewhere(
+                live, 4096, 4096 + size, n
+            )  # refuses exactly when nothing fits
             if e is None:
-                assert a.largest_free < n + PAGE  # only refuses when no extent could fit
                 continue
             off, taken = e
             assert taken >= n and off % (PAGE if n >= LARGE else 64) == 0

@@ -6,12 +6,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 import ray
 
-from gismo.testing import LocalCluster, leftover_processes
+from gismo.testing import LocalCluster, leftover_processes, wait_until
 
 pytestmark = pytest.mark.ray
 # Workers cannot import test modules: ship this module's functions by value.
@@ -74,18 +73,12 @@ def test_janitor_cleans_up_when_the_driver_is_killed() -> None:
     finally:
         proc.kill()  # SIGKILL: no Python cleanup runs in the driver
         proc.wait()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (
-        leftover_processes(marker) or os.path.exists(slice_path) or os.path.exists(tmpdir)
-    ):
-        time.sleep(0.2)
-    assert leftover_processes(marker) == []
-    assert not os.path.exists(slice_path) and not os.path.exists(tmpdir)
+    wait_until(
+        lambda: not (leftover_processes(marker) or os.path.exists(slice_path) or os.path.exists(tmpdir)),
+        "the janitor to stop every process of the cluster and remove its files",
+    )
     # also the daemons whose marker is unreadable (found as descendants): none survives
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and [p for p in before if alive(p)]:
-        time.sleep(0.2)
-    assert [p for p in before if alive(p)] == []
+    wait_until(lambda: not [p for p in before if alive(p)], "every process seen before the kill to be gone")
 
 
 def alive(pid: int) -> bool:

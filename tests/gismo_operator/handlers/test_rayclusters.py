@@ -14,12 +14,12 @@ from _ray_fixtures import (
     GI,
     NS,
     declare_resources,
-    eventually,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
 
+from gismo.testing import wait_until_async
 from gismo_operator import kube
 
 
@@ -34,7 +34,9 @@ async def test_sample_cluster_gets_a_slice_sized_for_its_largest_shape(api: kmoc
         await op.client.create(kube.POOLS, pool_body())
         rc = raycluster_from_sample()  # head + workergroup maxReplicas 5
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        body: dict[str, Any] = await eventually(lambda: op.slice(rc["metadata"]["name"]))
+        body: dict[str, Any] = await wait_until_async(
+            lambda: op.slice(rc["metadata"]["name"]), "the slice of the RayCluster"
+        )
         assert body["spec"]["size"] == 6 * GI
         assert body["spec"]["regionSize"] == GI
         assert body["spec"]["offset"] % GI == 0
@@ -49,7 +51,7 @@ async def test_sample_cluster_gets_a_slice_sized_for_its_largest_shape(api: kmoc
                 "controller": True,
             }
         ]
-        assert await eventually(lambda: op.events("GismoSliceReserved"))
+        assert await wait_until_async(lambda: op.events("GismoSliceReserved"), "a GismoSliceReserved Event")
 
 
 async def _events(op: Any, reason: str) -> list[dict[str, Any]]:
@@ -75,16 +77,18 @@ async def test_growing_cluster_resizes_its_slice_in_place_and_never_writes_the_r
         await op.client.create(kube.POOLS, pool_body())
         rc = raycluster_from_sample()
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        first: dict[str, Any] = await eventually(lambda: op.slice("raycluster-kuberay"))
+        first: dict[str, Any] = await wait_until_async(
+            lambda: op.slice("raycluster-kuberay"), "the slice of raycluster-kuberay"
+        )
         await op.client.patch(kube.RAYCLUSTERS, "raycluster-kuberay", _with_max_replicas(rc, 7, 2), NS)
 
         async def grown() -> dict[str, Any] | None:
             body = await op.slice("raycluster-kuberay")
             return body if body and body["spec"]["size"] == 8 * GI else None
 
-        body = await eventually(grown)
+        body = await wait_until_async(grown, "the slice to grow")
         assert body["spec"]["offset"] == first["spec"]["offset"]
-        assert await eventually(lambda: _events(op, "GismoSliceResized"))
+        assert await wait_until_async(lambda: _events(op, "GismoSliceResized"), "a GismoSliceResized Event")
         stored = await op.client.get(kube.RAYCLUSTERS, "raycluster-kuberay", NS)
         assert "status" not in stored and not stored["metadata"].get("finalizers")
         assert stored["metadata"]["annotations"] == rc["metadata"]["annotations"]
@@ -97,12 +101,14 @@ async def test_resize_blocked_by_a_neighbour_keeps_the_size_and_warns(api: kmock
         await op.client.create(kube.POOLS, pool_body())
         rc = raycluster_from_sample()
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await eventually(lambda: op.slice("raycluster-kuberay"))
+        await wait_until_async(lambda: op.slice("raycluster-kuberay"), "the slice of raycluster-kuberay")
         neighbour = raycluster_from_sample(name="neighbour")
         await op.client.create(kube.RAYCLUSTERS, neighbour, namespace=NS)
-        await eventually(lambda: op.slice("neighbour"))
+        await wait_until_async(lambda: op.slice("neighbour"), "the slice of neighbour")
         await op.client.patch(kube.RAYCLUSTERS, "raycluster-kuberay", _with_max_replicas(rc, 7, 2), NS)
-        events = await eventually(lambda: _events(op, "GismoResizeBlocked"))
+        events = await wait_until_async(
+            lambda: _events(op, "GismoResizeBlocked"), "a GismoResizeBlocked Event"
+        )
         assert events[0]["type"] == "Warning" and "not free" in events[0]["message"]
         body = await op.slice("raycluster-kuberay")
         assert body is not None and body["spec"]["size"] == 6 * GI
@@ -126,7 +132,7 @@ async def test_no_slice_and_a_warning_when_the_pool_cannot_take_the_cluster(
             await op.client.create(kube.POOLS, pool)
         rc = raycluster_from_sample()  # needs 6Gi
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        events = await eventually(lambda: _events(op, reason))
+        events = await wait_until_async(lambda: _events(op, reason), "an Event with the expected reason")
         assert events[0]["type"] == "Warning"
         assert events[0]["involvedObject"]["name"] == "raycluster-kuberay"
         assert "without Gismo" in events[0]["message"]
@@ -143,12 +149,12 @@ async def test_removing_the_annotation_releases_the_slice(api: kmock.KubernetesE
         await op.client.create(kube.POOLS, pool_body())
         rc = raycluster_from_sample()
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await eventually(lambda: op.slice("raycluster-kuberay"))
+        await wait_until_async(lambda: op.slice("raycluster-kuberay"), "the slice of raycluster-kuberay")
         await op.client.patch(
             kube.RAYCLUSTERS, "raycluster-kuberay", {"metadata": {"annotations": {"gismo.io/pool": None}}}, NS
         )
-        await eventually(lambda: _no_slice(op))
-        assert await eventually(lambda: _events(op, "GismoSliceReleased"))
+        await wait_until_async(lambda: _no_slice(op), "the slice to be deleted")
+        assert await wait_until_async(lambda: _events(op, "GismoSliceReleased"), "a GismoSliceReleased Event")
 
 
 async def test_region_size_override_and_sweep_of_an_orphaned_slice(api: kmock.KubernetesEmulator) -> None:
@@ -159,7 +165,9 @@ async def test_region_size_override_and_sweep_of_an_orphaned_slice(api: kmock.Ku
         rc = raycluster_from_sample()
         rc["metadata"]["annotations"]["gismo.io/region-size"] = "2Gi"
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        body: dict[str, Any] = await eventually(lambda: op.slice("raycluster-kuberay"))
+        body: dict[str, Any] = await wait_until_async(
+            lambda: op.slice("raycluster-kuberay"), "the slice of raycluster-kuberay"
+        )
         assert body["spec"]["regionSize"] == 2 * GI and body["spec"]["size"] == 12 * GI
         # The cluster vanishes while nobody watches (no DELETED event reaches the operator):
         del api.objects["ray.io/v1/rayclusters", NS, "raycluster-kuberay"]

@@ -17,16 +17,18 @@ import itertools
 from _ray_fixtures import (
     NS,
     RunningOperator,
+    admission_review,
     apply_response,
     declare_resources,
-    eventually,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
 
+from gismo.testing import wait_until_async
 from gismo_operator import kube
+from gismo_operator.context import current
 
 MI = 1 << 20
 
@@ -45,7 +47,7 @@ async def opted_in_cluster(
     rc = raycluster_from_sample()
     rc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
     await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-    await eventually(lambda: op.slice(rc["metadata"]["name"]))
+    await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the slice of the opted-in RayCluster")
     return rc
 
 
@@ -68,8 +70,9 @@ async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
         pods = []
         for node_type in ("head", "worker"):
             pod = kuberay_pod(rc, node_type)
-            review = await op.admit(pod)
-            assert review["response"]["uid"] == review["response"]["uid"]
+            request = admission_review(pod)
+            review = await op.review(request)
+            assert review["response"]["uid"] == request["request"]["uid"]  # the answer names its request
             admitted = apply_response(pod, review)
             pods.append(admitted)
 
@@ -159,7 +162,7 @@ async def test_full_slice_admits_the_pod_without_injection_and_warns(api: kmock.
         assert "gismo.io/region" not in admitted["metadata"]["annotations"]
         admitted["metadata"]["annotations"].pop("gismo.io/skipped")
         assert admitted == pod
-        events = await eventually(lambda: op.events("GismoSliceFull"))
+        events = await wait_until_async(lambda: op.events("GismoSliceFull"), "a GismoSliceFull Event")
         assert events[0]["type"] == "Warning"
         assert events[0]["involvedObject"]["kind"] == "RayCluster"
         assert events[0]["involvedObject"]["name"] == "raycluster-kuberay"
@@ -186,14 +189,14 @@ async def test_pod_binds_to_its_uid_and_node_and_deletion_frees_its_region(
         async def bound() -> list[dict[str, Any]]:
             return [r for r in await regions_of(op) if r.get("podUID") == uid and r["state"] == "Bound"]
 
-        entry = (await eventually(bound))[0]
+        entry = (await wait_until_async(bound, "the head pod's region to be Bound to its uid"))[0]
         assert entry["podName"] == name and entry["node"] == "node-1" and entry["index"] == 0
 
         late = kuberay_pod(rc, "head")
         assert "gismo.io/skipped" in apply_response(late, await op.admit(late))["metadata"]["annotations"]
 
         await op.client.delete(kube.PODS, name, NS)
-        await eventually(lambda: _empty(op))
+        await wait_until_async(lambda: _empty(op), "the deleted pod's region to be freed")
         again = kuberay_pod(rc, "head")
         assert (
             apply_response(again, await op.admit(again))["metadata"]["annotations"]["gismo.io/region"] == "0"
@@ -242,19 +245,23 @@ async def test_raycluster_deletion_frees_its_slice_and_the_pool_capacity(
             body = await op.client.get(kube.POOLS, "pool-a")
             return (body.get("status") or {}).get("freeBytes")
 
-        assert await eventually(lambda: _equals(pool_free, 10 * MI))
+        assert await wait_until_async(
+            lambda: _equals(pool_free, 10 * MI), "the pool status to show 10Mi free"
+        )
         head = (await op.client.list(kube.PODS, NS))[0]
-        await eventually(lambda: _bound(op))
+        await wait_until_async(lambda: _bound(op), "the head pod's region to be Bound")
         await op.client.delete(kube.RAYCLUSTERS, "raycluster-kuberay", NS)
-        assert await eventually(lambda: op.events("GismoSliceReleased"))
+        assert await wait_until_async(lambda: op.events("GismoSliceReleased"), "a GismoSliceReleased Event")
         # The head pod is still terminating: its region, hence the slice's bytes, stay allocated.
         body = await op.slice("raycluster-kuberay")
         assert body is not None and body["metadata"].get("deletionTimestamp")
         assert await pool_free() == 10 * MI
         # Kubernetes' garbage collector deletes the cluster's pods; kmock has none, so the test does.
         await op.client.delete(kube.PODS, head["metadata"]["name"], NS)
-        await eventually(lambda: _gone(op))
-        assert await eventually(lambda: _equals(pool_free, 16 * MI))
+        await wait_until_async(lambda: _gone(op), "the slice to be deleted")
+        assert await wait_until_async(
+            lambda: _equals(pool_free, 16 * MI), "the pool status to show all 16Mi free"
+        )
 
 
 async def _bound(op: RunningOperator) -> bool:
@@ -276,18 +283,16 @@ async def test_a_broken_pool_admits_the_pod_unchanged_returns_the_region_and_war
         rc = await opted_in_cluster(op)
         await op.client.patch(kube.POOLS, "pool-a", {"spec": {"backend": {"path": "relative/path"}}})
 
-        injected = []  # admitted before the operator saw the pool change: legitimately reserved
+        def operator_saw_the_change() -> bool:
+            """The state the webhook reads the pool from: the operator's watch cache of pools."""
+            body = current().pools.get("pool-a") or {}
+            return bool(body.get("spec", {}).get("backend", {}).get("path") == "relative/path")
 
-        async def skipped() -> dict[str, Any] | None:
-            pod = kuberay_pod(rc)
-            admitted = apply_response(pod, await op.admit(pod))
-            if "gismo.io/skipped" in admitted["metadata"]["annotations"]:
-                return admitted
-            injected.append(admitted)
-            return None
-
-        admitted = await eventually(skipped)
+        await wait_until_async(operator_saw_the_change, "the operator to see the pool's new backend.path")
+        pod = kuberay_pod(rc)
+        admitted = apply_response(pod, await op.admit(pod))
         assert "backend.path" in admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "gismo.io/region" not in admitted["metadata"]["annotations"]
         assert "gismo-agent" not in str(admitted["spec"])
-        assert len(await regions_of(op)) == len(injected)  # the skipped pod's reservation was given back
-        assert await eventually(lambda: op.events("GismoNotInjected"))
+        assert await regions_of(op) == []  # the skipped pod's reservation was given back
+        assert await wait_until_async(lambda: op.events("GismoNotInjected"), "a GismoNotInjected Event")
