@@ -38,9 +38,62 @@ def put_here(seed: int) -> tuple[gray.ObjRef, str, str]:
     return gray.put(a), digest(a), str(ray.get_runtime_context().get_node_id())
 
 
+def in_shared_mapping(value: Any) -> bool:
+    """Whether ``value`` (an array, or a dict holding one) is a read-only view of this node's Gismo
+    mapping of the slice: its buffer lies inside the mapped range, it shares memory with the
+    mapping, and it cannot be written. A copy (from Ray's store, a pickle) fails all three."""
+    import numpy as np
+
+    client = gray._client()
+    assert client is not None, "no Gismo agent on this node"
+    arrays = (
+        [value] if isinstance(value, np.ndarray) else [v for v in value.values() if isinstance(v, np.ndarray)]
+    )
+    lo, hi = client.map.address, client.map.address + client.map.slice_size
+    mapping = np.frombuffer(client.map.ro, np.uint8)
+    return bool(arrays) and all(
+        lo <= a.ctypes.data and a.ctypes.data + a.nbytes <= hi
+        and np.may_share_memory(a, mapping) and not a.flags.writeable
+        for a in arrays
+    )  # fmt: skip
+
+
 @ray.remote(num_cpus=0)
 def read_here(box: list[gray.ObjRef]) -> tuple[str, str, dict[str, Any]]:
-    return digest(gray.get(box[0])), str(ray.get_runtime_context().get_node_id()), gray.stats()
+    """Read in place on this node: the digest, the node, and this process's Gismo stats; fails
+    unless the value is a view of the shared mapping and nothing was fetched through Ray."""
+    value = gray.get(box[0])
+    assert box[0].gismo_ref is None or in_shared_mapping(value), "not a view of the shared mapping"
+    st = gray.stats()
+    assert st.get("remote_fetches", 0) == 0, st  # never shipped through Ray by an owner-node task
+    return digest(value), str(ray.get_runtime_context().get_node_id()), st
+
+
+def plasma_created_bytes() -> dict[str, int]:
+    """Bytes every raylet's plasma store has created so far (Ray's own counter, per node). An object
+    that one raylet pulls from another is created in the puller's store, so a read that went
+    through Ray raises it by the object's size; a Gismo read creates nothing there."""
+    from ray._private import internal_api
+
+    out = {}
+    for node in ray.nodes():
+        if node["Alive"]:
+            reply = internal_api.node_stats(
+                node["NodeManagerAddress"], node["NodeManagerPort"], include_memory_info=False
+            )
+            out[node["NodeID"]] = int(reply.store_stats.cumulative_created_bytes)
+    return out
+
+
+@ray.remote(num_cpus=0)
+def ray_put_here(seed: int) -> list[Any]:
+    a = payload(seed)
+    return [ray.put(a), digest(a)]
+
+
+@ray.remote(num_cpus=0)
+def ray_read_here(box: list[Any]) -> str:
+    return digest(ray.get(box[0]))
 
 
 @ray.remote(num_cpus=0)
@@ -60,6 +113,17 @@ def used_bytes(stats: dict[str, Any]) -> int:
 
 
 def test_put_on_one_node_read_bit_exact_on_the_others(cluster3: LocalCluster) -> None:
+    """Every node reads every node's object in place: a view of its own mapping of the slice, with
+    no remote fetch and no byte created in any raylet's plasma store (a transfer through Ray,
+    shown first as a control, creates the object's bytes in the reader's store)."""
+    size = payload(0).nbytes
+    before = plasma_created_bytes()
+    box, want = ray.get(ray_put_here.options(scheduling_strategy=cluster3.on_node(1)).remote(9))
+    assert ray.get(ray_read_here.options(scheduling_strategy=cluster3.on_node(2)).remote([box])) == want
+    grew = plasma_created_bytes()
+    assert grew[cluster3.node_ids[2]] - before[cluster3.node_ids[2]] >= size  # the control: a pull
+    del box
+
     made = ray.get([put_here.options(scheduling_strategy=cluster3.on_node(i)).remote(i) for i in range(3)])
     for i, (ref, want, node) in enumerate(made):
         assert ref.in_gismo and ref.fallback is None
@@ -74,6 +138,9 @@ def test_put_on_one_node_read_bit_exact_on_the_others(cluster3: LocalCluster) ->
     assert ray.get(read_many.options(scheduling_strategy=cluster3.on_node(2)).remote(refs)) == [
         m[1] for m in made
     ]
+    after = plasma_created_bytes()
+    # 3 objects x 3 readers of 3 MiB each went through no raylet: at most small task results did.
+    assert all(after[n] - grew[n] < size for n in cluster3.node_ids), (grew, after)
     assert gray.free(refs) == 3
 
 
