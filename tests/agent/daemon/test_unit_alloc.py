@@ -55,6 +55,29 @@ def test_from_used_rebuilds_the_complement() -> None:
         Allocator.from_used(0, 1 << 20, [(0, 128), (64, 128)])
 
 
+def test_an_exact_fit_is_taken_and_a_misaligned_one_refused() -> None:
+    a = Allocator(4096, 4 * LARGE)
+    first, hole, last = (a.alloc(LARGE) or (0, 0)), (a.alloc(LARGE) or (0, 0)), (a.alloc(2 * LARGE) or (0, 0))
+    assert a.largest_free == 0  # full
+    a.free(*hole)
+    assert a.alloc(LARGE) == hole  # exactly the hole: taken, not refused
+    a.free(*hole)
+    small = a.alloc(64) or (0, 0)  # now the hole has 64 bytes less, and no page-aligned LARGE room
+    assert small[0] == hole[0] and a.alloc(LARGE) is None
+    assert first[0] < hole[0] < last[0]
+
+
+def test_a_gap_too_small_once_aligned_does_not_hide_one_that_fits() -> None:
+    """The smallest free extent that is big enough loses its fit to page alignment; a larger one
+    further on fits: the allocator must take that one, not refuse."""
+    start = 4096
+    gap = LARGE + 2048  # starts 64 bytes past a page: only LARGE - 1984 bytes once page aligned
+    a = Allocator.from_used(start, 1 << 20, [(start, 64), (start + 64 + gap, 64)])
+    assert not fits_somewhere({}, start + 64, start + 64 + gap, LARGE)
+    got = a.alloc(LARGE)
+    assert got is not None and got[0] >= start + 64 + gap + 64 and got[0] % PAGE == 0
+
+
 def fits_somewhere(live: dict[int, int], start: int, end: int, n: int) -> bool:
     """Whether a request of ``n`` bytes fits a gap between the live extents (a model independent of
     the allocator's own free lists): ``n`` rounded as the allocator documents, the gap's start
@@ -69,8 +92,13 @@ def fits_somewhere(live: dict[int, int], start: int, end: int, n: int) -> bool:
     return False
 
 
+# Sizes: any, plus a few repeated ones, so that a freed extent is often exactly what the next request
+# needs (the boundary case of "fits").
+SIZES = st.one_of(st.integers(1, 300_000), st.sampled_from([64, 4096, LARGE, 3 * LARGE, 300_000]))
+
+
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(1, 300_000), st.integers(0, 10**6)), max_size=120))
+@given(st.lists(st.tuples(st.booleans(), SIZES, st.integers(0, 10**6)), max_size=120))
 def test_allocator_model(ops: list[tuple[bool, int, int]]) -> None:
     """Random alloc/free: extents never overlap, stay in range and aligned, and all space comes back."""
     size = 4 << 20
