@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import random
 from multiprocessing.queues import Queue
-from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.sharedctypes import SynchronizedArray
 from multiprocessing.synchronize import Event
 from typing import Any
 
@@ -34,8 +34,12 @@ def stress_words(slot: int, generation: int, words: int) -> np.ndarray:
     return np.arange(words, dtype=np.uint64) + key
 
 
+#: Indexes of the live counters a reader publishes (a shared array): what the test waits for.
+OK, STALE, REJECTED = 0, 1, 2
+
+
 def run(
-    sock: str, region: int, mode: str, seed: int, stop: Event, rejections: Synchronized[int], out: Queue[Any]
+    sock: str, region: int, mode: str, seed: int, stop: Event, live: SynchronizedArray[int], out: Queue[Any]
 ) -> None:
     rng = random.Random(seed)
     c = gismo.connect(sock)
@@ -72,8 +76,10 @@ def run(
                 v = c.get(ref)
             except gismo.ObjectNotFound:  # StaleRef included
                 counts["stale"] += 1
+                live[STALE] = counts["stale"]
                 continue
             counts["ok"] += 1
+            live[OK] = counts["ok"]
             check(ref, v, "get")
             addr = v.ctypes.data
             shares = lo <= addr and addr + v.nbytes <= hi  # inside the mapping: a view, else a copy
@@ -85,12 +91,12 @@ def run(
                     old, ov = held.popleft()
                     check(old, ov, "held view")  # the owner may have deleted it: it waited for our pin
             if counts["ok"] % 32 == 0:
-                rejections.value = int(c.stats()["client"]["copy_rejections"])
+                live[REJECTED] = int(c.stats()["client"]["copy_rejections"])
         while held:
             old, ov = held.popleft()
             check(old, ov, "held view")
-        rejections.value = int(c.stats()["client"]["copy_rejections"])
-        out.put({"mode": mode, **counts, "copy_rejections": rejections.value, "foreign": foreign[:20]})
+        live[REJECTED] = int(c.stats()["client"]["copy_rejections"])
+        out.put({"mode": mode, **counts, "copy_rejections": live[REJECTED], "foreign": foreign[:20]})
     except BaseException as exc:
         out.put({"mode": mode, "error": f"{type(exc).__name__}: {exc}"})
         raise

@@ -59,7 +59,7 @@ def test_readers_never_see_foreign_bytes_while_slots_are_reused() -> None:
         assert owner.stats()["largest_free"] < OBJECT  # full: a new object can only reuse a freed extent
         counters = []
         for i, (sock, mode) in enumerate([(pool.agents[2].socket, "pin"), (pool.agents[1].socket, "copy")]):
-            counter = ctx.Value("q", 0)
+            counter = ctx.Array("q", 3, lock=False)  # ok, stale, copy rejections (stress_reader.OK ...)
             proc = ctx.Process(target=stress_reader.run, args=(sock, 0, mode, SEED + i, stop, counter, out))
             proc.start()
             readers.append(proc)
@@ -67,8 +67,17 @@ def test_readers_never_see_foreign_bytes_while_slots_are_reused() -> None:
 
         steps = reused = 0
 
+        def enough() -> bool:
+            """What the run needs (however long a loaded machine takes to get there): the schedule
+            ran, each reader saw both outcomes, and the checked copy refused a changed slot."""
+            return (
+                steps >= MIN_STEPS
+                and all(c[stress_reader.OK] >= 10 and c[stress_reader.STALE] >= 10 for c in counters)
+                and counters[1][stress_reader.REJECTED] >= 1
+            )
+
         def replace_one() -> bool:
-            """One step of the schedule; True once enough steps ran and the copy path was refused."""
+            """One step of the schedule; True once the run has what it needs."""
             nonlocal steps, reused
             i = rng.randrange(len(refs))
             old = refs[i]
@@ -78,10 +87,12 @@ def test_readers_never_see_foreign_bytes_while_slots_are_reused() -> None:
             reused += (new.slot, new.offset) == (old.slot, old.offset)
             refs[i] = new
             steps += 1
-            return steps >= MIN_STEPS and counters[1].value >= 1
+            return enough()
 
         wait_until(
-            replace_one, "the copy reader's checked copy to refuse a slot changed during the copy", period=0
+            replace_one,
+            "both readers to see objects and stale refs, and the checked copy to refuse a slot changed",
+            period=0,
         )
         stop.set()
         results = [out.get(timeout=60) for _ in readers]
