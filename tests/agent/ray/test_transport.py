@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import ray
 import gismo.ray as gray
 from gismo.contract import ENV_SOCKET
 from gismo.rdt import ReceiverNotEnabled
-from gismo.testing import LocalCluster
+from gismo.testing import LocalCluster, wait_until
 
 pytestmark = pytest.mark.ray
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -130,14 +130,6 @@ def objects(lc: LocalCluster) -> list[int]:
     return [int(s["objects"]) for s in lc.agent_stats()]
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def lc() -> Iterator[LocalCluster]:
     with LocalCluster(3, cpus_per_node=1, object_store_bytes=256 * MiB, region_bytes=64 * MiB) as cluster:
@@ -164,7 +156,7 @@ def test_actor_to_actor_and_driver_are_views_and_freed(lc: LocalCluster, actors:
     assert objects(lc)[1] == before[1] + 1
     del ref
     del here
-    wait_for("the object's deletion", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "the object's deletion")
     assert ray.get(producer.stats.remote())["transport_freed"] >= 1
 
 
@@ -178,7 +170,7 @@ def test_dict_of_arrays(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
         v["in_mapping"] and not v["writeable"] and v["sum"] == i * 1024 for i, v in enumerate(seen.values())
     )
     del ref
-    wait_for("the dict's deletion", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "the dict's deletion")
 
 
 def test_driver_to_actor(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
@@ -190,7 +182,7 @@ def test_driver_to_actor(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
     assert seen["in_mapping"] and not seen["writeable"]
     assert seen["sum"] == int(np.arange(MiB, dtype=np.uint8).astype(np.int64).sum())
     del ref
-    wait_for("the driver object's deletion", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "the driver object's deletion")
 
 
 def test_create_array_is_referenced_in_place(lc: LocalCluster, actors: tuple[Any, Any]) -> None:
@@ -208,7 +200,7 @@ def test_create_array_is_referenced_in_place(lc: LocalCluster, actors: tuple[Any
     time.sleep(0.5)  # the transport must not delete an object it did not make
     assert objects(lc)[1] == before[1] + 1
     assert ray.get(producer.free_kept.remote()) == 1
-    wait_for("the creation's free", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "the creation's free")
 
 
 def test_trap_a_receiver_without_tensor_transport_is_refused(
@@ -287,9 +279,9 @@ def test_trap_e_objects_of_a_dead_source_are_reclaimed(lc: LocalCluster) -> None
     victim = Producer.options(scheduling_strategy=lc.on_node(1)).remote()
     refs = [victim.make.remote(MiB, i) for i in range(3)]
     ray.get(refs[0])  # driver read: the objects exist
-    wait_for("three objects", lambda: objects(lc)[1] == before[1] + 3)
+    wait_until(lambda: objects(lc)[1] == before[1] + 3, "three objects")
     ray.kill(victim)
-    wait_for("the agent's reclaim", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "the agent's reclaim")
     assert lc.agent_stats()[1]["tied_reclaimed"] >= 3
 
 
@@ -325,7 +317,7 @@ def test_fallback_without_an_agent_on_either_side(lc: LocalCluster) -> None:
     del ref, ref2
     for actor in (producer, consumer, gismo_producer):
         ray.kill(actor)
-    wait_for("every object's deletion", lambda: objects(lc) == before)
+    wait_until(lambda: objects(lc) == before, "every object's deletion")
 
 
 @ray.remote(num_cpus=0)

@@ -15,13 +15,13 @@ from _ray_fixtures import (
     NS,
     apply_response,
     declare_resources,
-    eventually,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
 
+from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.constants import ANN_DELIVER_CLIENT, CLIENT_DIR, CLIENT_VOLUME, ENV_USER_PYTHONPATH
 
@@ -41,7 +41,7 @@ async def test_kuberay_sample_pods_get_the_delivered_client(api: kmock.Kubernete
         await op.client.create(kube.POOLS, pool_body(capacity="64Mi", region_size="1Mi"))
         rc = raycluster_from_sample()
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await eventually(lambda: op.slice(rc["metadata"]["name"]))
+        await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the RayCluster's slice")
 
         head = kuberay_pod(rc, "head")
         head["spec"]["containers"][0]["env"].append({"name": "PYTHONPATH", "value": "/home/ray/app"})
