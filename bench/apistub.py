@@ -5,7 +5,10 @@ request grows with the number of requests served; a throughput benchmark would m
 This stand-in does O(1) work per object request and, unlike kmock, keeps the semantics the
 operator's correctness rests on: ``metadata.resourceVersion`` on every object (a global counter),
 409 on a stale resourceVersion in a patch, 409 on create of an existing name, generateName,
-uid, the status subresource, merge-patch and JSON-patch, list + watch from a resourceVersion.
+uid, the status subresource, merge-patch and JSON-patch, list + watch from a resourceVersion,
+uid/resourceVersion preconditions on DELETE. ``GET /_stats`` reports what was written (requests
+and body bytes of every POST/PATCH/PUT/DELETE but Events) and the largest object stored, for the
+benchmark's "bytes per admission" and "largest object".
 
 Not a general API server: no admission, no validation, no garbage collection, no field selectors,
 label selectors only of the ``k=v,k2=v2`` form, deletion ignores finalizers.
@@ -36,6 +39,7 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("", "v1", "namespaces"): ("Namespace", False),
     ("gismo.io", "v1alpha1", "gismopools"): ("GismoPool", False),
     ("gismo.io", "v1alpha1", "gismoslices"): ("GismoSlice", True),
+    ("gismo.io", "v1alpha1", "gismoregions"): ("GismoRegion", True),
     ("ray.io", "v1", "rayclusters"): ("RayCluster", True),
 }
 WITH_STATUS = {"gismopools", "gismoslices", "rayclusters"}
@@ -56,6 +60,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 class Store:
     def __init__(self) -> None:
+        self.write_requests = 0
+        self.write_bytes = 0
+        self.largest_object = 0
+        self.largest_name = ""
         self.rv = 0
         self.objects: dict[tuple[str, str, str], dict[tuple[str, str], dict[str, Any]]] = defaultdict(dict)
         self.log: dict[tuple[str, str, str], list[tuple[int, dict[str, Any]]]] = defaultdict(list)
@@ -187,8 +195,30 @@ def make_app(store: Store) -> web.Application:
         gv = f"{group}/{version}" if group else version
         return web.json_response({"kind": "APIResourceList", "groupVersion": gv, "resources": resources})
 
+    def stored(res: tuple[str, str, str], obj: dict[str, Any]) -> None:
+        size = len(json.dumps(obj))
+        if size > store.largest_object:
+            store.largest_object = size
+            store.largest_name = f"{res[2]}/{obj['metadata'].get('name')}"
+
     async def handle(request: web.Request) -> web.StreamResponse:
+        if request.path == "/_stats":
+            return web.json_response(
+                {
+                    "write_requests": store.write_requests,
+                    "write_bytes": store.write_bytes,
+                    "largest_object_bytes": store.largest_object,
+                    "largest_object": store.largest_name,
+                }
+            )
         parsed = parse(request.path)
+        if (
+            parsed is not None
+            and request.method in ("POST", "PATCH", "PUT", "DELETE")
+            and parsed[0][2] != "events"
+        ):
+            store.write_requests += 1
+            store.write_bytes += len(await request.read())
         if parsed is None:
             return await discovery(request)
         res, namespace, name, sub = parsed
@@ -225,6 +255,7 @@ def make_app(store: Store) -> web.Application:
             meta.setdefault("generation", 1)
             if res[2] != "events":
                 objects[key] = body
+                stored(res, body)
                 await store.emit(res, "ADDED", body)
             return web.json_response(body, status=201)
         key = ((namespace or "") if namespaced else "", name or "")
@@ -234,6 +265,13 @@ def make_app(store: Store) -> web.Application:
         if method == "GET":
             return web.json_response(current)
         if method == "DELETE":
+            options = json.loads(await request.read() or b"{}")
+            pre = options.get("preconditions") or {}
+            if ("uid" in pre and pre["uid"] != current["metadata"].get("uid")) or (
+                "resourceVersion" in pre
+                and pre["resourceVersion"] != current["metadata"].get("resourceVersion")
+            ):
+                return status(409, "Conflict", "Precondition failed")
             del objects[key]
             deleted = copy.deepcopy(current)
             deleted["metadata"]["resourceVersion"] = store.bump()
@@ -264,6 +302,7 @@ def make_app(store: Store) -> web.Application:
                 new["metadata"]["generation"] = int(current["metadata"].get("generation", 1)) + 1
             new["metadata"]["resourceVersion"] = store.bump()
             objects[key] = new
+            stored(res, new)
             await store.emit(res, "MODIFIED", new)
             return web.json_response(new)
         return status(405, "MethodNotAllowed", method)

@@ -17,6 +17,7 @@ answer is allowed and carries an injected, distinct region (or reports how many 
 
     .venv/bin/python bench/webhook.py          # 2000 closed-loop (16 in flight) + 2000 at 200/s, 32 clusters
     .venv/bin/python bench/webhook.py --admissions 500 --rate-admissions 500 --clusters 1
+    .venv/bin/python bench/webhook.py --scale  # 1,000 / 4,000 / 10,000 pods in one cluster; 1,000 slices
 
 Two measurements: throughput with ``--concurrency`` requests always in flight (closed loop), and
 latency at an offered rate of ``--rate`` admissions/s sent on a fixed schedule (open loop, how
@@ -59,6 +60,14 @@ from gismo_operator.testing import kuberay_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "webhook.json"
+SCALE_RESULTS = ROOT / "bench" / "results" / "webhook_scale.json"
+#: The scale mode's cases: (what, RayClusters, pods in all).
+SCALE_CASES = (
+    ("1 RayCluster of 1,000 pods", 1, 1000),
+    ("1 RayCluster of 4,000 pods", 1, 4000),
+    ("1 RayCluster of 10,000 pods", 1, 10000),
+    ("1,000 slices in one pool (3 pods each)", 1000, 3000),
+)
 SAMPLE = ROOT / "tests" / "fixtures" / "kuberay" / "samples" / "ray-cluster.sample.yaml"
 NS = "bench"
 #: Seconds (the operator's GISMO_OPERATOR_RESERVATION_TTL in the bench).
@@ -230,6 +239,8 @@ async def run_load(
             return loop.time() - start
 
         await closed_loop(args.warmup, 0, None)
+        async with aiohttp.ClientSession() as plain:
+            stats0 = await api_call(plain, "GET", f"{api_url}/_stats")
         throughput_latencies: list[float] = []
         cpu0 = cpu_seconds(operator_pid)
         wall = await closed_loop(args.admissions, args.warmup, throughput_latencies)
@@ -239,7 +250,16 @@ async def run_load(
             args.rate_admissions, args.warmup + args.admissions, args.rate, rate_latencies
         )
         cpu2 = cpu_seconds(operator_pid)
+        async with aiohttp.ClientSession() as plain:
+            stats1 = await api_call(plain, "GET", f"{api_url}/_stats")
 
+    measured = args.admissions + args.rate_admissions
+    writes = {
+        "requests_per_admission": round((stats1["write_requests"] - stats0["write_requests"]) / measured, 3),
+        "bytes_per_admission": round((stats1["write_bytes"] - stats0["write_bytes"]) / measured, 1),
+        "largest_object_bytes": stats1["largest_object_bytes"],
+        "largest_object": stats1["largest_object"],
+    }
     injected = [a for a in assigned if a is not None]
     # The bench's pods are never created, so a reservation older than the TTL is rightly reclaimed
     # by the sweep and its region handed out again: only a reuse sooner than that is an error.
@@ -257,6 +277,7 @@ async def run_load(
         "injected": len(injected),
         "skipped": len(assigned) - len(injected),
         "reclaimed_after_ttl": reclaimed,
+        "api_writes": writes,
         "throughput": {
             "mode": f"closed loop, {args.concurrency} requests in flight",
             "admissions": args.admissions,
@@ -402,6 +423,84 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def scale_case_args(base: argparse.Namespace, clusters: int, pods: int) -> argparse.Namespace:
+    """One scale case: ``pods`` admissions into ``clusters`` RayClusters sized for them: a warm-up,
+    the closed loop, then (the last pods, the cluster nearly full) the open loop at ``--rate``."""
+    at_rate = min(2000, pods // 2)
+    warmup = min(100, pods // 10)
+    return argparse.Namespace(
+        **{
+            **vars(base),
+            "clusters": clusters,
+            "warmup": warmup,
+            "admissions": pods - at_rate - warmup,
+            "rate_admissions": at_rate,
+            "profile": None,
+        }
+    )
+
+
+def scale(base: argparse.Namespace) -> dict[str, Any]:
+    """The scale mode: every case in a fresh API stand-in and operator process."""
+    cases = []
+    for what, clusters, pods in SCALE_CASES:
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        started = time.perf_counter()
+        result = asyncio.run(main_async(scale_case_args(base, clusters, pods)))
+        thr, at = result["throughput"], result["latency_at_rate"]
+        case = {
+            "case": what,
+            "rayclusters": clusters,
+            "pods": pods,
+            "injected": result["injected"],
+            "skipped": result["skipped"],
+            "closed_loop_admissions_per_second": thr["admissions_per_second"],
+            "closed_loop_latency_ms": thr["latency_ms"],
+            "offered_per_second": base.rate,
+            "achieved_per_second": at["achieved_per_second"],
+            "latency_at_rate_ms": at["latency_ms"],
+            "bytes_written_per_admission": result["api_writes"]["bytes_per_admission"],
+            "write_requests_per_admission": result["api_writes"]["requests_per_admission"],
+            "largest_object_bytes": result["api_writes"]["largest_object_bytes"],
+            "largest_object": result["api_writes"]["largest_object"],
+            "operator_cpu_ms_per_admission": thr["operator_cpu_ms_per_admission"],
+            "load_average_before": load_before,
+            "load_average_after": result["machine"]["load_average_at_end"],
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+        cases.append(case)
+        print(
+            f"{what}: {case['closed_loop_admissions_per_second']}/s closed loop; at {base.rate:g}/s "
+            f"p50 {at['latency_ms']['p50']} ms p99 {at['latency_ms']['p99']} ms; "
+            f"{case['bytes_written_per_admission']} B/admission; largest object "
+            f"{case['largest_object_bytes']} B; load {load_before} -> {case['load_average_after']}",
+            flush=True,
+        )
+    bytes_per = [c["bytes_written_per_admission"] for c in cases]
+    slowest = min(c["closed_loop_admissions_per_second"] for c in cases)
+    worst_p99 = max(c["latency_at_rate_ms"]["p99"] for c in cases)
+    spread = round(max(bytes_per) / min(bytes_per), 3)
+    largest = max(c["largest_object_bytes"] for c in cases)
+    return {
+        "targets": {
+            "closed_loop_admissions_per_second_min": {"value": slowest, "target": 200, "met": slowest >= 200},
+            "p99_ms_at_200_per_second_max": {"value": worst_p99, "target": 50, "met": worst_p99 <= 50},
+            "bytes_per_admission_max_over_min": {"value": spread, "target": 1.25, "met": spread <= 1.25},
+            "largest_object_bytes": {"value": largest, "target": 256 * 1024, "met": largest <= 256 * 1024},
+        },
+        "cases": cases,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "note": "shared by several engineers at once: see each case's load average",
+        },
+        "setup": "per case: 1 operator process (python -m gismo_operator) and bench/apistub.py in its "
+        f"own process, HTTPS, {base.concurrency} requests in flight in the closed loop; pods are not "
+        "created (reservations only), every admission writes its region durably before its answer",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--admissions", type=int, default=2000, help="closed-loop admissions (default 2000)")
@@ -417,8 +516,28 @@ def main() -> int:
         "--clusters", type=int, default=32, help="RayClusters the pods belong to (default 32)"
     )
     parser.add_argument("--profile", type=Path, help="write a cProfile of the operator process here")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"result file (default {RESULTS})")
+    parser.add_argument(
+        "--out", type=Path, help=f"result file (default {RESULTS}, {SCALE_RESULTS} with --scale)"
+    )
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale mode: one RayCluster of 1,000, 4,000 and 10,000 pods, and 1,000 slices in one pool",
+    )
     args = parser.parse_args()
+    if args.scale:
+        out = args.out or SCALE_RESULTS
+        report = scale(args)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        for metric, target in report["targets"].items():
+            print(
+                f"  {metric}: {target['value']} (target {target['target']}) "
+                + ("met" if target["met"] else "MISSED")
+            )
+        print(f"  written to {out}")
+        return 0
+    args.out = args.out or RESULTS
     result = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -228,16 +228,16 @@ async def wait_slice(kapi: embedded.EmbeddedApi, namespace: str, name: str) -> B
     return result
 
 
-async def wait_bound(kapi: embedded.EmbeddedApi, namespace: str, name: str, pods: int) -> Body:
-    """The slice once ``pods`` regions are Bound to pods."""
+async def wait_bound(kapi: embedded.EmbeddedApi, namespace: str, name: str, pods: int) -> list[Body]:
+    """The slice's regions (their GismoRegions' specs) once ``pods`` of them are Bound to pods."""
 
-    async def probe() -> Body | None:
-        body = await kapi.api.get_or_none(kube.SLICES, name, namespace)
-        regions = ((body or {}).get("spec") or {}).get("regions") or []
+    async def probe() -> list[Body] | None:
+        listed = await kapi.api.list(kube.REGIONS, namespace)
+        regions = [r["spec"] for r in listed if (r.get("spec") or {}).get("slice") == name]
         bound = [r for r in regions if r.get("state") == "Bound" and r.get("podUID")]
-        return body if len(bound) >= pods else None
+        return regions if len(bound) >= pods else None
 
-    result: Body = await embedded.poll(probe, f"{pods} regions of GismoSlice {name} Bound", WAIT)
+    result: list[Body] = await embedded.poll(probe, f"{pods} regions of GismoSlice {name} Bound", WAIT)
     return result
 
 
@@ -291,9 +291,9 @@ async def control_plane(opts: Options, progress: Progress) -> list[AdmittedPod]:
             )  # fmt: skip
 
             admitted = await create_pods(kapi, op, rc, nodes, progress)
-            slice_body = await wait_bound(kapi, ns, rc_name, len(admitted))
+            bound = await wait_bound(kapi, ns, rc_name, len(admitted))
             progress.step(f"{len(admitted)} pods created through the webhook; regions bound in the slice")
-            by_index = {int(r["index"]): r for r in slice_body["spec"].get("regions") or []}
+            by_index = {int(r["index"]): r for r in bound}
             rows = []
             for pod in admitted:
                 index, offset, size = pod.region

@@ -61,6 +61,8 @@ LABEL_IS_RAY_NODE: Final = "ray.io/is-ray-node"
 LABEL_CLUSTER: Final = "ray.io/cluster"
 #: KubeRay's head/worker label (the demo and logs show it).
 LABEL_NODE_TYPE: Final = "ray.io/node-type"
+#: On every GismoRegion: the name of its GismoSlice (the ledger lists a slice's regions by it).
+LABEL_SLICE: Final = f"{GROUP}/slice"
 #: The well-known managed-by label on the GismoSlices we create (value: :data:`COMPONENT`).
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 

@@ -38,6 +38,9 @@ from gismo_operator.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between a region change and the slice status write that counts it (coalesced).
+SLICE_STATUS_DELAY = 1.0
+
 
 @dataclasses.dataclass(eq=False)
 class OperatorContext:
@@ -89,6 +92,8 @@ class OperatorContext:
     refresher: Coalescer[str] | None = None
     slice_watch: asyncio.Task[None] | None = None
     sweeper: asyncio.Task[None] | None = None
+    #: The coalesced writer of each slice's region counts (its status; informational).
+    slice_status: Coalescer[tuple[str, str]] | None = None
     _ledger: RegionLedger | None = None
 
     # --- The API client ----------------------------------------------------------------------------
@@ -114,7 +119,12 @@ class OperatorContext:
         return self.api
 
     async def close(self) -> None:
-        """Close the client's connections (on operator shutdown)."""
+        """Stop the status writer and close the client's connections (on operator shutdown)."""
+        if self.slice_status is not None:
+            await self.slice_status.close()
+            self.slice_status = None
+        if self._ledger is not None:
+            await self._ledger.drain()
         if self.api is not None:
             await self.api.close()
 
@@ -127,9 +137,19 @@ class OperatorContext:
             self._ledger = RegionLedger(
                 KubeSliceApi(self.client),
                 reservation_ttl=dt.timedelta(seconds=self.settings.reservation_ttl),
-                on_write=self.slice_views.written,
+                on_change=self._regions_changed,
             )
         return self._ledger
+
+    def _regions_changed(self, key: tuple[str, str]) -> None:
+        """A slice's regions changed: its status counts follow, coalesced (at most one write per
+        slice per :data:`SLICE_STATUS_DELAY`, however many admissions)."""
+        if self.slice_status is None:
+            ledger = self.ledger
+            self.slice_status = Coalescer(
+                lambda k: ledger.write_status(*k), delay=SLICE_STATUS_DELAY, what="GismoSlice status"
+            )
+        self.slice_status.request(key)
 
     # --- GismoPools seen on the watch ----------------------------------------------------------------
 

@@ -189,6 +189,7 @@ def slice_crd() -> JSON:
         {"name": "Offset", "type": "integer", "jsonPath": ".spec.offset"},
         {"name": "Size", "type": "integer", "jsonPath": ".spec.size"},
         {"name": "Regions", "type": "integer", "jsonPath": ".status.regionsTotal"},
+        {"name": "In-Use", "type": "integer", "jsonPath": ".status.regionsInUse"},
         {"name": "Bound", "type": "integer", "jsonPath": ".status.regionsBound"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
@@ -203,11 +204,47 @@ def slice_crd() -> JSON:
     )
 
 
+def region_crd() -> JSON:
+    """The ``gismoregions.gismo.io`` CRD: one small object per region in use (no status)."""
+    schema: JSON = {
+        "type": "object",
+        "description": "GismoRegion: region `index` of a GismoSlice, held by one Ray pod "
+        "(named `<slice>-<index>`; creating it is the claim).",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": structural(models.GismoRegionSpec),
+        },
+    }
+    columns: list[JSON] = [
+        {"name": "Slice", "type": "string", "jsonPath": ".spec.slice"},
+        {"name": "Index", "type": "integer", "jsonPath": ".spec.index"},
+        {"name": "State", "type": "string", "jsonPath": ".spec.state"},
+        {"name": "Pod", "type": "string", "jsonPath": ".spec.podName"},
+        {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    crd = _crd(
+        kind=models.REGION_KIND,
+        plural=models.REGION_PLURAL,
+        singular=models.REGION_SINGULAR,
+        short_names=models.REGION_SHORT_NAMES,
+        scope="Namespaced",
+        schema=schema,
+        columns=columns,
+    )
+    del crd["spec"]["versions"][0]["subresources"]  # nothing but a spec: no status subresource
+    return crd
+
+
 def all_crds() -> dict[str, JSON]:
     """File name → CRD manifest, for every CRD of the project."""
     return {
         f"{models.GROUP}_{models.POOL_PLURAL}.yaml": pool_crd(),
         f"{models.GROUP}_{models.SLICE_PLURAL}.yaml": slice_crd(),
+        f"{models.GROUP}_{models.REGION_PLURAL}.yaml": region_crd(),
     }
 
 

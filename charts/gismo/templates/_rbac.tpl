@@ -19,6 +19,16 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
 - apiGroups: ["gismo.io"]
   resources: ["gismoslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# GismoSlice status: the regions-in-use counts kubectl shows (merge patch of the subresource).
+- apiGroups: ["gismo.io"]
+  resources: ["gismoslices/status"]
+  verbs: ["patch"]
+# GismoRegions: one per region in use. Created at admission (AlreadyExists = taken), listed per
+# slice (labelSelector), read on a cache miss, patched (bound to the pod, resourceVersion
+# precondition), deleted with uid/resourceVersion preconditions. Never watched.
+- apiGroups: ["gismo.io"]
+  resources: ["gismoregions"]
+  verbs: ["get", "list", "create", "patch", "delete"]
 # RayClusters (KubeRay's): read only. The operator never writes them, their status least of all;
 # GismoSlices name them as owner without blockOwnerDeletion, so no rayclusters/finalizers. No
 # get: the sweep finds each slice's cluster in its one list per round.

@@ -1,16 +1,18 @@
-"""Pure rules for a slice's durable region assignments (``GismoSlice.spec.regions``).
+"""Pure rules for a slice's durable region assignments (one GismoRegion object per region held).
 
-Every function takes the current list of assignments and returns a new list plus an outcome; none
-does I/O. The ledger (:mod:`gismo_operator.ledger.regions`) applies them to the slice it just read and
-writes the result with a resourceVersion precondition, so these rules only ever see one
-consistent state, and a retry after a 409 re-applies them to the newer state.
+Every function takes the current assignments (the slice's GismoRegions, read as
+:class:`RegionAssignment` entries) and returns new ones plus an outcome; none does I/O. The ledger
+(:mod:`gismo_operator.ledger.regions`) applies them to what it just read and writes each change
+as a create (AlreadyExists: someone was first) or a patch/delete with a resourceVersion/uid
+precondition, so a retry after a 409 re-applies them to the newer state.
 
 Identity: a pod has neither a name nor a uid at admission (generateName; the API server fills both
 later), so a reservation is identified by its ``reservedAt`` timestamp, unique within the slice and
 also written on the pod as the ``gismo.io/reservation`` annotation. Once the pod is seen, the
 entry is ``Bound`` to its uid and the uid is the identity.
 
-Cost: linear in the number of assignments of one slice (at most its region count).
+Cost: :func:`is_holder` and :func:`bound_entry` are O(1) (what an admission and a pod event use);
+:func:`sweep` is linear in the slice's assignments (the periodic sweep, and a full slice's reclaim).
 """
 
 from __future__ import annotations
@@ -149,6 +151,35 @@ def reserve(
     return _sorted([*regions, entry]), entry
 
 
+def is_holder(entry: RegionAssignment, claim: PodClaim) -> bool:
+    """Whether ``entry`` is the pod's: bound to its uid, or (not bound yet) reserved with its token."""
+    if entry.pod_uid:
+        return entry.pod_uid == claim.uid
+    return entry.state == "Reserved" and _same_instant(entry.reserved_at, claim.reservation)
+
+
+def released_by(entry: RegionAssignment, claim: PodClaim) -> bool:
+    """Whether the gone pod's deletion frees ``entry``: bound to its uid, or (not bound: its event was
+    missed) recorded with its reservation token."""
+    if entry.pod_uid:
+        return entry.pod_uid == claim.uid
+    return _same_instant(entry.reserved_at, claim.reservation)
+
+
+def bound_entry(entry: RegionAssignment | None, claim: PodClaim) -> RegionAssignment:
+    """The entry once bound to the pod: its uid, name, and node (the recorded node while the pod's
+    event does not say: not scheduled yet); the reservation time of the entry (else the pod's)."""
+    node = claim.node if claim.node or entry is None else entry.node
+    return RegionAssignment(
+        index=claim.index,
+        state="Bound",
+        pod_uid=claim.uid,
+        pod_name=claim.name,
+        node=node,
+        reserved_at=entry.reserved_at if entry is not None else claim.reservation,
+    )
+
+
 def bind(
     regions: Sequence[RegionAssignment], region_count: int, claim: PodClaim, geometry: Geometry | None = None
 ) -> tuple[Regions, Outcome]:
@@ -165,26 +196,12 @@ def bind(
         return list(regions), Outcome.CONFLICT
     current = _by_index(regions)
     entry = current.get(claim.index)
-    wanted = RegionAssignment(
-        index=claim.index,
-        state="Bound",
-        pod_uid=claim.uid,
-        pod_name=claim.name,
-        node=claim.node,
-        reserved_at=entry.reserved_at if entry is not None else claim.reservation,
-    )
+    wanted = bound_entry(entry, claim)
     if entry is None:
         current[claim.index] = wanted
         return _sorted(current.values()), Outcome.ADOPTED
-    mine = (
-        entry.pod_uid == claim.uid
-        if entry.pod_uid
-        else (entry.state == "Reserved" and _same_instant(entry.reserved_at, claim.reservation))
-    )
-    if not mine:
+    if not is_holder(entry, claim):
         return list(regions), Outcome.CONFLICT
-    if not claim.node:  # not scheduled yet (or the event does not say): keep what is recorded
-        wanted = wanted.model_copy(update={"node": entry.node})
     if entry == wanted:
         return list(regions), Outcome.UNCHANGED
     current[claim.index] = wanted
@@ -194,12 +211,7 @@ def bind(
 def release(regions: Sequence[RegionAssignment], claim: PodClaim) -> tuple[Regions, Outcome]:
     """Free the region a gone pod held, only if the entry is still that pod's (uid or token)."""
     entry = _by_index(regions).get(claim.index)
-    if entry is None:
-        return list(regions), Outcome.NOT_FOUND
-    mine = (
-        entry.pod_uid == claim.uid if entry.pod_uid else _same_instant(entry.reserved_at, claim.reservation)
-    )
-    if not mine:
+    if entry is None or not released_by(entry, claim):
         return list(regions), Outcome.NOT_FOUND
     return [r for r in regions if r.index != claim.index], Outcome.RELEASED
 

@@ -48,6 +48,11 @@ SLICE_PLURAL = "gismoslices"
 SLICE_SINGULAR = "gismoslice"
 SLICE_SHORT_NAMES = ["gslice"]
 
+REGION_KIND: Final = "GismoRegion"
+REGION_PLURAL = "gismoregions"
+REGION_SINGULAR = "gismoregion"
+REGION_SHORT_NAMES = ["gregion"]
+
 #: Kubernetes' own quantity pattern (for agent resources, where "500m" CPU is meaningful).
 KUBE_QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
@@ -315,7 +320,8 @@ class GismoSliceSpec(_Model):
     regions: list[RegionAssignment] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["index"]},
-        description="Durable region assignments; written with a resourceVersion precondition.",
+        description="Legacy: region assignments of operators before GismoRegion objects; migrated into "
+        "GismoRegions at start, then cleared. New operators never write it.",
     )
 
     @model_validator(mode="after")
@@ -344,13 +350,16 @@ class GismoSliceSpec(_Model):
 
 
 class GismoSliceStatus(_Tolerant):
-    """Counts for ``kubectl get gismoslices``; the spec is the source of truth."""
+    """Counts for ``kubectl get gismoslices``; the GismoRegion objects are the source of truth."""
 
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
-    regions_total: int | None = Field(default=None, ge=0)
-    regions_bound: int | None = Field(default=None, ge=0)
-    regions_reserved: int | None = Field(default=None, ge=0)
+    regions_total: int | None = Field(default=None, ge=0, description="Regions the slice holds.")
+    regions_in_use: int | None = Field(default=None, ge=0, description="Regions held (Reserved or Bound).")
+    regions_bound: int | None = Field(default=None, ge=0, description="Regions bound to a pod.")
+    regions_reserved: int | None = Field(
+        default=None, ge=0, description="Regions reserved, pod not seen yet."
+    )
 
 
 class GismoSlice(_Tolerant):
@@ -361,6 +370,54 @@ class GismoSlice(_Tolerant):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: GismoSliceSpec
     status: GismoSliceStatus | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# GismoRegion: one region of a slice, held by one pod
+
+
+class GismoRegionSpec(_Model):
+    """Who holds region ``index`` of GismoSlice ``slice``. The object's name is ``<slice>-<index>``, so
+    creating it is the atomic claim (AlreadyExists: taken). ``Reserved`` at admission (the pod has no
+    uid yet; ``reservedAt`` is also the pod's ``gismo.io/reservation`` annotation); ``Bound`` once the pod
+    is seen, and then owned by the pod, so Kubernetes' garbage collector deletes it with the pod."""
+
+    slice: str = Field(min_length=1, description="Name of the GismoSlice (same namespace).")
+    slice_uid: str | None = Field(
+        default=None, alias="sliceUID", description="uid of that GismoSlice (not of an earlier one)."
+    )
+    index: int = Field(ge=0, description="Region number inside the slice; offset = index * regionSize.")
+    state: Literal["Reserved", "Bound"]
+    reserved_at: dt.datetime = Field(description="When the region was reserved; the reservation token.")
+    pod_uid: str | None = Field(default=None, alias="podUID")
+    pod_name: str | None = None
+    node: str | None = None
+
+
+class GismoRegion(_Tolerant):
+    """``GismoRegion`` (namespaced), named ``<slice>-<index>``."""
+
+    api_version: Literal["gismo.io/v1alpha1"] = API_VERSION
+    kind: Literal["GismoRegion"] = REGION_KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: GismoRegionSpec
+
+    def assignment(self) -> RegionAssignment:
+        """The claim as a slice-list entry (the pure rules of :mod:`gismo_operator.core.assignment`)."""
+        spec = self.spec
+        return RegionAssignment(
+            index=spec.index,
+            state=spec.state,
+            pod_uid=spec.pod_uid,
+            pod_name=spec.pod_name,
+            node=spec.node,
+            reserved_at=spec.reserved_at,
+        )
+
+
+def region_name(slice_name: str, index: int) -> str:
+    """The GismoRegion object of region ``index`` of slice ``slice_name``."""
+    return f"{slice_name}-{index}"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from gismo_operator.core.models import (
     Condition,
     GismoPoolSpec,
     GismoPoolStatus,
-    GismoSlice,
     GismoSliceSpec,
     describe_validation_error,
 )
@@ -78,18 +77,29 @@ def slice_view(body: Mapping[str, Any]) -> SliceView | None:
     except ValidationError as exc:
         error = describe_validation_error(exc, prefix="spec")
     else:
-        return SliceView(namespace, name, parsed.ray_cluster, parsed.offset, parsed.size, len(parsed.regions))
+        return SliceView(
+            namespace, name, parsed.ray_cluster, parsed.offset, parsed.size, regions_in_use(body)
+        )
     offset, size = spec.get("offset"), spec.get("size")
     if not (isinstance(offset, int) and isinstance(size, int) and offset >= 0 and size >= 0):
         return SliceView(namespace, name, str(spec.get("rayCluster") or ""), 0, 0, 0, error)
-    regions = spec.get("regions")
-    count = len(regions) if isinstance(regions, list) else 0
-    return SliceView(namespace, name, str(spec.get("rayCluster") or ""), offset, size, count, error)
+    return SliceView(
+        namespace, name, str(spec.get("rayCluster") or ""), offset, size, regions_in_use(body), error
+    )
+
+
+def regions_in_use(body: Mapping[str, Any]) -> int:
+    """The slice's regions in use: its status count (written by the region ledger from its
+    GismoRegions), plus what a legacy ``spec.regions`` list still holds before its migration."""
+    counted = (body.get("status") or {}).get("regionsInUse")
+    legacy = (body.get("spec") or {}).get("regions")
+    count = counted if isinstance(counted, int) and counted >= 0 else 0
+    return count + (len(legacy) if isinstance(legacy, list) else 0)
 
 
 class SliceViewCache:
     """The last view of each slice, by (namespace, name), with the uid and resourceVersion it was
-    made from: validating a slice costs O(regions), and an unchanged slice is not validated again.
+    made from: an unchanged slice is not validated again.
     Bounded: :meth:`trim` forgets slices no longer listed once it holds twice as many as listed."""
 
     def __init__(self) -> None:
@@ -111,18 +121,6 @@ class SliceViewCache:
         view = slice_view(body)
         self._views[key] = (str(uid), str(rv), view)
         return view
-
-    def written(self, written: GismoSlice) -> None:
-        """The region ledger wrote this slice (a validated model, with its new resourceVersion):
-        remember its view, so the refresh its watch event requests does not validate it again."""
-        meta = written.metadata
-        if not (meta.uid and meta.resource_version and meta.name):
-            return
-        spec = written.spec
-        view = SliceView(
-            str(meta.namespace or ""), meta.name, spec.ray_cluster, spec.offset, spec.size, len(spec.regions)
-        )
-        self._views[(view.namespace, view.name)] = (meta.uid, meta.resource_version, view)
 
     def trim(self, listed: Sequence[Mapping[str, Any]]) -> None:
         """Forget slices that are gone (only when the cache has grown well past the listed ones)."""

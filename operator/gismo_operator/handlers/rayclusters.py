@@ -12,11 +12,11 @@ create/update handlers, timers or daemons, which would store state or finalizers
 Slice placement is serialized per pool in this process and always computed from a fresh LIST of
 the pool's slices (kopf peering keeps one operator active for these handlers). Region assignments
 inside a slice are the ledger's job (:mod:`gismo_operator.ledger.regions`); a resize goes through the
-ledger too, so it can never race an admission in this process and is resourceVersion-checked.
+ledger too: resourceVersion-checked, and a shrink is fenced against admissions (see the ledger).
 
 API calls: GET/POST/DELETE gismoslices, LIST gismoslices (all namespaces), GET gismopools,
 GET namespaces, LIST rayclusters (the sweep's resync), PATCH gismoslices (spec.size; metadata.finalizers),
-POST events.
+LIST gismoregions (through the ledger: regions in use), POST events.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
     async with current().allocation_locks[pool]:
         others = extents_of_pool(pool, await current().client().list(kube.SLICES), (namespace, name))
 
-        def patch(current: GismoSlice) -> dict[str, Any] | None:
+        def patch(current: GismoSlice, in_use: frozenset[int]) -> dict[str, Any] | None:
             if current.spec.size == wanted.size:
                 return None
             if wanted.size > current.spec.size:
@@ -151,7 +151,7 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
                     )
             else:
                 count = wanted.size // current.spec.region_size
-                if any(r.index >= count for r in current.spec.regions):
+                if any(i >= count for i in in_use):
                     return None  # regions past the new end are in use: shrink later (next resync)
             return {"size": wanted.size}
 

@@ -2,19 +2,22 @@
 
 Admission (Pod CREATE, objectSelector ``ray.io/is-ray-node=yes``, failurePolicy Ignore): for a pod
 whose RayCluster (label ``ray.io/cluster``) has a GismoSlice, reserve a region in the ledger —
-durably, in the slice's ``spec.regions``, before answering — and patch the pod with the agent,
+durably, by creating its GismoRegion object, before answering — and patch the pod with the agent,
 volumes, env, affinity and annotations (:mod:`gismo_operator.injection`). The pod has no name and
 no uid yet (generateName), so the reservation is identified by its token (annotation
 ``gismo.io/reservation``). A full slice, or any problem, admits the pod unchanged but for
 ``gismo.io/skipped: <reason>``, with a Warning Event on the RayCluster: Ray never waits for Gismo.
 
-Pod events: once the pod exists its entry is bound to its uid (and node once scheduled); on
-deletion its region is released at once. The periodic sweep (:mod:`gismo_operator.handlers.sweep`) catches
-whatever events were missed.
+Pod events: once the pod exists its GismoRegion is bound to its uid (and node once scheduled) and
+owned by it (the garbage collector deletes it with the pod); on deletion its region is released at
+once. The periodic sweep (:mod:`gismo_operator.handlers.sweep`) catches whatever events were missed.
 
-API calls: GET/PATCH gismoslices (through the ledger; spec.regions, metadata.finalizers), GET gismopools
-(cache misses), POST events;
-pods are only watched (LIST/WATCH), never written.
+Failure: whatever goes wrong within the admission budget (the API fails, regions keep being taken,
+a call stalls) admits the pod unchanged but for ``gismo.io/skipped``: no region annotation, no
+``GISMO_*`` env. A region created before the failure is deleted in the background (or expires).
+
+API calls: through the ledger (:mod:`gismo_operator.ledger.sliceapi`), GET gismopools (cache misses),
+POST events; pods are only watched (LIST/WATCH), never written.
 """
 
 from __future__ import annotations
@@ -98,15 +101,10 @@ def _answer_with(patch: kopf.Patch, old_body: dict[str, Any], new_body: dict[str
 
 
 async def _reserve(ledger: RegionLedger, namespace: str, cluster: str, dryrun: bool) -> Reservation | None:
+    # "Full" is only said after the ledger re-listed the slice and reclaimed what nobody holds.
     if dryrun:
         return await ledger.peek(namespace, cluster)
-    reservation = await ledger.reserve(namespace, cluster)
-    if reservation is None and ledger.cached(namespace, cluster) is not None:
-        # "Full" was computed from our cached body without a write (so without a precondition):
-        # the slice may have grown meanwhile. Confirm against a fresh read before refusing.
-        ledger.forget(namespace, cluster)
-        reservation = await ledger.reserve(namespace, cluster)
-    return reservation
+    return await ledger.reserve(namespace, cluster)
 
 
 async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, Any] | None:
@@ -187,7 +185,7 @@ async def admit_safely(pod: dict[str, Any], *, dryrun: bool) -> dict[str, Any] |
         async with asyncio.timeout(ADMISSION_BUDGET_SECONDS):  # no extra task, unlike wait_for
             return await admit(pod, dryrun=dryrun)
     except (TimeoutError, TooManyConflicts, kube.ApiError, OSError) as exc:
-        # A reservation written before the failure expires through the sweep; Ray starts anyway.
+        # A region created before the failure is given back by the ledger (or expires); Ray starts.
         logger.warning("pod of %s not injected: %s", (pod.get("metadata") or {}).get("labels"), exc)
         return mark_skipped(pod, f"operator error: {type(exc).__name__}")
     except Exception as exc:  # a bug must not cost Ray its pod either: admit it, say why, log it

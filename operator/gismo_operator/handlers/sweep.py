@@ -1,6 +1,8 @@
 """The periodic sweep: the safety net under the event handlers.
 
-Every ``SWEEP_INTERVAL`` seconds (default 25, start to start) it:
+At start (the first round runs at once, so what vanished while the operator was down is released
+then, not an interval later; retried every second until it succeeds) and then every
+``SWEEP_INTERVAL`` seconds (default 25, start to start) it:
 
 1. releases slices whose RayCluster is gone, was replaced (other uid) or opted out — Kubernetes'
    garbage collector does the first on a real cluster; this covers events missed while down;
@@ -14,11 +16,13 @@ It runs as a plain asyncio task started by a startup handler rather than a kopf 
 kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
 conditional (resourceVersion), so running it next to the event handlers, or in two operator
 replicas, is safe. Cost per round: one LIST of slices, then one of RayClusters (used both to
-find each slice's cluster and to re-reconcile), one LIST of each slice's pods, and a write only
-where something changed.
+find each slice's cluster and to re-reconcile), per slice a GET, a LIST of its GismoRegions and
+one of its pods, and a write only where something changed. The first round also migrates slices
+of earlier operators (``spec.regions``) into GismoRegions.
 
-API calls: LIST gismoslices and rayclusters (all namespaces), LIST pods,
-GET/PATCH/DELETE gismoslices (spec.regions, metadata.finalizers), POST events.
+API calls: LIST gismoslices and rayclusters (all namespaces), LIST pods, GET/PATCH/DELETE
+gismoslices (metadata.finalizers; the legacy spec.regions), LIST/GET/POST/PATCH/DELETE
+gismoregions, POST events.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ from gismo_operator.handlers import rayclusters
 from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between attempts of the start-up round while it fails (before the first login, say).
+FIRST_ROUND_RETRY = 1.0
 
 
 @dataclass
@@ -114,7 +121,8 @@ async def _loop(interval: float) -> None:
     the period, so an expired reservation is released at most RESERVATION_TTL + SWEEP_INTERVAL
     (plus the time the round takes to reach its slice) after it was made."""
     loop = asyncio.get_running_loop()
-    next_at = loop.time() + interval
+    next_at = loop.time()  # the first round at once: release what went while we were down
+    first = True
     while True:
         await asyncio.sleep(max(0.0, next_at - loop.time()))
         next_at = max(next_at + interval, loop.time())  # a round longer than the period: no catch-up burst
@@ -123,8 +131,11 @@ async def _loop(interval: float) -> None:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep sweeping: one bad round must not end the safety net
+            if first:  # e.g. not logged in yet: the start-up round must not wait a whole interval
+                next_at = loop.time() + min(interval, FIRST_ROUND_RETRY)
             logger.warning("sweep round failed: %s", exc)
             continue
+        first = False
         if report.slices_released or report.regions_released or report.regions_bound:
             logger.info("sweep: %s", report)
 

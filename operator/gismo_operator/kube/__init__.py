@@ -22,6 +22,7 @@ from gismo_operator.kube.resources import (
     PODS,
     POOLS,
     RAYCLUSTERS,
+    REGIONS,
     SLICES,
     Resource,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "PODS",
     "POOLS",
     "RAYCLUSTERS",
+    "REGIONS",
     "REQUEST_TIMEOUT",
     "SLICES",
     "ApiError",

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 
-from gismo_operator.core.models import GROUP, POOL_KIND, POOL_PLURAL, SLICE_KIND, SLICE_PLURAL, VERSION
+from gismo_operator.core.models import (
+    GROUP,
+    POOL_KIND,
+    POOL_PLURAL,
+    REGION_KIND,
+    REGION_PLURAL,
+    SLICE_KIND,
+    SLICE_PLURAL,
+    VERSION,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +60,4 @@ PODS = Resource("", "v1", "pods", namespaced=True, kind="Pod")
 EVENTS = Resource("", "v1", "events", namespaced=True, kind="Event")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False, kind="Namespace")
 NODES = Resource("", "v1", "nodes", namespaced=False, kind="Node")
+REGIONS = Resource(GROUP, VERSION, REGION_PLURAL, namespaced=True, kind=REGION_KIND)

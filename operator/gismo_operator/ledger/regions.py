@@ -1,60 +1,92 @@
-"""The region ledger: durable assignment of a slice's regions to pods, with group commit.
+"""The region ledger: durable assignment of a slice's regions to pods, one GismoRegion object each.
 
-Durability: an assignment exists only once it is in the API server, in ``GismoSlice.spec.regions``,
-written with the resourceVersion the change was computed from (optimistic concurrency). The
-webhook answers only after that write succeeded, so a pod never uses a region the API does not
-record. A 409 means someone else (another operator replica, a restarted instance, a resize)
-wrote first: the slice is re-read and the same operations are re-applied to the newer state.
+Durability and atomicity: region ``i`` of slice ``s`` is held exactly while the namespaced object
+``GismoRegion <s>-<i>`` exists. Reserving is *creating* that object: the API server creates a name
+once, so two admissions (two coroutines, two operator processes, a restarted one) can never both
+get region ``i``; the loser is told AlreadyExists and tries the next free index. The webhook
+answers only after the create succeeded, so a pod never uses a region the API does not record.
+Every later change is conditional: a bind patches with the object's resourceVersion, a release
+deletes with its uid and resourceVersion as preconditions, so a region rebound meanwhile is never
+deleted blindly; a 409 means "re-read and decide again".
 
-Serialization and speed: all writes to one slice go through one in-process lock. Callers queue
-their operation; whoever holds the lock takes every queued operation and commits them in ONE
-write (group commit). Under a burst of N admissions to one slice this costs a handful of writes
-instead of N, without ever risking a lost update, and conflicts between our own coroutines cannot
-happen. Different slices never wait for each other.
+Cost per admission, whatever the size of the cluster: one create of a small object and one GET of
+the slice (no list is rewritten). The GET is the fence against a slice going away or shrinking
+under the admission: a slice is let go (finalizer) or shrunk only after it has been marked
+(deletionTimestamp; the smaller size) *and* its regions listed; an admission that sees the mark
+after its create gives the region back, one that does not see it was created before the mark,
+hence before the listing, which then sees it.
 
-Restart: the only memory here is a cache of the last slice body we read or wrote, used as the
-starting point of the next write. A stale cache costs a 409 and a re-read, never a wrong answer;
-a new process starts with an empty cache and reads the slice on first use. Every write goes
-through :meth:`RegionLedger.retrying`: one retry loop, one rule for the cache on 409.
+Release: once the pod is seen, its GismoRegion is bound to it and owned by it (ownerReference with
+the pod's uid, ``blockOwnerDeletion: false``), so Kubernetes' garbage collector deletes it with the
+pod, even while the operator is down. The operator also deletes it on the pod's deletion event, and
+the sweep catches what both missed (emulators have no garbage collector). A reservation whose pod
+never appears is owned by the slice and expires after the reservation TTL.
+
+Never falsely full: when no free index is left, the ledger re-lists the slice's regions and the
+cluster's pods and reclaims, on the spot, regions whose pod is gone and reservations older than
+``reclaim_grace`` that no pod claims (:meth:`RegionLedger.sweep`), before answering "full".
+
+Memory: per slice, its last body read and a cache of its regions (index -> holder) with the free
+indexes (:class:`~gismo_operator.core.freeindex.FreeIndexes`), loaded by one LIST on first use and
+rebuilt by every sweep. Only a cache: a stale one costs an AlreadyExists or a 409, never a wrong
+answer; a new process starts empty.
+
+Upgrade: slices written by earlier operators carry their assignments in ``spec.regions``. The first
+time the ledger reads such a slice it creates a GismoRegion per entry (AlreadyExists: done already)
+and then clears the list with a resourceVersion precondition; a crash in between repeats it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from gismo_operator.constants import SLICE_FINALIZER
+from gismo_operator.constants import COMPONENT, LABEL_MANAGED_BY, LABEL_SLICE, SLICE_FINALIZER
 from gismo_operator.core import assignment
-from gismo_operator.core.assignment import Outcome, PodClaim, Regions, SweepResult
-from gismo_operator.core.models import GismoSlice, RegionAssignment, describe_validation_error
+from gismo_operator.core.assignment import Outcome, PodClaim, SweepResult
+from gismo_operator.core.freeindex import FreeIndexes
+from gismo_operator.core.models import (
+    API_VERSION,
+    REGION_KIND,
+    SLICE_KIND,
+    GismoRegion,
+    GismoRegionSpec,
+    GismoSlice,
+    RegionAssignment,
+    describe_validation_error,
+    region_name,
+)
 
 logger = logging.getLogger(__name__)
 
 SliceKey = tuple[str, str]  # (namespace, name)
-T = TypeVar("T")
 
 
 class Conflict(Exception):
-    """The write's resourceVersion precondition failed (HTTP 409)."""
+    """A resourceVersion/uid precondition failed (HTTP 409)."""
+
+
+class AlreadyExists(Exception):
+    """A create found the name taken (HTTP 409 on POST): someone else holds that region."""
 
 
 class SliceGone(Exception):
-    """The slice does not exist (HTTP 404)."""
+    """The slice does not exist, or is being deleted (no new regions)."""
 
 
 class TooManyConflicts(Exception):
-    """The slice kept changing under us; the caller treats the operation as failed."""
+    """The regions kept changing under us; the caller treats the operation as failed."""
 
 
-class SliceApi(Protocol):
-    """The three API calls the ledger needs; :mod:`gismo_operator.ledger.sliceapi` implements them."""
+class RegionApi(Protocol):
+    """The API calls the ledger makes; :mod:`gismo_operator.ledger.sliceapi` implements them."""
 
     async def read_slice(self, namespace: str, name: str) -> dict[str, Any] | None:
         """GET the GismoSlice; None when it does not exist."""
@@ -64,33 +96,69 @@ class SliceApi(Protocol):
     ) -> dict[str, Any]:
         """Merge-PATCH ``spec`` with a resourceVersion precondition; raise Conflict / SliceGone."""
 
-    async def list_cluster_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
-        """LIST the pods of one RayCluster (label ``ray.io/cluster``), live ones only."""
-
     async def write_finalizers(
         self, namespace: str, name: str, finalizers: list[str], resource_version: str | None
     ) -> dict[str, Any]:
         """Merge-PATCH ``metadata.finalizers`` with a resourceVersion precondition."""
 
+    async def write_slice_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-PATCH the slice's status subresource (counts for kubectl; informational)."""
 
-#: An operation: given the slice as read, its current list and "now", the new list and a result.
-Operation = Callable[[GismoSlice, Regions, dt.datetime], tuple[Regions, Any]]
+    async def list_cluster_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
+        """LIST the pods of one RayCluster (label ``ray.io/cluster``)."""
 
-_TERMINATING = object()
+    async def list_regions(self, namespace: str, slice_name: str) -> list[dict[str, Any]]:
+        """LIST the GismoRegions of one slice (label ``gismo.io/slice``)."""
+
+    async def create_region(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a GismoRegion; raise AlreadyExists when the name is taken."""
+
+    async def read_region(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET a GismoRegion; None when it does not exist."""
+
+    async def patch_region(
+        self, namespace: str, name: str, patch: Mapping[str, Any], resource_version: str | None
+    ) -> dict[str, Any] | None:
+        """Merge-PATCH with a resourceVersion precondition; Conflict on 409, None when it is gone."""
+
+    async def delete_region(
+        self, namespace: str, name: str, uid: str | None, resource_version: str | None
+    ) -> bool:
+        """DELETE with uid/resourceVersion preconditions; Conflict on 409; False when already gone."""
 
 
-@dataclass
-class _SliceQueue:
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    pending: list[tuple[Operation, asyncio.Future[Any]]] = field(default_factory=list)
+@dataclasses.dataclass(frozen=True)
+class Held:
+    """One GismoRegion as read or written: enough to act on it conditionally."""
+
+    name: str
+    uid: str | None
+    resource_version: str | None
+    slice_uid: str | None
+    entry: RegionAssignment
+    owner_uid: str | None = None  # the uid in its ownerReferences (the pod's, once bound)
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Held:
+        region = GismoRegion.model_validate(body)
+        owners = region.metadata.owner_references
+        return cls(
+            name=region.metadata.name or region_name(region.spec.slice, region.spec.index),
+            uid=region.metadata.uid,
+            resource_version=region.metadata.resource_version,
+            slice_uid=region.spec.slice_uid,
+            entry=region.assignment(),
+            owner_uid=str(owners[0].get("uid")) if owners and owners[0].get("uid") else None,
+        )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Reservation:
     """A region reserved (and durably recorded) for a pod being admitted."""
 
     slice: GismoSlice
     entry: RegionAssignment
+    held: Held | None = None  # None for a dry-run peek
 
     @property
     def index(self) -> int:
@@ -107,6 +175,23 @@ class Reservation:
         return self.slice.spec.offset + self.entry.index * self.slice.spec.region_size
 
 
+@dataclasses.dataclass
+class _SliceState:
+    """The cache of one slice: its body and its regions (index -> holder), with the free set."""
+
+    body: GismoSlice
+    held: dict[int, Held]
+    free: FreeIndexes
+    creating: set[int] = dataclasses.field(default_factory=set)  # creates in flight (held in `free`)
+    last_reserved: dt.datetime | None = None
+    reclaimed_at: dt.datetime | None = None
+    reclaim: asyncio.Future[None] | None = None
+
+    @property
+    def uid(self) -> str | None:
+        return self.body.metadata.uid
+
+
 def parse_slice(body: Mapping[str, Any]) -> GismoSlice:
     """The body as a model; a clear error naming the field when someone hand-edited it badly."""
     try:
@@ -115,33 +200,6 @@ def parse_slice(body: Mapping[str, Any]) -> GismoSlice:
         meta = body.get("metadata") or {}
         where = f"GismoSlice {meta.get('namespace')}/{meta.get('name')}"
         raise ValueError(f"{where}: {describe_validation_error(exc)}") from exc
-
-
-def after_write(current: GismoSlice, regions: Regions, written: Mapping[str, Any]) -> GismoSlice:
-    """The slice after our conditional write of ``regions``, without re-validating every entry.
-
-    The write carried ``current``'s resourceVersion, so the stored object is ``current`` plus our
-    regions; only the new resourceVersion is taken from the answer. Re-parsing the answer costs
-    O(regions) validation per write, the largest cost of a busy slice. When the answer disagrees
-    on the other spec fields (no precondition was possible: no resourceVersion), it is parsed.
-    """
-    spec = written.get("spec") or {}
-    same = (
-        spec.get("offset") == current.spec.offset
-        and spec.get("size") == current.spec.size
-        and spec.get("regionSize") == current.spec.region_size
-        and spec.get("pool") == current.spec.pool
-        and len(spec.get("regions") or []) == len(regions)
-    )
-    if not same:
-        return parse_slice(written)
-    rv = (written.get("metadata") or {}).get("resourceVersion")
-    return current.model_copy(
-        update={
-            "spec": current.spec.model_copy(update={"regions": list(regions)}),
-            "metadata": current.metadata.model_copy(update={"resource_version": rv}),
-        }
-    )
 
 
 def geometry(current: GismoSlice) -> assignment.Geometry:
@@ -153,275 +211,636 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _slice_owner(current: GismoSlice) -> list[dict[str, Any]]:
+    """A reservation is owned by its slice (collected with it); nothing without a uid to name."""
+    meta = current.metadata
+    if not meta.uid:
+        return []
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": SLICE_KIND,
+            "name": meta.name,
+            "uid": meta.uid,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def _pod_owner(claim: PodClaim) -> list[dict[str, Any]]:
+    """A bound region is owned by its pod: the garbage collector deletes it with the pod."""
+    if not claim.name:
+        return []
+    return [
+        {"apiVersion": "v1", "kind": "Pod", "name": claim.name, "uid": claim.uid, "blockOwnerDeletion": False}
+    ]
+
+
+def region_body(
+    namespace: str, current: GismoSlice, entry: RegionAssignment, owners: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The GismoRegion object recording ``entry`` of slice ``current``."""
+    name = current.metadata.name or ""
+    assert entry.reserved_at is not None
+    spec = GismoRegionSpec(
+        slice=name,
+        slice_uid=current.metadata.uid,
+        index=entry.index,
+        state=entry.state,
+        reserved_at=entry.reserved_at,
+        pod_uid=entry.pod_uid,
+        pod_name=entry.pod_name,
+        node=entry.node,
+    )
+    metadata: dict[str, Any] = {
+        "name": region_name(name, entry.index),
+        "namespace": namespace,
+        "labels": {LABEL_SLICE: name, LABEL_MANAGED_BY: COMPONENT},
+    }
+    if owners:
+        metadata["ownerReferences"] = owners
+    return {"apiVersion": API_VERSION, "kind": REGION_KIND, "metadata": metadata, "spec": spec.to_api()}
+
+
+def _spec_patch(entry: RegionAssignment) -> dict[str, Any]:
+    """The merge patch of a region's spec to ``entry`` (null removes what no longer applies)."""
+    return {
+        "state": entry.state,
+        "podUID": entry.pod_uid,
+        "podName": entry.pod_name,
+        "node": entry.node,
+    }
+
+
 class RegionLedger:
-    """Applies assignment operations to slices, durably, one group commit per slice at a time."""
+    """Reserves, binds and releases regions as GismoRegion objects; sweeps and migrates slices."""
 
     def __init__(
         self,
-        api: SliceApi,
+        api: RegionApi,
         *,
         reservation_ttl: dt.timedelta = dt.timedelta(seconds=30),
+        reclaim_grace: dt.timedelta = dt.timedelta(seconds=10),
+        reclaim_interval: dt.timedelta = dt.timedelta(seconds=1),
         clock: Callable[[], dt.datetime] = utcnow,
         max_attempts: int = 20,
-        on_write: Callable[[GismoSlice], None] | None = None,
+        on_change: Callable[[SliceKey], None] | None = None,
     ) -> None:
-        """``on_write`` is told every slice body this ledger wrote (already validated, with the
-        resourceVersion the API gave it): the pool status reuses it instead of validating again."""
+        """``reclaim_grace``: how old a reservation no pod claims must be before a full slice takes
+        it back (longer than an admission takes from our answer to the pod being stored).
+        ``reclaim_interval``: a full slice re-lists at most once per interval (a really full slice
+        under a stream of pods would otherwise list at every admission). ``on_change`` is told which
+        slice's regions changed (the status counts follow, coalesced)."""
         self.api = api
-        self.on_write = on_write
         self.reservation_ttl = reservation_ttl
+        self.reclaim_grace = min(reclaim_grace, reservation_ttl)
+        self.reclaim_interval = reclaim_interval
         self.clock = clock
         self.max_attempts = max_attempts
-        self._queues: dict[SliceKey, _SliceQueue] = {}
-        self._cache: dict[SliceKey, GismoSlice] = {}
-        self._dumped: assignment.DumpMemo = {}  # serialized entries, reused from write to write
-        self.writes = 0
+        self.on_change = on_change
+        self._states: dict[SliceKey, _SliceState] = {}
+        self._loading: dict[SliceKey, asyncio.Lock] = {}
+        self._locks: dict[SliceKey, asyncio.Lock] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.creates = 0
+        self.already_exists = 0
         self.conflicts = 0
 
     # ---------------------------------------------------------------------------------------------
     # Cache
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop the cached body (the slice was deleted or rewritten elsewhere)."""
-        self._cache.pop((namespace, name), None)
+        """Drop the cached slice and regions (the slice was deleted or rewritten elsewhere)."""
+        self._states.pop((namespace, name), None)
 
     def cached(self, namespace: str, name: str) -> GismoSlice | None:
-        """The last slice we read or wrote; None when we hold none. Only a hint."""
-        return self._cache.get((namespace, name))
+        """The last slice body we read; None when we hold none. Only a hint."""
+        state = self._states.get((namespace, name))
+        return state.body if state is not None else None
 
-    async def _current(self, key: SliceKey) -> GismoSlice | None:
-        """The cached slice, else one GET. Parsed once per read or write, not per operation:
-        validating a slice costs O(regions), and a burst of admissions shares one parse."""
-        current = self._cache.get(key)
-        if current is None:
-            body = await self.api.read_slice(*key)
-            if body is None:
-                return None
-            current = self._cache[key] = parse_slice(body)
+    def counts(self, namespace: str, name: str) -> dict[str, int] | None:
+        """Regions in use / bound / reserved as this process knows them; None when not loaded."""
+        state = self._states.get((namespace, name))
+        if state is None:
+            return None
+        bound = sum(1 for h in state.held.values() if h.entry.state == "Bound")
+        return {
+            "regionsTotal": state.body.spec.region_count,
+            "regionsInUse": len(state.held),
+            "regionsBound": bound,
+            "regionsReserved": len(state.held) - bound,
+        }
+
+    def _changed(self, key: SliceKey) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(key)
+            except Exception as exc:  # the counts are informational: never fail a write for them
+                logger.warning("on_change hook failed: %s", exc)
+
+    @staticmethod
+    def _refresh_body(state: _SliceState, body: GismoSlice) -> None:
+        state.body = body
+        state.free.resize(body.spec.region_count)
+
+    def _lock(self, key: SliceKey) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def _state(self, key: SliceKey) -> _SliceState:
+        """The slice's cache, loaded (one GET, migration if needed, one LIST) on first use; concurrent
+        first uses wait for one load (a cancelled load leaves the next caller to load). Raises SliceGone."""
+        state = self._states.get(key)
+        if state is not None:
+            return state
+        async with self._loading.setdefault(key, asyncio.Lock()):
+            state = self._states.get(key)
+            if state is None:
+                state = await self._load(key)
+            return state
+
+    async def _load(self, key: SliceKey) -> _SliceState:
+        current = await self._read_slice(key)
+        listed = await self._list_held(key, current)
+        state = _SliceState(body=current, held=listed, free=FreeIndexes(current.spec.region_count, listed))
+        self._states[key] = state
+        return state
+
+    async def _read_slice(self, key: SliceKey) -> GismoSlice:
+        """GET the slice (migrating a legacy ``spec.regions`` first); SliceGone when absent."""
+        body = await self.api.read_slice(*key)
+        if body is None:
+            raise SliceGone(f"GismoSlice {key[0]}/{key[1]} does not exist")
+        current = parse_slice(body)
+        if current.spec.regions:
+            current = await self.migrate(key, current)
         return current
 
-    async def retrying(self, key: SliceKey, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` until it does not raise :class:`Conflict`, at most ``max_attempts`` times.
-
-        The one retry rule of every ledger write. ``attempt`` reads the slice (:meth:`_current`),
-        computes, and writes with the read resourceVersion. The one cache rule: a 409 means the
-        cached body is stale, and :class:`SliceGone` means there is none, so both drop it; the next
-        attempt (or call) reads the API. No back-off: the writes to one slice are serialized by
-        its lock, so a 409 comes from another process, and re-reading at once is the fastest way
-        to a write that wins. Raises :class:`TooManyConflicts` when every attempt conflicted.
-        """
-        for _ in range(self.max_attempts):
+    async def _list_held(self, key: SliceKey, current: GismoSlice) -> dict[int, Held]:
+        """The slice's regions from one LIST. Regions of an earlier slice of the same name (another
+        sliceUID: their slice is gone, so are its pods' claims) are deleted, conditionally."""
+        held: dict[int, Held] = {}
+        for body in await self.api.list_regions(*key):
             try:
-                return await attempt()
-            except Conflict:
-                self.conflicts += 1
-                self._cache.pop(key, None)
-            except SliceGone:
-                self._cache.pop(key, None)
-                raise
-        raise TooManyConflicts(
-            f"GismoSlice {key[0]}/{key[1]}: {self.max_attempts} conflicting writes in a row"
-        )
-
-    def _stored(self, key: SliceKey, written: GismoSlice) -> GismoSlice:
-        """Cache what we just wrote (the next write starts from it) and tell ``on_write``."""
-        self.writes += 1
-        self._cache[key] = written
-        self._written(written)
-        return written
-
-    def _written(self, written: GismoSlice) -> None:
-        if self.on_write is not None:
-            try:
-                self.on_write(written)
-            except Exception as exc:  # only an optimisation: never fail a write for it
-                logger.warning("on_write hook failed: %s", exc)
+                item = Held.from_body(body)
+            except ValidationError as exc:
+                logger.warning(
+                    "GismoRegion %s/%s ignored: %s", key[0], (body.get("metadata") or {}).get("name"), exc
+                )
+                continue
+            if (body.get("spec") or {}).get("slice") != key[1]:
+                continue  # emulators ignore label selectors
+            if item.slice_uid and current.metadata.uid and item.slice_uid != current.metadata.uid:
+                with contextlib.suppress(Conflict):
+                    await self.api.delete_region(key[0], item.name, item.uid, item.resource_version)
+                continue
+            held[item.entry.index] = item
+        return held
 
     # ---------------------------------------------------------------------------------------------
-    # Group commit
+    # Admission
 
-    async def _submit(self, key: SliceKey, op: Operation) -> Any:
-        queue = self._queues.setdefault(key, _SliceQueue())
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        queue.pending.append((op, future))
-        async with queue.lock:
-            if not future.done():
-                batch, queue.pending[:] = list(queue.pending), []
-                try:
-                    results = await self._commit(key, [op for op, _ in batch])
-                except BaseException as exc:
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    for (_, fut), result in zip(batch, results, strict=True):
-                        fut.set_result(result)
-        return await future
-
-    async def _commit(self, key: SliceKey, ops: list[Operation]) -> list[Any]:
-        """Apply ``ops`` in order to the current slice and write once; re-apply on 409."""
-
-        async def attempt() -> list[Any]:
-            current = await self._current(key)
-            if current is None:
-                raise SliceGone(f"GismoSlice {key[0]}/{key[1]} does not exist")
-            regions: Regions = list(current.spec.regions)
-            now = self.clock()
-            results = []
-            for op in ops:
-                regions, result = op(current, regions, now)
-                results.append(result)
-            if regions != current.spec.regions:
-                spec = {"regions": assignment.to_api(regions, self._dumped)}
-                written = await self.api.write_slice(key[0], key[1], spec, current.metadata.resource_version)
-                self._stored(key, after_write(current, regions, written))
-            return results
-
-        return await self.retrying(key, attempt)
-
-    # ---------------------------------------------------------------------------------------------
-    # Operations
+    def _next_reserved_at(self, state: _SliceState) -> dt.datetime:
+        """Now, or just after this process's last reservation of the slice (tokens stay unique)."""
+        now = self.clock()
+        last = state.last_reserved
+        if last is not None and last >= now:
+            now = last + assignment.TICK
+        state.last_reserved = now
+        return now
 
     async def reserve(self, namespace: str, name: str) -> Reservation | None:
         """Reserve a free region and record it; None when the slice is full. Raises SliceGone."""
-
-        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Any]:
-            if current.metadata.deletion_timestamp:  # its cluster is going: no new regions
-                return regions, _TERMINATING
-            return assignment.reserve(regions, current.spec.region_count, now)
-
         key = (namespace, name)
-        entry = await self._submit(key, op)
-        if entry is _TERMINATING:
-            raise SliceGone(f"GismoSlice {namespace}/{name} is being deleted")
-        if entry is None:
+        for _ in range(self.max_attempts):
+            state = await self._state(key)
+            if state.body.metadata.deletion_timestamp:
+                raise SliceGone(f"GismoSlice {namespace}/{name} is being deleted")
+            index = state.free.take()
+            if index is None:
+                if not await self._reclaim(key, state):
+                    return None
+                state = await self._state(key)
+                index = state.free.take()
+                if index is None:
+                    return None
+            result = await self._claim(key, state, index)
+            if result is not None:
+                return result
+        raise TooManyConflicts(f"GismoSlice {namespace}/{name}: {self.max_attempts} regions taken in a row")
+
+    async def _claim(self, key: SliceKey, state: _SliceState, index: int) -> Reservation | None:
+        """Create region ``index``'s object, then check the slice (the fence); None: try another."""
+        namespace, name = key
+        entry = RegionAssignment(index=index, state="Reserved", reserved_at=self._next_reserved_at(state))
+        body = region_body(namespace, state.body, entry, _slice_owner(state.body))
+        state.creating.add(index)
+        try:
+            created = await self.api.create_region(namespace, body)
+        except AlreadyExists:
+            self.already_exists += 1
+            return None  # held by someone we did not know of: stays held in our set
+        except BaseException:
+            # Failed, or cancelled (the admission budget): the create may or may not have been
+            # applied. Either way the index may be offered again: if it was created, the next
+            # create gets AlreadyExists, and the reservation expires (nothing stays held for ever).
+            state.free.give(index)
+            raise
+        finally:
+            state.creating.discard(index)
+        self.creates += 1
+        held = Held.from_body(created if created.get("spec") else body)
+        state.held[index] = held
+        try:
+            fresh = await self.api.read_slice(namespace, name)
+            current = parse_slice(fresh) if fresh is not None else None
+        except BaseException:
+            self._cancel_later(key, held, state)  # unverified: give it back, then fail
+            raise
+        if current is None or current.metadata.deletion_timestamp:
+            self._cancel_later(key, held, state)
+            self._states.pop(key, None)
+            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist or is being deleted")
+        if current.metadata.uid != state.uid or current.spec.offset != state.body.spec.offset:
+            self._cancel_later(key, held, state)  # another slice of that name: start over
+            self._states.pop(key, None)
             return None
-        current = self._cache.get(key) or await self._current(key)
-        if current is None:
-            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-        return Reservation(slice=current, entry=entry)
+        self._refresh_body(state, current)
+        if index >= current.spec.region_count:  # shrunk meanwhile: past the end
+            self._cancel_later(key, held, state)
+            return None
+        self._changed(key)
+        return Reservation(slice=current, entry=entry, held=held)
 
     async def peek(self, namespace: str, name: str) -> Reservation | None:
         """What :meth:`reserve` would hand out, without writing (dry-run admissions)."""
-        key = (namespace, name)
-        current = await self._current(key)
-        if current is None or current.metadata.deletion_timestamp:
-            raise SliceGone(f"GismoSlice {namespace}/{name} does not exist or is being deleted")
-        _, entry = assignment.reserve(current.spec.regions, current.spec.region_count, self.clock())
-        return None if entry is None else Reservation(slice=current, entry=entry)
+        state = await self._state((namespace, name))
+        if state.body.metadata.deletion_timestamp:
+            raise SliceGone(f"GismoSlice {namespace}/{name} is being deleted")
+        index = state.free.peek()
+        if index is None:
+            return None
+        return Reservation(
+            slice=state.body, entry=RegionAssignment(index=index, state="Reserved", reserved_at=self.clock())
+        )
 
     async def cancel(self, namespace: str, name: str, reservation: Reservation) -> None:
-        """Undo a reservation the admission could not hand out."""
-        reserved_at = reservation.entry.reserved_at
-        assert reserved_at is not None
+        """Undo a reservation the admission could not hand out (deleted with its preconditions)."""
+        if reservation.held is None:
+            return
+        state = self._states.get((namespace, name))
+        await self._delete((namespace, name), reservation.held, state)
 
-        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, None]:
-            return assignment.release_reservation(regions, reservation.index, reserved_at), None
+    def _cancel_later(self, key: SliceKey, held: Held, state: _SliceState | None) -> None:
+        """Delete a region we created but cannot hand out, in the background (the admission that
+        made it may be cancelled itself); a failure leaves it to expire."""
 
-        await self._submit((namespace, name), op)
+        async def run() -> None:
+            try:
+                await self._delete(key, held, state)
+            except Exception as exc:
+                logger.warning("GismoRegion %s/%s left to expire: %s", key[0], held.name, exc)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background cancellations (tests; shutdown)."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def _delete(self, key: SliceKey, held: Held, state: _SliceState | None) -> bool:
+        """Delete exactly ``held`` (uid + resourceVersion preconditions); True when it was deleted.
+        A 409 (changed meanwhile: rebound, or another object of that name) deletes nothing."""
+        try:
+            deleted = await self.api.delete_region(key[0], held.name, held.uid, held.resource_version)
+        except Conflict:
+            self.conflicts += 1
+            if state is not None:
+                state.held.pop(held.entry.index, None)  # unknown now: the next read says
+            return False
+        if state is not None and state.held.get(held.entry.index) in (held, None):
+            state.held.pop(held.entry.index, None)
+            if held.entry.index not in state.creating:
+                state.free.give(held.entry.index)
+        self._changed(key)
+        return deleted
+
+    # ---------------------------------------------------------------------------------------------
+    # Never falsely full
+
+    async def _reclaim(self, key: SliceKey, state: _SliceState) -> bool:
+        """Before "full": re-list and reclaim what is held by nobody (one at a time per slice,
+        concurrent callers share it). False when a reclaim ran less than ``reclaim_interval`` ago."""
+        if state.reclaim is not None:
+            await asyncio.shield(state.reclaim)
+            return True
+        now = self.clock()
+        if state.reclaimed_at is not None and now - state.reclaimed_at < self.reclaim_interval:
+            return False
+        state.reclaim = asyncio.get_running_loop().create_future()
+        try:
+            await self.sweep(key[0], key[1], state.body.spec.ray_cluster, ttl=self.reclaim_grace)
+        finally:
+            state.reclaimed_at = self.clock()
+            state.reclaim.set_result(None)
+            state.reclaim = None
+        return True
+
+    # ---------------------------------------------------------------------------------------------
+    # Pod events
+
+    async def _read_held(self, namespace: str, name: str) -> Held | None:
+        body = await self.api.read_region(namespace, name)
+        return Held.from_body(body) if body is not None else None
 
     async def bind(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
-        """Tie a pod's entry to its uid/node (see :func:`assignment.bind`)."""
+        """Tie the region a pod claims to its uid/node and make the pod its owner.
 
-        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
-            return assignment.bind(regions, current.spec.region_count, claim, geometry(current))
-
-        result: Outcome = await self._submit((namespace, name), op)
-        return result
-
-    async def release(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
-        """Free a deleted pod's region (only if still that pod's)."""
-
-        def op(current: GismoSlice, regions: Regions, now: dt.datetime) -> tuple[Regions, Outcome]:
-            return assignment.release(regions, claim)
-
-        result: Outcome = await self._submit((namespace, name), op)
-        return result
-
-    async def sweep(self, namespace: str, name: str, cluster: str) -> SweepResult:
-        """Release entries whose pod is gone or whose reservation expired; bind/adopt listed pods.
-
-        Order matters for safety: the slice is read first and the pods listed after, in every
-        attempt (see :func:`assignment.sweep`); the write is conditional on the slice read.
+        - Reserved with the pod's token, or Bound to its uid: Bound, owned by the pod (UNCHANGED when
+          nothing differs, so a watch event that changes nothing writes nothing).
+        - No region object at that index (its reservation expired): re-created as Bound (ADOPTED);
+          the pod is running with that region and nobody else holds it, so recording it is true.
+        - Held by another pod, or the pod's offset is not this slice's region: CONFLICT.
         """
         key = (namespace, name)
-
-        async def attempt() -> SweepResult:
-            self._cache.pop(key, None)  # a sweep always starts from the API, not the cache
-            current = await self._current(key)
-            if current is None:
-                raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-            pods = await self.api.list_cluster_pods(namespace, cluster)
-            claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
-            result = assignment.sweep(
-                current.spec.regions,
-                current.spec.region_count,
-                claims,
-                self.clock(),
-                self.reservation_ttl,
-                geometry(current),
-            )
-            if result.regions != current.spec.regions:
-                written = await self.api.write_slice(
-                    namespace,
-                    name,
-                    {"regions": assignment.to_api(result.regions, self._dumped)},
-                    current.metadata.resource_version,
+        state = await self._state(key)
+        current = state.body
+        if not 0 <= claim.index < current.spec.region_count or not claim.fits(geometry(current)):
+            return Outcome.CONFLICT
+        held: Held | None = state.held.get(claim.index)
+        fresh = False
+        rname = region_name(name, claim.index)
+        for _ in range(self.max_attempts):
+            if held is None:
+                wanted = assignment.bound_entry(None, claim)
+                if wanted.reserved_at is None:
+                    wanted = wanted.model_copy(update={"reserved_at": self.clock()})
+                try:
+                    created = await self.api.create_region(
+                        namespace, region_body(namespace, current, wanted, _pod_owner(claim))
+                    )
+                except AlreadyExists:
+                    held, fresh = await self._read_held(namespace, rname), True
+                    continue
+                state.held[claim.index] = (
+                    Held.from_body(created)
+                    if created.get("spec")
+                    else Held(rname, None, None, current.metadata.uid, wanted, claim.uid)
                 )
-                self._stored(key, parse_slice(written))
-            return result
+                state.free.hold(claim.index)
+                self._changed(key)
+                return Outcome.ADOPTED
+            if not assignment.is_holder(held.entry, claim):
+                if not fresh:
+                    held, fresh = await self._read_held(namespace, rname), True
+                    continue
+                return Outcome.CONFLICT
+            wanted = assignment.bound_entry(held.entry, claim)
+            owned = held.owner_uid == claim.uid or not claim.name
+            if held.entry == wanted and owned:
+                return Outcome.UNCHANGED
+            patch: dict[str, Any] = {"spec": _spec_patch(wanted)}
+            if claim.name:
+                patch["metadata"] = {"ownerReferences": _pod_owner(claim)}
+            try:
+                written = await self.api.patch_region(namespace, rname, patch, held.resource_version)
+            except Conflict:
+                self.conflicts += 1
+                held, fresh = await self._read_held(namespace, rname), True
+                continue
+            if written is None:  # deleted meanwhile (expired): adopt
+                held = None
+                continue
+            state.held[claim.index] = (
+                Held.from_body(written)
+                if written.get("spec")
+                else dataclasses.replace(held, entry=wanted, owner_uid=claim.uid)
+            )
+            state.free.hold(claim.index)
+            self._changed(key)
+            return Outcome.BOUND
+        raise TooManyConflicts(f"GismoRegion {namespace}/{rname}: {self.max_attempts} conflicting writes")
 
-        async with self._queues.setdefault(key, _SliceQueue()).lock:
-            return await self.retrying(key, attempt)
+    async def release(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
+        """Free a deleted pod's region (only if still that pod's: deleted with preconditions)."""
+        state = self._states.get((namespace, name))
+        rname = region_name(name, claim.index)
+        held = state.held.get(claim.index) if state is not None else None
+        fresh = False
+        for _ in range(self.max_attempts):
+            if held is None or not assignment.released_by(held.entry, claim):
+                if fresh:
+                    return Outcome.NOT_FOUND
+                held, fresh = await self._read_held(namespace, rname), True
+                if held is None:
+                    if state is not None and claim.index in state.held:
+                        state.held.pop(claim.index, None)
+                        state.free.give(claim.index)
+                    return Outcome.NOT_FOUND
+                continue
+            if await self._delete((namespace, name), held, state):
+                return Outcome.RELEASED
+            held, fresh = await self._read_held(namespace, rname), True
+            if held is None:  # gone by itself (the garbage collector, or another process)
+                if state is not None:
+                    state.free.give(claim.index)
+                return Outcome.NOT_FOUND
+        raise TooManyConflicts(f"GismoRegion {namespace}/{rname}: {self.max_attempts} conflicting deletes")
+
+    # ---------------------------------------------------------------------------------------------
+    # Sweep (periodic, at start, and before a slice is declared full)
+
+    async def sweep(
+        self, namespace: str, name: str, cluster: str, *, ttl: dt.timedelta | None = None
+    ) -> SweepResult:
+        """Release regions whose pod is gone or whose reservation expired; bind/adopt listed pods;
+        rebuild the slice's cache from what was listed.
+
+        Order matters for safety: the regions are listed first and the pods after (see
+        :func:`assignment.sweep`): a Bound region names a pod that existed before the regions were
+        listed, so if the later pod list lacks it, the pod is gone. Every change is conditional.
+        """
+        key = (namespace, name)
+        ttl = self.reservation_ttl if ttl is None else ttl
+        current = await self._read_slice(key)
+        listed = await self._list_held(key, current)
+        pods = await self.api.list_cluster_pods(namespace, cluster)
+        claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
+        entries = [h.entry for h in listed.values()]
+        result = assignment.sweep(
+            entries, current.spec.region_count, claims, self.clock(), ttl, geometry(current)
+        )
+        state = self._states.get(key)
+        if state is None or state.uid != current.metadata.uid:
+            state = _SliceState(body=current, held={}, free=FreeIndexes(current.spec.region_count))
+        released: list[int] = []
+        for index in result.released:
+            gone = listed.pop(index)
+            try:
+                await self.api.delete_region(namespace, gone.name, gone.uid, gone.resource_version)
+            except Conflict:  # changed since listed (bound, or re-created): keep what it is now
+                self.conflicts += 1
+                now_held = await self._read_held(namespace, gone.name)
+                if now_held is not None:
+                    listed[index] = now_held
+                continue
+            released.append(index)
+        by_index = {e.index: e for e in result.regions}
+        pods_by_index = {c.index: c for c in claims}
+        for index, wanted in by_index.items():
+            before = listed.get(index)
+            if before is not None and before.entry == wanted:
+                continue
+            pod = pods_by_index.get(index)
+            if pod is None:
+                continue
+            state.held = listed  # bind() works on the cache: make it the fresh listing
+            state.body = current
+            self._states[key] = state
+            with contextlib.suppress(Conflict, TooManyConflicts):
+                await self.bind(namespace, name, pod)
+            listed = state.held
+        state.body = current
+        state.held = listed
+        in_flight = set(state.creating)
+        state.free = FreeIndexes(current.spec.region_count, set(listed) | in_flight)
+        self._states[key] = state
+        self._changed(key)
+        return SweepResult(result.regions, tuple(released), result.bound, result.conflicts)
+
+    # ---------------------------------------------------------------------------------------------
+    # Slice changes: resize, release, migration
+
+    async def in_use(self, namespace: str, name: str) -> frozenset[int]:
+        """The indexes held in the API now (one LIST; for a shrink decision)."""
+        current = await self._read_slice((namespace, name))
+        return frozenset(await self._list_held((namespace, name), current))
 
     async def write_spec(
-        self, namespace: str, name: str, fn: Callable[[GismoSlice], dict[str, Any] | None]
+        self, namespace: str, name: str, fn: Callable[[GismoSlice, frozenset[int]], dict[str, Any] | None]
     ) -> GismoSlice:
-        """Write other spec fields (a resize) under the same lock; ``fn`` returns spec fields or None."""
+        """Write other spec fields (a resize): ``fn`` gets the slice read now and the indexes held,
+        and returns spec fields or None. A shrink is fenced: written first, then the regions are
+        listed again, and if one past the new end was created meanwhile the size is put back."""
         key = (namespace, name)
-
-        async def attempt() -> GismoSlice:
-            current = await self._current(key)
-            if current is None:
-                raise SliceGone(f"GismoSlice {namespace}/{name} does not exist")
-            patch = fn(current)
-            if not patch:
-                return current
-            written = await self.api.write_slice(namespace, name, patch, current.metadata.resource_version)
-            return self._stored(key, parse_slice(written))
-
-        async with self._queues.setdefault(key, _SliceQueue()).lock:
-            return await self.retrying(key, attempt)
+        async with self._lock(key):
+            for _ in range(self.max_attempts):
+                current = await self._read_slice(key)
+                used = frozenset(await self._list_held(key, current))
+                patch = fn(current, used)
+                if not patch:
+                    return current
+                try:
+                    written = parse_slice(
+                        await self.api.write_slice(namespace, name, patch, current.metadata.resource_version)
+                    )
+                except Conflict:
+                    self.conflicts += 1
+                    continue
+                if written.spec.size < current.spec.size:
+                    late = await self._list_held(key, written)
+                    if any(i >= written.spec.region_count for i in late):
+                        written = parse_slice(
+                            await self.api.write_slice(
+                                namespace,
+                                name,
+                                {"size": current.spec.size},
+                                written.metadata.resource_version,
+                            )
+                        )
+                state = self._states.get(key)
+                if state is not None and state.uid == written.metadata.uid:
+                    self._refresh_body(state, written)
+                self._changed(key)
+                return written
+        raise TooManyConflicts(
+            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
+        )
 
     async def finalize_if_idle(self, namespace: str, name: str) -> bool:
         """Let a slice being deleted go once no region is held: remove :data:`SLICE_FINALIZER`.
 
-        Read fresh and written with the read's resourceVersion: a region recorded meanwhile makes
-        the write fail (409) and the next call look again. True when the slice is gone or let go.
+        The deletionTimestamp is the fence: admissions that see it give their region back, and
+        regions created before it are in this listing. True when the slice is gone or let go.
         """
         key = (namespace, name)
-
-        async def attempt() -> bool:
-            self._cache.pop(key, None)
-            current = await self._current(key)
-            if current is None:
+        async with self._lock(key):
+            for _ in range(self.max_attempts):
+                try:
+                    current = await self._read_slice(key)
+                except SliceGone:
+                    return True
+                finalizers = list(current.metadata.finalizers)
+                if not current.metadata.deletion_timestamp or SLICE_FINALIZER not in finalizers:
+                    return False
+                if await self._list_held(key, current):
+                    return False
+                try:
+                    with contextlib.suppress(SliceGone):
+                        await self.api.write_finalizers(
+                            namespace,
+                            name,
+                            [f for f in finalizers if f != SLICE_FINALIZER],
+                            current.metadata.resource_version,
+                        )
+                except Conflict:
+                    self.conflicts += 1
+                    continue
+                self._states.pop(key, None)
                 return True
-            finalizers = list(current.metadata.finalizers)
-            if not current.metadata.deletion_timestamp or SLICE_FINALIZER not in finalizers:
-                return False
-            if current.spec.regions:
-                return False
-            with contextlib.suppress(SliceGone):  # gone already: what we wanted
-                await self.api.write_finalizers(
-                    namespace,
-                    name,
-                    [f for f in finalizers if f != SLICE_FINALIZER],
-                    current.metadata.resource_version,
-                )
-            self._cache.pop(key, None)
-            return True
+        raise TooManyConflicts(
+            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
+        )
 
-        async with self._queues.setdefault(key, _SliceQueue()).lock:
-            return await self.retrying(key, attempt)
+    async def migrate(self, key: SliceKey, current: GismoSlice) -> GismoSlice:
+        """Move a legacy ``spec.regions`` list into GismoRegion objects, then clear the list.
+
+        Idempotent and crash-safe: objects are created first (AlreadyExists: made by an earlier,
+        interrupted run, or the index is taken already, which the list then does not win), and the
+        list is cleared with the resourceVersion it was read with; a 409 re-reads and repeats.
+        """
+        namespace, name = key
+        for _ in range(self.max_attempts):
+            for entry in current.spec.regions:
+                if entry.reserved_at is None:
+                    entry = entry.model_copy(update={"reserved_at": self.clock()})
+                owners = (
+                    _pod_owner(
+                        PodClaim(index=entry.index, reservation=None, uid=entry.pod_uid, name=entry.pod_name)
+                    )
+                    if entry.pod_uid and entry.pod_name
+                    else _slice_owner(current)
+                )
+                with contextlib.suppress(AlreadyExists):
+                    await self.api.create_region(namespace, region_body(namespace, current, entry, owners))
+            try:
+                written = await self.api.write_slice(
+                    namespace, name, {"regions": []}, current.metadata.resource_version
+                )
+            except Conflict:
+                self.conflicts += 1
+                body = await self.api.read_slice(namespace, name)
+                if body is None:
+                    raise SliceGone(f"GismoSlice {namespace}/{name} does not exist") from None
+                current = parse_slice(body)
+                if not current.spec.regions:
+                    return current
+                continue
+            logger.info(
+                "GismoSlice %s/%s: %d regions migrated to GismoRegions",
+                namespace,
+                name,
+                len(current.spec.regions),
+            )
+            return parse_slice(written)
+        raise TooManyConflicts(
+            f"GismoSlice {namespace}/{name}: {self.max_attempts} conflicting writes in a row"
+        )
+
+    async def write_status(self, namespace: str, name: str) -> None:
+        """Write the slice's counts (from the cache) to its status, for ``kubectl get gismoslices``."""
+        counts = self.counts(namespace, name)
+        if counts is not None:
+            with contextlib.suppress(SliceGone):
+                await self.api.write_slice_status(namespace, name, counts)

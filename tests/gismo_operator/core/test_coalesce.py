@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gismo_operator import kube
-from gismo_operator.context import OperatorContext, current, install
+from gismo_operator.context import OperatorContext, install
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.handlers import pools
 from gismo_operator.settings import Settings
@@ -205,30 +205,6 @@ async def test_an_unchanged_slice_is_not_validated_again(
     await pools.refresh_pool("p")
     assert sorted(validated) == ["a", "b", "b"]
     assert fake_api.pool["status"]["allocatedBytes"] == 12 * GI
-
-
-async def test_a_slice_the_ledger_wrote_is_not_validated_again(
-    fake_api: FakeApi, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from gismo_operator.core.models import GismoSlice
-
-    fake_api.put_slice("a", 0, 4 * GI)
-    validated: list[str] = []
-    real = pools.status.slice_view
-
-    def counting(body: Any) -> Any:
-        validated.append(body["metadata"]["name"])
-        return real(body)
-
-    monkeypatch.setattr(pools.status, "slice_view", counting)
-    current().slice_views.written(GismoSlice.model_validate(fake_api.slices["a"]))  # the ledger's hook
-    await pools.refresh_pool("p")
-    assert validated == []
-    assert fake_api.pool["status"]["allocatedBytes"] == 4 * GI
-    fake_api.put_slice("a", 0, 8 * GI)  # changed by someone else: validated
-    await pools.refresh_pool("p")
-    assert validated == ["a"]
-    assert fake_api.pool["status"]["allocatedBytes"] == 8 * GI
 
 
 # ------------------------------------------------------------------------------------------------

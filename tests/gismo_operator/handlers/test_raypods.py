@@ -52,9 +52,10 @@ async def opted_in_cluster(
 
 
 async def regions_of(op: RunningOperator, name: str = "raycluster-kuberay") -> list[dict[str, Any]]:
-    body = await op.slice(name)
-    assert body is not None
-    return list(body["spec"].get("regions") or [])
+    """The slice's regions in use: the specs of its GismoRegion objects, by index."""
+    assert await op.slice(name) is not None
+    regions = await op.client.list(kube.REGIONS, NS)
+    return sorted((r["spec"] for r in regions if r["spec"]["slice"] == name), key=lambda r: r["index"])
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:

@@ -6,7 +6,8 @@ the API: a GismoPool (with a namespaceSelector, so the Namespace is read) create
 deleted while in use (finalizer path, GismoPoolInUse Warning) and then released; a KubeRay sample
 RayCluster opted in with ``gismo.io/pool``; a head and a worker pod admitted through the
 ``mutate-raypod`` webhook (AdmissionReview v1 over HTTPS), created on a node (regions bound), the
-worker deleted (region released); sweep rounds (interval shortened below); the RayCluster deleted
+worker deleted (region released); a region reserved by another operator replica (read, bound,
+released); sweep rounds (interval shortened below); the RayCluster deleted
 (slice deleted, held by its finalizer until the head pod goes); Events posted on the way.
 Two things a real API server has and the harness's kmock lacks are added on the test side (neither
 makes a request): apiextensions.k8s.io CustomResourceDefinitions, which kopf lists and watches
@@ -251,8 +252,8 @@ async def run_scenario(
     emulator = tester.kmock
 
     async def slice_regions() -> list[dict[str, Any]]:
-        body = await tester.get(kube.SLICES, CLUSTER, NS)
-        return list(((body or {}).get("spec") or {}).get("regions") or [])
+        regions = await tester.list(kube.REGIONS, NS)
+        return [r["spec"] for r in regions if r["spec"]["slice"] == CLUSTER]
 
     async def pool_status(key: str, value: Any) -> bool:
         body = await tester.get(kube.POOLS, POOL)
@@ -290,6 +291,45 @@ async def run_scenario(
         return len(regions) == 2 and all(r["state"] == "Bound" for r in regions)
 
     await tester.wait_for(bound, "both regions bound")
+
+    # A pod admitted by another operator replica: its GismoRegion, made by that replica and so not
+    # in this operator's cache, is read (GET) and bound when the pod appears, and released with it.
+    spec = ((await tester.get(kube.SLICES, CLUSTER, NS)) or {})["spec"]
+    index = spec["size"] // spec["regionSize"] - 1
+    token = "2026-01-01T00:00:00.000001+00:00"
+    await tester.create(
+        kube.REGIONS,
+        {
+            "metadata": {
+                "name": f"{CLUSTER}-{index}",
+                "namespace": NS,
+                "labels": {"gismo.io/slice": CLUSTER},
+            },
+            "spec": {"slice": CLUSTER, "index": index, "state": "Reserved", "reservedAt": token},
+        },
+        NS,
+    )
+    elsewhere = kuberay_pod(rc, "worker")
+    elsewhere["metadata"].setdefault("annotations", {}).update(
+        {
+            "gismo.io/region": str(index),
+            "gismo.io/region-offset": str(spec["offset"] + index * spec["regionSize"]),
+            "gismo.io/reservation": token,
+        }
+    )
+    elsewhere["spec"]["nodeName"] = "node-1"
+    elsewhere = await tester.create(kube.PODS, elsewhere, NS)
+
+    async def bound_elsewhere() -> bool:
+        return any(r.get("podUID") == elsewhere["metadata"]["uid"] for r in await slice_regions())
+
+    await tester.wait_for(bound_elsewhere, "the other replica's region bound")
+    await tester.delete(kube.PODS, elsewhere["metadata"]["name"], NS)
+
+    async def released_elsewhere() -> bool:
+        return len(await slice_regions()) == 2
+
+    await tester.wait_for(released_elsewhere, "the other replica's region released")
 
     # The worker goes: its region is released.
     await tester.delete(kube.PODS, worker["metadata"]["name"], NS)

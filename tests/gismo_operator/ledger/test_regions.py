@@ -1,263 +1,397 @@
-"""The region ledger's durability and concurrency, against a fake API that enforces resourceVersion
-(:mod:`ledger_fakes`), and its one conflict-retry rule (:meth:`RegionLedger.retrying`)."""
+"""The region ledger (one GismoRegion object per region held) against a fake API that enforces
+resourceVersion, AlreadyExists and delete preconditions (:mod:`ledger_fakes`): distinct and durable
+regions under concurrency and across operator processes, restarts and crashes at every step of a
+reservation, release with and without a garbage collector, never falsely full, migration of
+slices written by earlier operators, and a seeded churn with restarts."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
-from ledger_fakes import NAME, NS, REGION, T0, TTL, Clock, FakeApi, assert_disjoint, claim_of, pod_for
+from ledger_fakes import (
+    NAME,
+    NS,
+    REGION,
+    T0,
+    TTL,
+    Clock,
+    Crash,
+    FakeApi,
+    Process,
+    assert_disjoint,
+    claim_of,
+    pod_for,
+)
 
-from gismo_operator.core.assignment import Outcome
-from gismo_operator.core.models import GismoSlice
-from gismo_operator.ledger.regions import Conflict, RegionLedger, SliceGone, TooManyConflicts
+from gismo_operator.core.assignment import Outcome, reservation_token
+from gismo_operator.core.models import region_name
+from gismo_operator.ledger.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
+
+GRACE = dt.timedelta(seconds=5)
+
+
+def ledger_on(api: FakeApi, clock: Clock, **kwargs: Any) -> RegionLedger:
+    return RegionLedger(api, clock=clock, reservation_ttl=TTL, reclaim_grace=GRACE, **kwargs)
+
+
+async def reserve_and_probe(
+    ledger: RegionLedger, api: FakeApi, probes: list[tuple[Reservation, bool]]
+) -> Reservation | None:
+    """Reserve, and at the instant the answer is given (no await in between) record whether the API
+    holds exactly that reservation: durability is checked when each reservation is answered."""
+    got = await ledger.reserve(NS, NAME)
+    if got is not None:
+        held = api.holders().get(got.index)
+        probes.append((got, held is not None and held.reserved_at == got.entry.reserved_at))
+    return got
+
 
 # ------------------------------------------------------------------------------------------------
-# The ledger against an API that enforces resourceVersion
+# Distinct and durable
 
 
-async def test_fifty_concurrent_reservations_get_distinct_regions_and_are_durable() -> None:
+async def test_fifty_concurrent_reservations_are_distinct_and_durable_when_each_is_answered() -> None:
     api = FakeApi()
     api.add_slice(64)
-    ledger = RegionLedger(api, clock=Clock())
-    got = await asyncio.gather(*(ledger.reserve(NS, NAME) for _ in range(50)))
-    indexes = [r.index for r in got if r is not None]
-    assert sorted(indexes) == list(range(50))
-    assert sorted(r.index for r in api.regions()) == list(range(50))  # in the API, not just in memory
+    ledger = ledger_on(api, Clock())
+    probes: list[tuple[Reservation, bool]] = []
+    got = await asyncio.gather(*(reserve_and_probe(ledger, api, probes) for _ in range(50)))
+    assert sorted(r.index for r in got if r is not None) == list(range(50))
+    assert len(probes) == 50 and all(durable for _, durable in probes)
     assert len({r.token for r in got if r is not None}) == 50
-    assert api.writes < 50  # group commit batched them
+    assert sorted(api.holders()) == list(range(50))
 
 
-async def test_two_operator_instances_on_one_api_never_hand_out_the_same_region() -> None:
+async def test_two_operator_processes_into_one_slice_never_share_a_region() -> None:
     api = FakeApi()
     api.add_slice(40)
-    a, b = RegionLedger(api, clock=Clock()), RegionLedger(api, clock=Clock())
-    got = await asyncio.gather(*(ledger.reserve(NS, NAME) for _ in range(20) for ledger in (a, b)))
+    clock = Clock()
+    a, b = ledger_on(api, clock), ledger_on(api, clock)
+    probes: list[tuple[Reservation, bool]] = []
+    got = await asyncio.gather(
+        *(reserve_and_probe(ledger, api, probes) for _ in range(25) for ledger in (a, b))
+    )
     indexes = [r.index for r in got if r is not None]
-    assert sorted(indexes) == list(range(40))
-    assert api.conflicts > 0  # they did collide, and the 409s were retried
-    assert len(api.regions()) == 40
+    assert sorted(indexes) == list(range(40))  # 40 distinct, 10 told "full"
+    assert got.count(None) == 10
+    assert a.already_exists + b.already_exists > 0  # they did collide; AlreadyExists moved them on
+    assert all(durable for _, durable in probes)
+    assert len(api.holders()) == 40
 
 
-async def test_every_write_is_reported_to_on_write_as_stored() -> None:
-    api = FakeApi()
-    api.add_slice(8)
-    written: list[GismoSlice] = []
-    ledger = RegionLedger(api, clock=Clock(), on_write=written.append)
-    await ledger.reserve(NS, NAME)
-    await ledger.reserve(NS, NAME)
-    assert len(written) == api.writes == 2
-    stored = GismoSlice.model_validate(api.slices[NS, NAME])
-    assert written[-1].metadata.resource_version == stored.metadata.resource_version
-    assert written[-1].spec == stored.spec
+async def test_bytes_written_per_reservation_do_not_grow_with_the_slice() -> None:
+    per_admission = []
+    for size in (10, 1000):
+        api = FakeApi()
+        api.add_slice(size + 1)
+        ledger = ledger_on(api, Clock())
+        for _ in range(size):
+            assert await ledger.reserve(NS, NAME) is not None
+        before = api.bytes_written
+        assert await ledger.reserve(NS, NAME) is not None
+        per_admission.append(api.bytes_written - before)
+    assert per_admission[1] <= per_admission[0] + 8  # the index has more digits, nothing else
 
 
-async def test_full_slice_answers_none_and_writes_nothing() -> None:
+async def test_a_full_slice_answers_none_and_holds_nothing_more() -> None:
     api = FakeApi()
     api.add_slice(2)
-    ledger = RegionLedger(api, clock=Clock())
+    ledger = ledger_on(api, Clock())
     got = await asyncio.gather(*(ledger.reserve(NS, NAME) for _ in range(5)))
     assert sorted(r.index for r in got if r is not None) == [0, 1]
     assert got.count(None) == 3
+    assert sorted(api.holders()) == [0, 1]
 
 
-async def test_a_stale_cache_costs_a_conflict_not_a_double_assignment() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    ledger = RegionLedger(api, clock=Clock())
-    first = await ledger.reserve(NS, NAME)
-    assert first is not None
-    other = RegionLedger(api, clock=Clock())  # someone else writes behind our cache's back
-    second = await other.reserve(NS, NAME)
-    assert second is not None and second.index == 1
-    third = await ledger.reserve(NS, NAME)
-    assert third is not None and third.index == 2
-    assert api.conflicts == 1
-
-
-async def test_conflicts_on_every_write_end_in_a_clear_error() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    ledger = RegionLedger(api, clock=Clock(), max_attempts=3)
-
-    async def always_conflict(*args: Any, **kwargs: Any) -> dict[str, Any]:
-        raise Conflict("busy")
-
-    api.write_slice = always_conflict  # type: ignore[method-assign]
-    with pytest.raises(TooManyConflicts, match="3 conflicting writes"):
-        await ledger.reserve(NS, NAME)
-
-
-async def test_missing_slice_raises_slice_gone() -> None:
-    ledger = RegionLedger(FakeApi(), clock=Clock())
+async def test_a_missing_slice_raises_slice_gone() -> None:
     with pytest.raises(SliceGone):
+        await ledger_on(FakeApi(), Clock()).reserve(NS, NAME)
+
+
+async def test_a_region_taken_behind_the_cache_costs_an_already_exists_not_a_double_assignment() -> None:
+    api = FakeApi()
+    api.add_slice(4)
+    clock = Clock()
+    ledger, other = ledger_on(api, clock), ledger_on(api, clock)
+    assert (await ledger.reserve(NS, NAME)).index == 0  # type: ignore[union-attr]
+    assert (await other.reserve(NS, NAME)).index == 1  # type: ignore[union-attr]
+    third = await ledger.reserve(NS, NAME)  # its cache thinks 1 is free
+    assert third is not None and third.index == 2
+    assert ledger.already_exists == 1
+
+
+async def test_every_index_taken_by_others_ends_in_a_clear_error_not_a_loop() -> None:
+    api = FakeApi()
+    api.add_slice(100)
+    ledger = ledger_on(api, Clock(), max_attempts=3)
+    await ledger.reserve(NS, NAME)  # loaded
+    for i in range(1, 100):  # another process takes everything, unseen by our cache
+        api.regions_by_name[NS, region_name(NAME, i)] = {
+            **api.regions_by_name[NS, region_name(NAME, 0)],
+            "metadata": {"name": region_name(NAME, i), "labels": {}, "uid": f"x{i}", "resourceVersion": "1"},
+        }
+    with pytest.raises(TooManyConflicts, match="3 regions taken in a row"):
         await ledger.reserve(NS, NAME)
-
-
-async def test_a_restarted_instance_sees_every_assignment_and_double_assigns_nothing() -> None:
-    api = FakeApi()
-    api.add_slice(10)
-    clock = Clock()
-    old = RegionLedger(api, clock=clock)
-    before = [await old.reserve(NS, NAME) for _ in range(4)]
-    assert all(before)
-    bound = before[0]
-    assert bound is not None
-    await old.bind(NS, NAME, claim_of(pod_for(bound, "u0")))
-    del old  # the process dies; only the API remains
-    new = RegionLedger(api, clock=clock)
-    after = [await new.reserve(NS, NAME) for _ in range(6)]
-    assert sorted(r.index for r in after if r is not None) == list(range(4, 10))
-    assert await new.reserve(NS, NAME) is None
-
-
-@pytest.mark.parametrize("crash_after_write", [True, False])
-async def test_restart_at_any_instant_of_an_admission(crash_after_write: bool) -> None:
-    """Crash between the durable write and the answer: the entry is kept until the sweep proves no pod
-    took it. Crash before the write: nothing was recorded and nothing can be double-assigned."""
-    api = FakeApi()
-    api.add_slice(3)
-    clock = Clock()
-    old = RegionLedger(api, clock=clock, reservation_ttl=TTL)
-    if crash_after_write:
-        await old.reserve(NS, NAME)  # written; the webhook never answered (pod admitted without Gismo)
-    new = RegionLedger(api, clock=clock, reservation_ttl=TTL)
-    clock.now = T0 + TTL / 2
-    taken = [r.index for r in [await new.reserve(NS, NAME) for _ in range(3)] if r is not None]
-    assert len(taken) == (2 if crash_after_write else 3)
-    assert_disjoint(api.regions())
-    if crash_after_write:
-        api.pods = []
-        clock.now = T0 + TTL + dt.timedelta(seconds=1)
-        result = await new.sweep(NS, NAME, NAME)
-        assert result.released == (0,)
-
-
-async def test_pod_deletion_frees_its_region_for_the_next_pod() -> None:
-    api = FakeApi()
-    api.add_slice(1)
-    ledger = RegionLedger(api, clock=Clock())
-    r = await ledger.reserve(NS, NAME)
-    assert r is not None
-    pod = pod_for(r, "u1", node="n1")
-    api.pods.append(pod)
-    assert await ledger.bind(NS, NAME, claim_of(pod)) is Outcome.BOUND
-    assert api.regions()[0].node == "n1"
-    assert await ledger.reserve(NS, NAME) is None
-    api.pods.clear()
-    assert await ledger.release(NS, NAME, claim_of(pod)) is Outcome.RELEASED
-    assert api.regions() == []
-    again = await ledger.reserve(NS, NAME)
-    assert again is not None and again.index == 0
-
-
-async def test_sweep_releases_a_bound_pod_that_vanished_and_keeps_live_ones() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
-    ledger = RegionLedger(api, clock=clock)
-    r1, r2 = await ledger.reserve(NS, NAME), await ledger.reserve(NS, NAME)
-    assert r1 is not None and r2 is not None
-    p1, p2 = pod_for(r1, "u1"), pod_for(r2, "u2")
-    api.pods = [p1, p2]
-    result = await ledger.sweep(NS, NAME, NAME)  # binds both: their pods exist
-    assert sorted(result.bound) == [0, 1]
-    api.pods = [p2]  # p1 deleted while we missed the event
-    result = await ledger.sweep(NS, NAME, NAME)
-    assert result.released == (0,)
-    assert [(r.index, r.pod_uid) for r in api.regions()] == [(1, "u2")]
-
-
-async def test_sweep_retries_when_an_admission_writes_between_its_read_and_write() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
-    ledger = RegionLedger(api, clock=clock)
-    stale = await ledger.reserve(NS, NAME)
-    assert stale is not None
-    clock.now = T0 + TTL * 2
-    other = RegionLedger(api, clock=clock)
-
-    def admission_sneaks_in() -> None:
-        body = api.slices[NS, NAME]
-        body["spec"]["regions"].append({"index": 3, "state": "Reserved", "reservedAt": clock.now.isoformat()})
-        body["metadata"]["resourceVersion"] = str(next(api.rv))
-
-    api.interfere.append(admission_sneaks_in)
-    result = await other.sweep(NS, NAME, NAME)
-    assert result.released == (0,)
-    assert [r.index for r in api.regions()] == [3]  # the fresh reservation survived the retry
-    assert api.conflicts == 1
 
 
 async def test_dry_run_peek_writes_nothing() -> None:
     api = FakeApi()
     api.add_slice(2)
-    ledger = RegionLedger(api, clock=Clock())
-    peeked = await ledger.peek(NS, NAME)
+    peeked = await ledger_on(api, Clock()).peek(NS, NAME)
     assert peeked is not None and peeked.index == 0
-    assert api.writes == 0 and api.regions() == []
+    assert api.writes == 0 and api.holders() == {}
 
 
-async def test_cancel_returns_an_unused_reservation() -> None:
+async def test_cancel_gives_an_unused_reservation_back() -> None:
     api = FakeApi()
     api.add_slice(2)
-    ledger = RegionLedger(api, clock=Clock())
+    ledger = ledger_on(api, Clock())
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     await ledger.cancel(NS, NAME, r)
-    assert api.regions() == []
+    assert api.holders() == {}
+    again = await ledger.reserve(NS, NAME)
+    assert again is not None and again.index == 0
 
 
-async def test_write_spec_resizes_under_the_ledger_lock_and_retries_on_conflict() -> None:
+# ------------------------------------------------------------------------------------------------
+# Restarts and crashes
+
+
+async def test_a_restarted_process_sees_every_assignment_and_double_assigns_nothing() -> None:
+    api = FakeApi()
+    api.add_slice(10)
+    clock = Clock()
+    old = ledger_on(api, clock)
+    before = [await old.reserve(NS, NAME) for _ in range(4)]
+    assert all(before)
+    api.pods = [pod_for(before[0], "u0")]
+    await old.bind(NS, NAME, claim_of(api.pods[0]))
+    del old  # the process dies; only the API remains
+    new = ledger_on(api, clock)
+    after = [await new.reserve(NS, NAME) for _ in range(6)]
+    assert sorted(r.index for r in after if r is not None) == list(range(4, 10))
+    assert await new.reserve(NS, NAME) is None
+
+
+@pytest.mark.parametrize("point", ["create_region", "create_region:applied", "read_slice"])
+async def test_a_crash_inside_the_commit_then_a_restart_loses_and_doubles_nothing(point: str) -> None:
+    """Kill the process at each step of a reservation while others are answered around it:
+    before the create reaches the API, after it was stored but before its answer, and between the
+    create and the fence read. Every answered reservation stays held; the restarted process hands
+    out none of them again; the reservation nobody was answered expires, nothing leaks."""
+    api = FakeApi()
+    api.add_slice(6)
+    clock = Clock()
+    process = Process(api)
+    old = RegionLedger(process, clock=clock, reservation_ttl=TTL, reclaim_grace=GRACE)
+    answered: list[Reservation] = []
+    for _ in range(2):
+        r = await old.reserve(NS, NAME)
+        assert r is not None
+        answered.append(r)
+    crashes = {"n": 0}
+
+    def crash() -> None:
+        crashes["n"] += 1
+        if crashes["n"] == 1:
+            raise Crash(point)
+
+    api.hooks[point] = crash
+    with pytest.raises(Crash):
+        await old.reserve(NS, NAME)
+    api.hooks.clear()
+    with contextlib.suppress(Crash):
+        await old.drain()  # what it had started dies with it
+    assert process.dead
+    del old
+    new = ledger_on(api, clock)
+    held_now = api.holders()
+    for r in answered:  # nothing lost
+        assert held_now[r.index].reserved_at == r.entry.reserved_at
+    rest = [await new.reserve(NS, NAME) for _ in range(6)]
+    got = [r.index for r in rest if r is not None]
+    assert not {r.index for r in answered} & set(got)  # nothing doubled
+    assert len(got) == len(set(got))
+    orphan = 1 if point != "create_region" else 0  # stored, never answered
+    assert len(got) == 4 - orphan
+    # The orphan's pod never appears: it expires (on the spot, once the slice is full and it is
+    # older than the grace), and is handed out again; every answered one is kept.
+    clock.advance(GRACE.total_seconds() + 1)
+    api.pods = [pod_for(r, f"u{i}") for i, r in enumerate([*answered, *[r for r in rest if r is not None]])]
+    last = await new.reserve(NS, NAME)
+    assert (last is not None) == bool(orphan)
+    assert sorted(api.holders()) == list(range(6))
+
+
+# ------------------------------------------------------------------------------------------------
+# Binding and release
+
+
+async def test_bind_makes_the_pod_the_owner_and_release_frees_the_region() -> None:
+    api = FakeApi()
+    api.add_slice(1)
+    ledger = ledger_on(api, Clock())
+    r = await ledger.reserve(NS, NAME)
+    assert r is not None
+    body = api.regions_by_name[NS, region_name(NAME, 0)]
+    assert body["metadata"]["ownerReferences"][0]["kind"] == "GismoSlice"  # a reservation: the slice's
+    pod = pod_for(r, "u1", node="n1")
+    api.pods.append(pod)
+    assert await ledger.bind(NS, NAME, claim_of(pod)) is Outcome.BOUND
+    body = api.regions_by_name[NS, region_name(NAME, 0)]
+    assert body["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": "worker-u1", "uid": "u1", "blockOwnerDeletion": False}
+    ]
+    assert body["spec"]["podUID"] == "u1" and body["spec"]["node"] == "n1"
+    assert await ledger.bind(NS, NAME, claim_of(pod)) is Outcome.UNCHANGED  # no write for a no-op event
+    assert await ledger.reserve(NS, NAME) is None
+    api.pods.clear()
+    assert await ledger.release(NS, NAME, claim_of(pod)) is Outcome.RELEASED
+    assert api.holders() == {}
+    again = await ledger.reserve(NS, NAME)
+    assert again is not None and again.index == 0
+
+
+async def test_release_never_deletes_a_region_rebound_to_another_pod_meanwhile() -> None:
+    api = FakeApi()
+    api.add_slice(1)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    r = await ledger.reserve(NS, NAME)
+    assert r is not None
+    gone = pod_for(r, "u-old")
+    await ledger.bind(NS, NAME, claim_of(gone))
+    # Meanwhile another process released it and gave it to a new pod (our cache still says u-old).
+    other = ledger_on(api, clock)
+    assert await other.release(NS, NAME, claim_of(gone)) is Outcome.RELEASED
+    clock.advance(1)
+    r2 = await other.reserve(NS, NAME)
+    assert r2 is not None and r2.index == 0
+    assert await ledger.release(NS, NAME, claim_of(gone)) is Outcome.NOT_FOUND
+    assert api.holders()[0].reserved_at == r2.entry.reserved_at  # the new holder kept it
+
+
+async def test_a_pod_whose_reservation_expired_is_adopted_and_a_conflicting_one_is_reported() -> None:
     api = FakeApi()
     api.add_slice(2)
-    ledger = RegionLedger(api, clock=Clock())
-    assert await ledger.reserve(NS, NAME) is not None
-    other = RegionLedger(api, clock=Clock())
-    assert await other.reserve(NS, NAME) is not None  # our cache is now stale
-    resized = await ledger.write_spec(NS, NAME, lambda s: {"size": 4 * REGION})
-    assert resized.spec.size == 4 * REGION and resized.spec.region_count == 4
-    assert [r.index for r in resized.spec.regions] == [0, 1]  # the other writer's entry survived
-    assert api.conflicts == 1
-    third = await ledger.reserve(NS, NAME)
-    assert third is not None and third.index == 2
-    unchanged = await ledger.write_spec(NS, NAME, lambda s: None)
-    assert unchanged.spec.size == 4 * REGION
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    r = await ledger.reserve(NS, NAME)
+    assert r is not None
+    pod = pod_for(r, "u1")
+    await ledger.cancel(NS, NAME, r)  # as if it had expired before the pod was seen
+    assert await ledger.bind(NS, NAME, claim_of(pod)) is Outcome.ADOPTED
+    assert api.holders()[0].pod_uid == "u1"
+    impostor = pod_for(r, "u2")
+    assert await ledger.bind(NS, NAME, claim_of(impostor)) is Outcome.CONFLICT
+    assert api.holders()[0].pod_uid == "u1"
 
 
-async def test_the_cached_slice_after_a_write_equals_what_the_api_stores() -> None:
-    from gismo_operator.ledger.regions import after_write, parse_slice
+# ------------------------------------------------------------------------------------------------
+# Pods that vanish while the operator is down; never falsely full
 
+
+@pytest.mark.parametrize("garbage_collector", [True, False])
+async def test_regions_of_pods_deleted_while_down_are_free_for_the_next_pods(garbage_collector: bool) -> None:
+    """With a garbage collector (a real cluster) the regions go with their pods; without one
+    (kmock) the restarted process reclaims them on the spot when the slice looks full."""
     api = FakeApi()
-    api.add_slice(8)
-    ledger = RegionLedger(api, clock=Clock())
-    for _ in range(3):
-        assert await ledger.reserve(NS, NAME) is not None
-    cached = ledger.cached(NS, NAME)
-    assert cached == parse_slice(api.slices[NS, NAME])
-    # An answer that disagrees on the slice itself (no precondition was possible) is parsed instead.
-    changed = copy.deepcopy(api.slices[NS, NAME])
-    changed["spec"]["size"] = 16 * REGION
-    assert cached is not None
-    assert after_write(cached, cached.spec.regions, changed).spec.size == 16 * REGION
+    api.add_slice(4)
+    clock = Clock()
+    old = ledger_on(api, clock)
+    reservations = [await old.reserve(NS, NAME) for _ in range(4)]
+    pods = [pod_for(r, f"u{i}") for i, r in enumerate(reservations)]
+    api.pods = list(pods)
+    for pod in pods:
+        await old.bind(NS, NAME, claim_of(pod))
+    del old  # down
+    api.pods = pods[2:]  # two pods deleted while nobody watched
+    if garbage_collector:
+        assert api.gc() == 2
+        assert sorted(api.holders()) == [2, 3]
+    new = ledger_on(api, clock)
+    got = [await new.reserve(NS, NAME) for _ in range(3)]
+    assert sorted(r.index for r in got if r is not None) == [0, 1]  # not "full"
+    assert got[2] is None  # really full now: 2 live pods + 2 new reservations
+    assert sorted(api.holders()) == [0, 1, 2, 3]
+
+
+async def test_a_reservation_whose_pod_never_appeared_is_reclaimed_only_after_the_grace() -> None:
+    api = FakeApi()
+    api.add_slice(1)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    assert await ledger.reserve(NS, NAME) is not None  # its pod is still on its way
+    clock.advance(GRACE.total_seconds() - 1)
+    assert await ledger.reserve(NS, NAME) is None  # too young to take back
+    clock.advance(2)
+    again = await ledger.reserve(NS, NAME)
+    assert again is not None and again.index == 0
+
+
+async def test_the_periodic_sweep_releases_vanished_pods_without_a_garbage_collector() -> None:
+    api = FakeApi()
+    api.add_slice(4)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    r1, r2 = await ledger.reserve(NS, NAME), await ledger.reserve(NS, NAME)
+    p1, p2 = pod_for(r1, "u1"), pod_for(r2, "u2")
+    api.pods = [p1, p2]
+    result = await ledger.sweep(NS, NAME, NAME)  # binds both: their pods exist
+    assert sorted(result.bound) == [0, 1]
+    assert {i: e.pod_uid for i, e in api.holders().items()} == {0: "u1", 1: "u2"}
+    api.pods = [p2]  # p1's deletion event missed
+    result = await ledger.sweep(NS, NAME, NAME)
+    assert result.released == (0,)
+    assert {i: e.pod_uid for i, e in api.holders().items()} == {1: "u2"}
+
+
+async def test_a_sweep_never_deletes_a_region_bound_between_its_list_and_its_delete() -> None:
+    api = FakeApi()
+    api.add_slice(2)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    r = await ledger.reserve(NS, NAME)
+    assert r is not None
+    clock.now = T0 + TTL * 2  # expired as far as the sweep can tell
+    other = ledger_on(api, clock)
+    pod = pod_for(r, "late")
+
+    def bound_meanwhile() -> None:
+        body = api.regions_by_name[NS, region_name(NAME, 0)]
+        body["spec"].update(state="Bound", podUID="late", podName="worker-late")
+        body["metadata"]["resourceVersion"] = str(next(api.rv))
+
+    api.interfere.append(bound_meanwhile)
+    result = await other.sweep(NS, NAME, NAME)
+    assert result.released == ()
+    assert api.holders()[0].pod_uid == "late"
+    assert pod  # the pod exists for whoever bound it
+
+
+# ------------------------------------------------------------------------------------------------
+# Slice lifecycle: resize fence, finalizer, migration
 
 
 async def test_a_slice_being_deleted_takes_no_new_pods_and_goes_once_its_last_region_is_free() -> None:
     api = FakeApi()
     api.add_slice(4)
-    ledger = RegionLedger(api, clock=Clock())
+    ledger = ledger_on(api, Clock())
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     pod = pod_for(r, "u1")
     await ledger.bind(NS, NAME, claim_of(pod))
     api.delete_slice()
-    ledger.forget(NS, NAME)
-    with pytest.raises(SliceGone):
+    with pytest.raises(SliceGone):  # the fence: seen after the create, the region is given back
         await ledger.reserve(NS, NAME)
+    await ledger.drain()
+    assert sorted(api.holders()) == [0]
     assert await ledger.finalize_if_idle(NS, NAME) is False  # a pod still holds region 0
     assert (NS, NAME) in api.slices
     await ledger.release(NS, NAME, claim_of(pod))
@@ -265,83 +399,202 @@ async def test_a_slice_being_deleted_takes_no_new_pods_and_goes_once_its_last_re
     assert (NS, NAME) not in api.slices
 
 
+async def test_the_shrink_fence_puts_the_size_back_when_a_region_past_the_end_appears() -> None:
+    api = FakeApi()
+    api.add_slice(4)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    other = ledger_on(api, clock)
+    await other.reserve(NS, NAME)  # region 0
+    await ledger.in_use(NS, NAME)
+
+    created_late: list[Reservation | None] = []
+
+    async def late_admission() -> None:
+        created_late.append(await other.reserve(NS, NAME))
+
+    original = api.write_slice
+
+    async def write_then_race(namespace: str, name: str, spec: Any, rv: Any) -> dict[str, Any]:
+        if spec.get("size") == 1 * REGION:
+            # Region 1 is created after the shrink's listing and before its write: only the
+            # listing after the write can see it.
+            api.regions_by_name[NS, region_name(NAME, 1)] = {
+                **api.regions_by_name[NS, region_name(NAME, 0)],
+                "metadata": {
+                    "name": region_name(NAME, 1),
+                    "labels": api.regions_by_name[NS, region_name(NAME, 0)]["metadata"]["labels"],
+                    "uid": "late",
+                    "resourceVersion": str(next(api.rv)),
+                },
+                "spec": {**api.regions_by_name[NS, region_name(NAME, 0)]["spec"], "index": 1},
+            }
+        return await original(namespace, name, spec, rv)
+
+    api.write_slice = write_then_race  # type: ignore[method-assign]
+    written = await ledger.write_spec(
+        NS, NAME, lambda current, in_use: None if any(i >= 1 for i in in_use) else {"size": 1 * REGION}
+    )
+    assert written.spec.size == 4 * REGION  # put back: region 1 lies past the shrunk end
+    assert api.slices[NS, NAME]["spec"]["size"] == 4 * REGION
+    assert not created_late
+
+
+async def test_an_admission_that_sees_a_shrink_after_its_create_gives_the_region_back() -> None:
+    api = FakeApi()
+    api.add_slice(2)
+    clock = Clock()
+    ledger = ledger_on(api, clock)
+    assert (await ledger.reserve(NS, NAME)).index == 0  # type: ignore[union-attr]
+
+    def shrink_now() -> None:
+        api.slices[NS, NAME]["spec"]["size"] = 1 * REGION
+        api.slices[NS, NAME]["metadata"]["resourceVersion"] = str(next(api.rv))
+
+    api.hooks["create_region:applied"] = shrink_now
+    assert await ledger.reserve(NS, NAME) is None  # index 1 is past the new end: full
+    api.hooks.clear()
+    await ledger.drain()
+    assert sorted(api.holders()) == [0]
+
+
+def legacy_entries() -> list[dict[str, Any]]:
+    return [
+        {
+            "index": 0,
+            "state": "Bound",
+            "podUID": "u0",
+            "podName": "w0",
+            "node": "n1",
+            "reservedAt": "2026-01-01T00:00:00.000001+00:00",
+        },
+        {"index": 2, "state": "Reserved", "reservedAt": "2026-01-01T00:00:00.000002+00:00"},
+    ]
+
+
+async def test_a_slice_written_by_the_earlier_operator_is_migrated_once_and_keeps_working() -> None:
+    api = FakeApi()
+    api.add_slice(4, legacy=legacy_entries())
+    clock = Clock()
+    old_pod = {"metadata": {"name": "w0", "uid": "u0", "annotations": {"gismo.io/region": "0"}}, "spec": {}}
+    api.pods = [old_pod]  # the earlier operator's pod, still running
+    ledger = ledger_on(api, clock)
+    got = [await ledger.reserve(NS, NAME) for _ in range(3)]
+    assert [r.index for r in got if r is not None] == [1, 3]  # 0 and 2 stay their holders'
+    assert got[2] is None
+    held = api.holders()
+    assert held[0].pod_uid == "u0" and held[0].node == "n1"
+    assert reservation_token(held[2].reserved_at) == "2026-01-01T00:00:00.000002+00:00"  # the pod's token
+    assert api.slices[NS, NAME]["spec"]["regions"] == []
+    owner = api.regions_by_name[NS, region_name(NAME, 0)]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("Pod", "u0")
+    # A pod of the old operator still releases its region through the new ledger.
+    assert await ledger.release(NS, NAME, claim_of(old_pod)) is Outcome.RELEASED
+
+
+async def test_migration_interrupted_after_some_creates_finishes_on_the_next_start() -> None:
+    api = FakeApi()
+    api.add_slice(4, legacy=legacy_entries())
+    clock = Clock()
+    creates = {"n": 0}
+
+    def crash_after_first() -> None:
+        creates["n"] += 1
+        if creates["n"] == 2:
+            raise Crash("migration")
+
+    api.hooks["create_region"] = crash_after_first
+    with pytest.raises(Crash):
+        await ledger_on(api, clock).reserve(NS, NAME)
+    api.hooks.clear()
+    assert sorted(api.holders()) == [0]  # half done: one object, the list still there
+    assert len(api.slices[NS, NAME]["spec"]["regions"]) == 2
+    restarted = ledger_on(api, clock)
+    r = await restarted.reserve(NS, NAME)
+    assert r is not None and r.index == 1
+    assert sorted(api.holders()) == [0, 1, 2]
+    assert api.slices[NS, NAME]["spec"]["regions"] == []
+    # Idempotent: a migrated slice is not migrated again (the old pod still holds region 0).
+    api.pods = [
+        {"metadata": {"name": "w0", "uid": "u0", "annotations": {"gismo.io/region": "0"}}, "spec": {}}
+    ]
+    await restarted.sweep(NS, NAME, NAME)
+    assert sorted(api.holders()) == [0, 1, 2]
+    assert api.holders()[0].pod_uid == "u0"
+
+
 # ------------------------------------------------------------------------------------------------
-# The one conflict-retry helper every ledger write goes through
+# Churn with restarts
 
 
-async def test_retrying_rereads_after_each_conflict_and_drops_the_stale_cache() -> None:
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+async def test_churn_with_restarts_never_overlaps_never_skips_while_free_and_leaks_nothing(seed: int) -> None:
+    """Pods admitted, created, deleted at random; the operator restarted (a new ledger, the old
+    one's memory gone) at random steps; the garbage collector present or not; deletion events
+    missed half the time. Invariants at every step: no two live pods share a region; a pod is
+    refused only when every region is held by a live pod or by a reservation younger than the
+    grace (answered, its pod on the way); at the end, after the pods go and the sweep runs,
+    nothing is held, and a full complement of pods gets regions. A reservation whose pod is not
+    created within the grace is abandoned (its pod "never appeared"). ``reclaim_interval`` 0: the
+    rule is checked exactly (the default rate-limits a really full slice's re-listing to one per
+    second)."""
+    rng = random.Random(seed)
     api = FakeApi()
-    api.add_slice(regions=4)
-    ledger = RegionLedger(api, reservation_ttl=TTL, clock=Clock())
-    key = (NS, NAME)
-    seen: list[str | None] = []
-
-    async def attempt() -> str:
-        current = await ledger._current(key)  # the cache, else one GET
-        assert current is not None
-        seen.append(current.metadata.resource_version)
-        if len(seen) < 3:
-            api.slices[key]["metadata"]["resourceVersion"] = str(next(api.rv))  # another writer
-            raise Conflict("409")
-        return "written"
-
-    assert await ledger.retrying(key, attempt) == "written"
-    assert ledger.conflicts == 2
-    assert len(set(seen)) == 3, "each retry starts from a fresh read, never from the stale cache"
-    assert ledger.cached(NS, NAME) is not None  # the last read stays cached
-
-
-async def test_retrying_gives_up_after_max_attempts_with_a_clear_error() -> None:
-    api = FakeApi()
-    api.add_slice(regions=4)
-    ledger = RegionLedger(api, reservation_ttl=TTL, clock=Clock(), max_attempts=3)
-    calls: list[int] = []
-
-    async def always() -> None:
-        calls.append(1)
-        await ledger._current((NS, NAME))
-        raise Conflict("409")
-
-    with pytest.raises(TooManyConflicts, match=f"GismoSlice {NS}/{NAME}: 3 conflicting writes"):
-        await ledger.retrying((NS, NAME), always)
-    assert len(calls) == 3 and ledger.conflicts == 3
-    assert ledger.cached(NS, NAME) is None  # a 409 always leaves no stale body behind
-
-
-async def test_retrying_drops_the_cache_and_stops_when_the_slice_is_gone() -> None:
-    api = FakeApi()
-    api.add_slice(regions=4)
-    ledger = RegionLedger(api, reservation_ttl=TTL, clock=Clock())
-    calls: list[int] = []
-
-    async def gone() -> None:
-        calls.append(1)
-        await ledger._current((NS, NAME))
-        raise SliceGone("404")
-
-    with pytest.raises(SliceGone):
-        await ledger.retrying((NS, NAME), gone)
-    assert calls == [1] and ledger.cached(NS, NAME) is None
-
-
-async def test_every_ledger_write_retries_through_the_one_helper(monkeypatch: pytest.MonkeyPatch) -> None:
-    """reserve/bind/release (group commit), sweep, write_spec and finalize_if_idle all go through
-    :meth:`RegionLedger.retrying`: a conflict in any of them is retried by the same rule."""
-    api = FakeApi()
-    api.add_slice(regions=4)
-    ledger = RegionLedger(api, reservation_ttl=TTL, clock=Clock())
-    through: list[str] = []
-    real = ledger.retrying
-
-    async def spy(key: Any, attempt: Any) -> Any:
-        through.append(attempt.__qualname__.split(".")[1])
-        return await real(key, attempt)
-
-    monkeypatch.setattr(ledger, "retrying", spy)
-    reservation = await ledger.reserve(NS, NAME)
-    assert reservation is not None
-    await ledger.bind(NS, NAME, claim_of(pod_for(reservation, "u1")))
+    regions = 8
+    api.add_slice(regions)
+    clock = Clock()
+    with_gc = seed % 2 == 0
+    ledger = ledger_on(api, clock, reclaim_interval=dt.timedelta(0))
+    live: dict[str, Reservation] = {}  # pod uid -> its reservation
+    pending: list[Reservation] = []  # answered, pod not created yet
+    uid = 0
+    for _step in range(300):
+        clock.advance(rng.choice([0.1, 0.5, 2.0]))
+        action = rng.random()
+        pending = [r for r in pending if clock.now - r.entry.reserved_at <= GRACE]  # else abandoned
+        if action < 0.08:
+            ledger = ledger_on(
+                api, clock, reclaim_interval=dt.timedelta(0)
+            )  # restart: the old process's memory is gone
+        elif action < 0.5:
+            held = api.holders()
+            young = {i for i, e in held.items() if e.pod_uid is None and clock.now - e.reserved_at <= GRACE}
+            live_indexes = {r.index for r in live.values()}
+            pending_indexes = {r.index for r in pending}
+            busy = live_indexes | young | pending_indexes
+            got = await ledger.reserve(NS, NAME)
+            if got is None:
+                assert len(busy) == regions, f"refused while free: busy {sorted(busy)}"
+            else:
+                assert got.index not in live_indexes and got.index not in pending_indexes
+                pending.append(got)
+        elif action < 0.75 and pending:
+            r = pending.pop(rng.randrange(len(pending)))
+            uid += 1
+            pod = pod_for(r, f"u{uid}")
+            api.pods.append(pod)
+            live[f"u{uid}"] = r
+            if rng.random() < 0.7:
+                assert await ledger.bind(NS, NAME, claim_of(pod)) in (Outcome.BOUND, Outcome.ADOPTED)
+        elif live:
+            gone = rng.choice(sorted(live))
+            pod = next(p for p in api.pods if p["metadata"]["uid"] == gone)
+            api.pods.remove(pod)
+            del live[gone]
+            if with_gc:
+                api.gc()
+            if rng.random() < 0.5:  # the deletion event reaches us (else: missed)
+                await ledger.release(NS, NAME, claim_of(pod))
+        indexes = [r.index for r in live.values()] + [r.index for r in pending]
+        assert len(indexes) == len(set(indexes)), "two live pods share a region"
+    # Quiet: every pod goes, the sweep runs after the TTL: nothing is left.
+    api.pods.clear()
+    live.clear()
+    pending.clear()
+    clock.advance(TTL.total_seconds() + 1)
     await ledger.sweep(NS, NAME, NAME)
-    await ledger.write_spec(NS, NAME, lambda current: None)
-    await ledger.finalize_if_idle(NS, NAME)
-    assert through == ["_commit", "_commit", "sweep", "write_spec", "finalize_if_idle"]
+    assert api.holders() == {}
+    # And a full complement of pods gets regions afterwards.
+    got = [await ledger.reserve(NS, NAME) for _ in range(regions)]
+    assert sorted(r.index for r in got if r is not None) == list(range(regions))
+    assert_disjoint(api.regions())
