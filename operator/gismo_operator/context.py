@@ -124,7 +124,7 @@ class OperatorContext:
             await self.slice_status.close()
             self.slice_status = None
         if self._ledger is not None:
-            await self._ledger.drain()
+            await self._ledger.close()
         if self.api is not None:
             await self.api.close()
 

@@ -311,6 +311,8 @@ EXPECTED_RULES: list[tuple[str, str, list[str]]] = [
     ("gismo.io", "gismopools", ["get", "list", "watch", "patch"]),
     ("gismo.io", "gismopools/status", ["patch"]),
     ("gismo.io", "gismoslices", ["get", "list", "watch", "create", "patch", "delete"]),
+    ("gismo.io", "gismoslices/status", ["patch"]),
+    ("gismo.io", "gismoregions", ["get", "list", "create", "patch", "delete"]),
     ("ray.io", "rayclusters", ["list", "watch"]),
     ("", "pods", ["list", "watch"]),
     ("", "events", ["create"]),

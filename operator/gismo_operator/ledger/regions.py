@@ -9,8 +9,8 @@ Every later change is conditional: a bind patches with the object's resourceVers
 deletes with its uid and resourceVersion as preconditions, so a region rebound meanwhile is never
 deleted blindly; a 409 means "re-read and decide again".
 
-Cost per admission, whatever the size of the cluster: one create of a small object and one GET of
-the slice (no list is rewritten). The GET is the fence against a slice going away or shrinking
+Cost per admission, whatever the size of the cluster: one create of a small object and a share of
+one GET of the slice (no list is rewritten; concurrent admissions share the GET, see ``_fence``). The GET is the fence against a slice going away or shrinking
 under the admission: a slice is let go (finalizer) or shrunk only after it has been marked
 (deletionTimestamp; the smaller size) *and* its regions listed; an admission that sees the mark
 after its create gives the region back, one that does not see it was created before the mark,
@@ -186,6 +186,8 @@ class _SliceState:
     last_reserved: dt.datetime | None = None
     reclaimed_at: dt.datetime | None = None
     reclaim: asyncio.Future[None] | None = None
+    fence_next: asyncio.Future[dict[str, Any] | None] | None = None  # the next fence read, not started
+    fence_task: asyncio.Task[None] | None = None  # the fence reads in progress
 
     @property
     def uid(self) -> str | None:
@@ -302,6 +304,7 @@ class RegionLedger:
         self._loading: dict[SliceKey, asyncio.Lock] = {}
         self._locks: dict[SliceKey, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._fences: set[asyncio.Task[None]] = set()
         self.creates = 0
         self.already_exists = 0
         self.conflicts = 0
@@ -451,7 +454,7 @@ class RegionLedger:
         held = Held.from_body(created if created.get("spec") else body)
         state.held[index] = held
         try:
-            fresh = await self.api.read_slice(namespace, name)
+            fresh = await self._fence(key, state)
             current = parse_slice(fresh) if fresh is not None else None
         except BaseException:
             self._cancel_later(key, held, state)  # unverified: give it back, then fail
@@ -470,6 +473,40 @@ class RegionLedger:
             return None
         self._changed(key)
         return Reservation(slice=current, entry=entry, held=held)
+
+    async def _fence(self, key: SliceKey, state: _SliceState) -> dict[str, Any] | None:
+        """A GET of the slice that *starts after* this call, shared by every admission waiting for
+        one: under a burst, one read serves all the creates that finished before it started (at
+        most two reads' wait), instead of one read per admission."""
+        waiting = state.fence_next
+        if waiting is None:
+            waiting = state.fence_next = asyncio.get_running_loop().create_future()
+        if state.fence_task is None or state.fence_task.done():
+            state.fence_task = asyncio.get_running_loop().create_task(self._fence_reads(key, state))
+            self._fences.add(state.fence_task)
+            state.fence_task.add_done_callback(self._fences.discard)
+        return await asyncio.shield(waiting)
+
+    async def _fence_reads(self, key: SliceKey, state: _SliceState) -> None:
+        while state.fence_next is not None:
+            waiting, state.fence_next = state.fence_next, None
+            try:
+                body = await self.api.read_slice(*key)
+            except asyncio.CancelledError:  # shut down: the waiters are cancelled with it
+                waiting.cancel()
+                raise
+            except BaseException as exc:
+                waiting.set_exception(exc)
+                waiting.exception()  # retrieved here: every waiter re-raises it
+            else:
+                waiting.set_result(body)
+
+    async def close(self) -> None:
+        """Stop fence reads in progress and wait for background cancellations (shutdown; tests)."""
+        for task in list(self._fences):
+            task.cancel()
+        await asyncio.gather(*list(self._fences), return_exceptions=True)
+        await self.drain()
 
     async def peek(self, namespace: str, name: str) -> Reservation | None:
         """What :meth:`reserve` would hand out, without writing (dry-run admissions)."""
