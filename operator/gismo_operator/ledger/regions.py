@@ -11,10 +11,10 @@ deleted blindly; a 409 means "re-read and decide again".
 
 Cost per admission, whatever the size of the cluster: one create of a small object and a share of
 one GET of the slice (no list is rewritten; concurrent admissions share the GET, see ``_fence``).
-The GET is the fence against a slice going away or shrinking under the admission: a slice is let go (finalizer) or shrunk only after it has been marked
-(deletionTimestamp; the smaller size) *and* its regions listed; an admission that sees the mark
-after its create gives the region back, one that does not see it was created before the mark,
-hence before the listing, which then sees it.
+The GET is the fence against a slice going away or shrinking under the admission: a slice is let
+go (finalizer) or shrunk only after it has been marked (deletionTimestamp; the smaller size) *and*
+its regions listed; an admission that sees the mark after its create gives the region back, one
+that does not see it was created before the mark, hence before the listing, which then sees it.
 
 Release: once the pod is seen, its GismoRegion is bound to it and owned by it (ownerReference with
 the pod's uid, ``blockOwnerDeletion: false``), so Kubernetes' garbage collector deletes it with the
