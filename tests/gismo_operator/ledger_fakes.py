@@ -69,6 +69,7 @@ class FakeApi:
         self.calls: list[str] = []
         self.hooks: dict[str, Callable[[], None]] = {}
         self.interfere: list[Callable[[], None]] = []  # run just before a region write is applied
+        self.write_delay = 5  # event-loop turns a create takes before it is stored
 
     # --- test-side setup and inspection ----------------------------------------------------------
 
@@ -206,7 +207,8 @@ class FakeApi:
         ]
 
     async def create_region(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        await asyncio.sleep(0)
+        for _ in range(self.write_delay):  # a write takes longer than a read: an answer given
+            await asyncio.sleep(0)  # before its write landed would be seen by the probe
         self._hook("create_region")
         while self.interfere:
             self.interfere.pop(0)()
