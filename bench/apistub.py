@@ -62,6 +62,8 @@ class Store:
     def __init__(self) -> None:
         self.write_requests = 0
         self.write_bytes = 0
+        self.write_requests_by_method: dict[str, int] = defaultdict(int)
+        self.write_bytes_by_method: dict[str, int] = defaultdict(int)
         self.largest_object = 0
         self.largest_name = ""
         self.rv = 0
@@ -207,6 +209,8 @@ def make_app(store: Store) -> web.Application:
                 {
                     "write_requests": store.write_requests,
                     "write_bytes": store.write_bytes,
+                    "write_requests_by_method": store.write_requests_by_method,
+                    "write_bytes_by_method": store.write_bytes_by_method,
                     "largest_object_bytes": store.largest_object,
                     "largest_object": store.largest_name,
                 }
@@ -217,8 +221,11 @@ def make_app(store: Store) -> web.Application:
             and request.method in ("POST", "PATCH", "PUT", "DELETE")
             and parsed[0][2] != "events"
         ):
+            size = len(await request.read())
             store.write_requests += 1
-            store.write_bytes += len(await request.read())
+            store.write_bytes += size
+            store.write_requests_by_method[request.method] += 1
+            store.write_bytes_by_method[request.method] += size
         if parsed is None:
             return await discovery(request)
         res, namespace, name, sub = parsed
