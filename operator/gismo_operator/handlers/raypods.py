@@ -243,9 +243,9 @@ async def raypod_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> N
         if event.get("type") == "DELETED":
             if await ledger.release(namespace, cluster, claim) is Outcome.RELEASED:
                 metrics.count_release("region")
-                cached = ledger.cached(namespace, cluster)
-                if cached is not None and cached.metadata.deletion_timestamp:
-                    await ledger.finalize_if_idle(namespace, cluster)  # the last pod of a gone cluster
+                # The last pod of a cluster being deleted lets its slice go now, not at the next
+                # sweep: one GET of the slice (its cached body may predate the deletion).
+                await ledger.finalize_if_idle(namespace, cluster)
             return
         outcome = await ledger.bind(namespace, cluster, claim)
     except SliceGone:

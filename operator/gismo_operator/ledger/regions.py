@@ -660,29 +660,23 @@ class RegionLedger:
         raise TooManyConflicts(f"GismoRegion {namespace}/{rname}: {self.max_attempts} conflicting writes")
 
     async def release(self, namespace: str, name: str, claim: PodClaim) -> Outcome:
-        """Free a deleted pod's region (only if still that pod's: deleted with preconditions)."""
+        """Free a deleted pod's region (only if still that pod's: deleted with preconditions).
+
+        Read fresh rather than from the cache: a pod's deletion is when the garbage collector (or
+        another process) may have changed the region behind the cache, and one GET per deleted pod
+        is cheap next to a 409 and a retry."""
         state = self._states.get((namespace, name))
         rname = region_name(name, claim.index)
-        held = state.held.get(claim.index) if state is not None else None
-        fresh = False
         for _ in range(self.max_attempts):
+            held = await self._read_held(namespace, rname)
             if held is None or not assignment.released_by(held.entry, claim):
-                if fresh:
-                    return Outcome.NOT_FOUND
-                held, fresh = await self._read_held(namespace, rname), True
-                if held is None:
-                    if state is not None and claim.index in state.held:
-                        state.held.pop(claim.index, None)
+                if held is None and state is not None and claim.index in state.held:
+                    state.held.pop(claim.index, None)  # gone by itself (the garbage collector)
+                    if claim.index not in state.creating:
                         state.free.give(claim.index)
-                    return Outcome.NOT_FOUND
-                continue
+                return Outcome.NOT_FOUND
             if await self._delete((namespace, name), held, state):
                 return Outcome.RELEASED
-            held, fresh = await self._read_held(namespace, rname), True
-            if held is None:  # gone by itself (the garbage collector, or another process)
-                if state is not None:
-                    state.free.give(claim.index)
-                return Outcome.NOT_FOUND
         raise TooManyConflicts(f"GismoRegion {namespace}/{rname}: {self.max_attempts} conflicting deletes")
 
     # ---------------------------------------------------------------------------------------------

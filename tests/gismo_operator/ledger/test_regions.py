@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import random
 from typing import Any
@@ -259,6 +260,9 @@ async def test_bind_makes_the_pod_the_owner_and_release_frees_the_region() -> No
 
 
 async def test_release_never_deletes_a_region_rebound_to_another_pod_meanwhile() -> None:
+    """Between the release's read and its delete, another process releases the region and gives it
+    to a new pod (a new object of the same name): the delete's uid/resourceVersion preconditions
+    make it fail (409), and the new holder keeps its region."""
     api = FakeApi()
     api.add_slice(1)
     clock = Clock()
@@ -267,14 +271,19 @@ async def test_release_never_deletes_a_region_rebound_to_another_pod_meanwhile()
     assert r is not None
     gone = pod_for(r, "u-old")
     await ledger.bind(NS, NAME, claim_of(gone))
-    # Meanwhile another process released it and gave it to a new pod (our cache still says u-old).
-    other = ledger_on(api, clock)
-    assert await other.release(NS, NAME, claim_of(gone)) is Outcome.RELEASED
-    clock.advance(1)
-    r2 = await other.reserve(NS, NAME)
-    assert r2 is not None and r2.index == 0
+    key = (NS, region_name(NAME, 0))
+
+    def rebound_meanwhile() -> None:
+        old = api.regions_by_name.pop(key)
+        new = copy.deepcopy(old)
+        new["metadata"].update(uid="region-uid-new", resourceVersion=str(next(api.rv)))
+        new["spec"].update(podUID="u-new", podName="worker-u-new")
+        api.regions_by_name[key] = new
+
+    api.interfere.append(rebound_meanwhile)
     assert await ledger.release(NS, NAME, claim_of(gone)) is Outcome.NOT_FOUND
-    assert api.holders()[0].reserved_at == r2.entry.reserved_at  # the new holder kept it
+    assert api.holders()[0].pod_uid == "u-new"
+    assert api.conflicts == 1
 
 
 async def test_a_pod_whose_reservation_expired_is_adopted_and_a_conflicting_one_is_reported() -> None:
