@@ -18,7 +18,8 @@ import socket
 from collections.abc import Mapping
 from typing import Any
 
-from .contract import BACKENDS, ENV_PREFIX, OPERATOR_ENV_PREFIX, PAGE, SOCKET_PATH
+from . import poolrules
+from .contract import BACKENDS, ENV_PREFIX, OPERATOR_ENV_PREFIX, SOCKET_PATH
 from .errors import GismoError
 
 
@@ -60,6 +61,9 @@ class Config:
     orphan_grace_s: float = 10.0  # how long a restarted agent keeps a half-written slot before freeing it
     format_wait_s: float = 30.0  # how long a new owner waits for readers of the old one before formatting
     owner: str = ""  # empty: the hostname (see identity)
+    # Folders a file-backed pool may live under (GISMO_FILE_PREFIXES, comma separated; the webhook
+    # sets it when the chart allows more than /dev/shm). The same rule as the operator's.
+    file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
 
     @property
     def identity(self) -> str:
@@ -83,10 +87,18 @@ class Config:
             raise ConfigError(f"GISMO_BACKEND must be shm or devdax, not {self.backend!r}")
         if self.slice_size <= 0:
             raise ConfigError("GISMO_SLICE_SIZE must be a positive byte count")
-        if self.slice_offset < 0 or self.slice_offset % PAGE:
-            raise ConfigError(f"GISMO_SLICE_OFFSET must be a non-negative multiple of {PAGE}")
-        if self.region_size <= 0 or self.region_size % PAGE:
-            raise ConfigError(f"GISMO_REGION_SIZE must be a positive multiple of {PAGE}")
+        align = poolrules.region_alignment(self.backend)
+        if self.slice_offset < 0 or self.slice_offset % align:
+            raise ConfigError(f"GISMO_SLICE_OFFSET must be a non-negative multiple of {align}")
+        try:
+            poolrules.normalize_prefixes(self.file_prefixes)
+        except poolrules.PoolRuleError as exc:
+            raise ConfigError(f"GISMO_FILE_PREFIXES: {exc}") from exc
+        # The one pool rule (gismo.poolrules): the same refusal the webhook and the injection give.
+        problems = poolrules.region_size_problems(self.region_size, self.backend)
+        problems += poolrules.path_problems(self.backend, self.device, self.file_prefixes)
+        if problems:
+            raise ConfigError(poolrules.message(problems, poolrules.AGENT_FIELDS))
         if self.region_size > self.slice_size:
             raise ConfigError("GISMO_REGION_SIZE is larger than GISMO_SLICE_SIZE")
         if need_region:
@@ -132,8 +144,13 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                 values[name] = int(val)
             elif name in ("grace_ms", "orphan_grace_s", "format_wait_s"):
                 values[name] = float(val)
+            elif name == "file_prefixes":
+                items = val.split(",") if isinstance(val, str) else list(val)
+                values[name] = poolrules.normalize_prefixes(str(p).strip() for p in items if str(p).strip())
             else:
                 values[name] = str(val)
+        except poolrules.PoolRuleError as exc:
+            raise ConfigError(f"GISMO_{name.upper()}: {exc}") from exc
         except ValueError as exc:
             raise ConfigError(f"GISMO_{name.upper()}={val!r} is not a valid value") from exc
     return Config(**values)

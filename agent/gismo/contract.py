@@ -31,6 +31,9 @@ ENV_REGION: Final = "GISMO_REGION"
 ENV_REGION_OFFSET: Final = "GISMO_REGION_OFFSET"
 ENV_REGION_SIZE: Final = "GISMO_REGION_SIZE"
 ENV_SOCKET: Final = "GISMO_SOCKET"
+#: Folders a file-backed pool may live under (comma separated; default /dev/shm). Set by the
+#: webhook only when the chart allows more than the default (gismo.poolrules).
+ENV_FILE_PREFIXES: Final = "GISMO_FILE_PREFIXES"
 #: Every variable the webhook sets, in the order it writes them.
 REGION_ENV: Final = (
     ENV_POOL,

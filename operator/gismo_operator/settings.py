@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from gismo.contract import OPERATOR_ENV_PREFIX
+from gismo.poolrules import DEFAULT_FILE_PREFIXES, PoolRuleError, normalize_prefixes
 
 PREFIX = OPERATOR_ENV_PREFIX  # gismo.contract: GISMO_OPERATOR_
 LOG_FORMATS = ("text", "json")
@@ -51,6 +52,9 @@ class Settings:
     namespace: str = "default"
     peering: str | None = None
     default_agent_image: str = "gismo-agent:dev"
+    #: Folders file-backed pools (shm) may live under (``FILE_BACKEND_PREFIXES``, comma separated);
+    #: the chart sets it, the injection passes it to the agent, which applies the same rule.
+    file_backend_prefixes: tuple[str, ...] = DEFAULT_FILE_PREFIXES
 
     @property
     def tls_cert(self) -> Path:
@@ -145,6 +149,15 @@ class Settings:
                     f"never appears expires after RESERVATION_TTL and is released by the next sweep, "
                     f"and that must happen within {MAX_RESERVATION_LIFETIME:g} s; lower one of them"
                 )
+
+        prefixes = raw("FILE_BACKEND_PREFIXES")
+        if prefixes is not None:
+            try:
+                values["file_backend_prefixes"] = normalize_prefixes(
+                    p.strip() for p in prefixes.split(",") if p.strip()
+                )
+            except PoolRuleError as exc:
+                errors.append(f"{PREFIX}FILE_BACKEND_PREFIXES: {exc}")
 
         tls_dir = raw("TLS_DIR")
         if tls_dir is not None:

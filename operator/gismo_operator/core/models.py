@@ -32,6 +32,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from gismo import poolrules
 from gismo_operator.core.quantity import QUANTITY_PATTERN, QuantityError, parse_bytes
 
 GROUP: Final = "gismo.io"
@@ -90,6 +91,14 @@ KubeQuantity = Annotated[
             "pattern": KUBE_QUANTITY_PATTERN,
         }
     ),
+]
+
+
+#: A Kubernetes label value (empty, or up to 63 characters of label syntax); label keys are checked by
+#: the pool's model validator (a structural schema cannot constrain map keys).
+LabelValue = Annotated[
+    str,
+    Field(json_schema_extra={"maxLength": poolrules.MAX_LABEL_NAME, "pattern": poolrules.LABEL_VALUE_PATTERN}),
 ]
 
 
@@ -195,10 +204,19 @@ class Backend(_Model):
         description="shm: a file of `capacity` bytes on a shared tmpfs (emulation); devdax: a CXL device."
     )
     path: str = Field(
-        pattern=r"^/.+",
-        description="Absolute path on the node: the shm file (e.g. /dev/shm/gismo/pool0) or the device "
-        "(e.g. /dev/dax0.0).",
+        # In the schema only: the model's own check (below) gives the rule's message, not a regex.
+        json_schema_extra={"pattern": poolrules.NORMAL_PATH_PATTERN, "maxLength": poolrules.MAX_PATH},
+        description="Absolute, normalized path on the node: the shm pool file, under a folder the chart "
+        "allows (default /dev/shm, e.g. /dev/shm/gismo/pool0), or the DAX device (/dev/daxN.M).",
     )
+
+    @model_validator(mode="after")
+    def _path_fits_backend(self) -> Backend:
+        # The folder prefixes are a setting: the webhook and the injection check those.
+        problems = poolrules.path_problems(self.type, self.path, None)
+        if problems:
+            raise ValueError(poolrules.message(problems[:1], {"backend.path": "path"}))
+        return self
 
 
 class ResourceRequirements(_Model):
@@ -229,8 +247,10 @@ class GismoPoolSpec(_Model):
     capacity: ByteQuantity = Field(description="Total bytes of the pool, e.g. 64Gi.")
     region_size: ByteQuantity = Field(description="Bytes per Ray pod region, e.g. 1Gi; divides capacity.")
     backend: Backend
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Labels of the nodes attached to the pool; empty means all nodes."
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        description="Labels of the nodes attached to the pool (Kubernetes label keys and values); empty "
+        "means all nodes.",
     )
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces whose RayClusters may use the pool; absent means all."
@@ -251,6 +271,11 @@ class GismoPoolSpec(_Model):
             raise ValueError(
                 f"capacity: {self.capacity} bytes is not a multiple of regionSize ({self.region_size} bytes)"
             )
+        # The one pool rule (gismo.poolrules), shared with the injection and the agent.
+        problems = poolrules.region_size_problems(self.region_size, self.backend.type)
+        problems += poolrules.node_selector_problems(self.node_selector)
+        if problems:
+            raise ValueError(poolrules.message(problems[:1]))
         return self
 
     @property

@@ -35,6 +35,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
+from gismo import poolrules
 from gismo_operator import kube, metrics
 from gismo_operator.constants import REASON_POOL_IN_USE, WEBHOOK_VALIDATE_POOL
 from gismo_operator.context import current
@@ -283,6 +284,12 @@ async def validate_pool(body: kopf.Body, **kwargs: Any) -> None:
             new_spec = GismoPoolSpec.model_validate(dict(body.get("spec") or {}))
         except ValidationError as exc:
             raise kopf.AdmissionError(describe_validation_error(exc, prefix="spec"), code=422) from None
+        # The part of the pool rule that depends on a setting (the folders file backends may use).
+        rule = poolrules.path_problems(
+            new_spec.backend.type, new_spec.backend.path, current().settings.file_backend_prefixes
+        )
+        if rule:
+            raise kopf.AdmissionError(poolrules.message(rule, prefix="spec."), code=422)
         old_spec: GismoPoolSpec | None = None
         if operation == "UPDATE" and old is not None:
             try:

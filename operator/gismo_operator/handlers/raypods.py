@@ -33,6 +33,7 @@ import kopf
 from pydantic import ValidationError
 
 from gismo.contract import ANN_REGION
+from gismo.poolrules import DEFAULT_FILE_PREFIXES
 from gismo_operator import kube, metrics
 from gismo_operator.constants import (
     LABEL_CLUSTER,
@@ -63,8 +64,14 @@ logger = logging.getLogger(__name__)
 ADMISSION_BUDGET_SECONDS = 8.0
 
 
-def build_plan(pool: GismoPool, reservation: Reservation, default_image: str) -> InjectionPlan:
-    """The injection plan for a reserved region of a pool's slice."""
+def build_plan(
+    pool: GismoPool,
+    reservation: Reservation,
+    default_image: str,
+    file_prefixes: tuple[str, ...] = DEFAULT_FILE_PREFIXES,
+) -> InjectionPlan:
+    """The injection plan for a reserved region of a pool's slice; ValueError naming the field and
+    the rule when the pool breaks the pool rule (gismo.poolrules)."""
     spec = pool.spec
     return InjectionPlan(
         pool=pool.metadata.name or reservation.slice.spec.pool,
@@ -83,6 +90,7 @@ def build_plan(pool: GismoPool, reservation: Reservation, default_image: str) ->
         ),
         node_selector=dict(spec.node_selector),
         reservation=reservation.token,
+        file_prefixes=file_prefixes,
     )
 
 
@@ -140,7 +148,10 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
         if pool is None:
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
         else:
-            plan = build_plan(pool, reservation, current().settings.default_agent_image)
+            settings = current().settings
+            plan = build_plan(
+                pool, reservation, settings.default_agent_image, settings.file_backend_prefixes
+            )
             result = inject_pod(pod, plan)
     except ValidationError as exc:
         problem = f"GismoPool {reservation.slice.spec.pool}: {describe_validation_error(exc)}"

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gismo import poolrules
 from gismo.contract import (
     ANN_POOL,
     ANN_REGION,
@@ -22,6 +23,7 @@ from gismo.contract import (
     BACKEND_SHM,
     ENV_BACKEND,
     ENV_DEVICE,
+    ENV_FILE_PREFIXES,
     ENV_POOL,
     ENV_REGION,
     ENV_REGION_OFFSET,
@@ -69,12 +71,20 @@ class InjectionPlan:
     agent: AgentSpec
     node_selector: Mapping[str, str] = field(default_factory=dict)
     reservation: str = ""
+    #: Folders file backends may live under (the operator's FILE_BACKEND_PREFIXES setting).
+    file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
 
     def __post_init__(self) -> None:
         if self.backend not in HOSTPATH_TYPES:
             raise ValueError(f"backend.type: expected one of {sorted(HOSTPATH_TYPES)}, got {self.backend!r}")
-        if not self.device_path.startswith("/"):
-            raise ValueError(f"backend.path: expected an absolute path, got {self.device_path!r}")
+        # Never inject a pool that breaks the pool rule: its agent would refuse to start, or the API
+        # server would refuse the pod. The webhook admits the pod without Gismo, naming the rule.
+        problems = poolrules.pool_problems(
+            backend=self.backend, path=self.device_path, region_size=self.region_size,
+            node_selector=self.node_selector, file_prefixes=self.file_prefixes,
+        )  # fmt: skip
+        if problems:
+            raise ValueError(poolrules.message(problems))
         if not self.agent.image:
             raise ValueError("agent.image: no agent image (set it on the pool or DEFAULT_AGENT_IMAGE)")
         for name in ("slice_offset", "slice_size", "region_index", "region_offset", "region_size"):
@@ -100,6 +110,8 @@ class InjectionPlan:
             ENV_REGION_SIZE: str(self.region_size),
             ENV_SOCKET: SOCKET_PATH,
         }
+        if self.file_prefixes != poolrules.DEFAULT_FILE_PREFIXES:
+            values[ENV_FILE_PREFIXES] = ",".join(self.file_prefixes)
         return [{"name": k, "value": v} for k, v in values.items()]
 
     def annotations(self) -> dict[str, str]:
