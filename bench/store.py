@@ -31,6 +31,7 @@ import numpy as np
 import gismo
 from gismo import contract
 from gismo.daemon import protocol
+from gismo.testing.poolfile import create_pool_file
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -147,8 +148,7 @@ def main() -> int:
     print(f"load average at start: {load_start[0]:.2f} ({os.cpu_count()} CPUs; other work skews times)")
     tmp = tempfile.mkdtemp(prefix="gsb-", dir="/tmp")
     path = f"/dev/shm/gismo-bench-{os.getpid()}.pool"
-    with open(path, "wb") as f:
-        f.truncate(2 * region)
+    create_pool_file(path, "bench", 2 * region)
     agents = []
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
@@ -160,6 +160,7 @@ def main() -> int:
             sock = os.path.join(tmp, f"a{r}.sock")
             socks.append(sock)
             env = {
+                contract.ENV_POOL: "bench",
                 contract.ENV_DEVICE: path,
                 contract.ENV_SLICE_OFFSET: "0",
                 contract.ENV_SLICE_SIZE: str(2 * region),

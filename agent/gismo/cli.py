@@ -87,10 +87,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .daemon import run
 
         try:
-            cfg = load(_overrides(ns)).validate()
+            cfg = load(_overrides(ns))
         except ConfigError as exc:
             print(f"gismo agent: {exc}", file=sys.stderr)
             return 2
+        # run() validates: a configuration it refuses is served as a refusing agent (Ray still starts).
         return run(cfg, force_format=ns.format)
     try:
         cfg = load(_overrides(ns))

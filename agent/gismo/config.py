@@ -64,6 +64,12 @@ class Config:
     # Folders a file-backed pool may live under (GISMO_FILE_PREFIXES, comma separated; the webhook
     # sets it when the chart allows more than /dev/shm). The same rule as the operator's.
     file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
+    # Bounds of the agent socket (what any process reaching it can make the agent hold).
+    max_connections: int = 512  # open client connections; past it, a not-yet-greeted one is dropped
+    max_conn_buffer: int = (1 << 20) + 4  # bytes of one connection's unfinished request (one max frame)
+    max_total_buffer: int = 64 << 20  # bytes buffered (requests in, replies out) over all connections
+    hello_timeout_s: float = 10.0  # a connection that has not said HELLO by then is closed
+    frame_timeout_s: float = 10.0  # a request left unfinished this long is not coming: close it
 
     @property
     def identity(self) -> str:
@@ -81,6 +87,7 @@ class Config:
 
     def validate(self, need_region: bool = True) -> Config:
         """Check the geometry; returns self so calls chain. Raises ConfigError with the variable's name."""
+        self._validate_bounds()
         if not self.device:
             raise ConfigError("GISMO_DEVICE is not set (path of the shm file or DAX device)")
         if self.backend not in BACKENDS:
@@ -113,7 +120,26 @@ class Config:
         return self
 
 
-_INT_FIELDS = {"slice_offset", "slice_size", "region_size", "region_offset", "slots", "pin_entries"}
+    def _validate_bounds(self) -> None:
+        if not 1 <= self.max_connections <= 65536:
+            raise ConfigError(f"GISMO_MAX_CONNECTIONS={self.max_connections} must be within 1..65536")
+        if not 4096 <= self.max_conn_buffer <= 64 << 20:
+            raise ConfigError(f"GISMO_MAX_CONN_BUFFER={self.max_conn_buffer} must be within 4096..{64 << 20} bytes")
+        if not self.max_conn_buffer <= self.max_total_buffer <= 16 << 30:
+            raise ConfigError(
+                f"GISMO_MAX_TOTAL_BUFFER={self.max_total_buffer} must be at least GISMO_MAX_CONN_BUFFER "
+                f"({self.max_conn_buffer}) and at most {16 << 30} bytes"
+            )
+        for name in ("hello_timeout_s", "frame_timeout_s"):
+            value = getattr(self, name)
+            if not 0 < value <= 3600:
+                raise ConfigError(f"GISMO_{name.upper()}={value} must be within (0, 3600] seconds")
+
+
+_INT_FIELDS = {
+    "slice_offset", "slice_size", "region_size", "region_offset", "slots", "pin_entries",
+    "max_conn_buffer", "max_total_buffer",
+}  # fmt: skip
 
 
 def _norm(key: str) -> str:
@@ -140,9 +166,9 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         try:
             if name in _INT_FIELDS:
                 values[name] = parse_size(val) if isinstance(val, str) else int(val)
-            elif name in ("region", "metrics_port"):
+            elif name in ("region", "metrics_port", "max_connections"):
                 values[name] = int(val)
-            elif name in ("grace_ms", "orphan_grace_s", "format_wait_s"):
+            elif name in ("grace_ms", "orphan_grace_s", "format_wait_s", "hello_timeout_s", "frame_timeout_s"):
                 values[name] = float(val)
             elif name == "file_prefixes":
                 items = val.split(",") if isinstance(val, str) else list(val)

@@ -30,6 +30,7 @@ import store_node
 from gismo.daemon import protocol
 from gismo.memory import layout
 from gismo.testing import wait_until
+from gismo.testing.poolfile import create_pool_file
 
 MiB = 1 << 20
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
@@ -201,8 +202,7 @@ class Pool:
         self.region_size = region_size
         self.slice_offset = slice_offset
         self.slice_size = regions * region_size
-        with open(self.path, "wb") as f:
-            f.truncate(slice_offset + self.slice_size)
+        create_pool_file(self.path, "test", slice_offset + self.slice_size)
         self.agents: dict[int, AgentProc] = {}
         self.nodes: list[Node] = []
 

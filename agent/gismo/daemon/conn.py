@@ -26,3 +26,14 @@ class Conn:
     #: slot -> generation of sealed objects deleted when this connection closes (protocol.TIE); at most
     #: one entry per slot, so bounded by the region's slot count.
     tied: dict[int, int] = field(default_factory=dict)
+    #: When it was accepted (monotonic), and whether it said HELLO (a client, not just a socket).
+    accepted: float = 0.0
+    greeted: bool = False
+    #: Since when an unfinished request sits in ``reader`` (0: none), and the bytes this connection
+    #: counts against the agent's total buffer (unfinished request + unsent replies).
+    partial_since: float = 0.0
+    buffered: int = 0
+    #: The peer process as the kernel reports it (SO_PEERCRED) and its start time (/proc stat field
+    #: 22), recorded with each pin lease it holds so a restarted agent can tell a dead holder.
+    peer_pid: int = 0
+    peer_start: int = 0

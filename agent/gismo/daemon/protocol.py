@@ -43,6 +43,8 @@ SLOT_REQ = struct.Struct("<IQ")  # slot, generation (seal, abort)
 DELETE_REQ = struct.Struct("<IIQ")  # region, slot, generation
 LEASE_REP = struct.Struct("<II")  # first entry, lease index
 COUNT_REQ = struct.Struct("<I")  # fallback count
+#: Most fallbacks one FALLBACK message may report (a client sends 1 per fallback).
+MAX_FALLBACK_COUNT = 1024
 
 OK = 0
 
@@ -68,6 +70,11 @@ class FrameReader:
 
     def __init__(self) -> None:
         self._buf = bytearray()
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held for the next read."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the payloads now complete. ProtocolError on an oversize length."""

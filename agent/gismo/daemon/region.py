@@ -23,6 +23,7 @@ import fcntl
 import logging
 import os
 import random
+import stat
 import struct
 import time
 from collections import deque
@@ -31,11 +32,14 @@ from typing import Any
 import numpy as np
 
 from .. import crashpoints
+from .. import poolfile
 from ..config import Config
+from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
 from ..memory import coherence, layout
 from ..memory.layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
 from ..memory.mapping import SliceMapping
+from . import holders
 from .alloc import Allocator
 from .conn import Conn
 
@@ -51,6 +55,9 @@ class RegionOwner:
     def __init__(self, cfg: Config, *, force_format: bool = False) -> None:
         self.cfg = cfg.validate()
         self.region = cfg.region
+        self._not_pool_file = ""  # why the file is not a pool file (for the refusal to format)
+        #: Why this agent may format a region that carries no Gismo header ("" when it may not).
+        self._may_format = self._check_target()
         self._lock_fd = self._lock_region()
         self.map = SliceMapping(
             cfg.device, cfg.slice_offset, cfg.slice_size, cfg.region_size, cfg.region, allocate=True
@@ -77,6 +84,47 @@ class RegionOwner:
         self.conns: dict[int, Conn] = {}
 
     # ---- region setup -------------------------------------------------------------------------
+    def _check_target(self) -> str:
+        """Refuse any path that is not ours to write: the agent never destroys what is not its own.
+
+        A devdax backend must be an existing character device (never created: opening is done
+        without O_CREAT). A file backend must be an existing regular file (never a symlink, never
+        grown): either a Gismo pool file of this pool (gismo.poolfile, made by the node component),
+        whose capacity holds the slice, or a file whose regions already carry Gismo headers (checked
+        again before formatting, see _format_or_recover). Returns why formatting a header-less region
+        is allowed, "" when it is not. Raises GismoError naming the path otherwise.
+        """
+        cfg = self.cfg
+        path = cfg.device
+        end = cfg.slice_offset + cfg.slice_size
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            what = "DAX device" if cfg.backend == BACKEND_DEVDAX else "pool file"
+            raise GismoError(f"{path}: no such {what}; the agent never creates one") from None
+        except OSError as exc:
+            raise GismoError(f"{path}: cannot inspect it ({exc.strerror})") from exc
+        if cfg.backend == BACKEND_DEVDAX:
+            if not stat.S_ISCHR(st.st_mode):
+                raise GismoError(f"{path}: not a character device, refusing to use it as a DAX device")
+            return "a DAX device given to this pod"
+        if not stat.S_ISREG(st.st_mode):
+            raise GismoError(f"{path}: not a regular file, refusing to use it as a pool file")
+        try:
+            marker = poolfile.check_pool_file(path, cfg.pool)
+        except poolfile.PoolFileError as exc:
+            if poolfile.read_marker(path) is not None:  # another pool's file: never ours
+                raise GismoError(f"{exc}; refusing to use it") from None
+            if st.st_size < end:
+                raise GismoError(f"{exc}; refusing to use it (and it is too small for the slice)") from None
+            self._not_pool_file = str(exc)
+            return ""
+        if end > marker.capacity:
+            raise GismoError(
+                f"{path}: the pool file of {cfg.pool!r} holds {marker.capacity} bytes, the slice ends at {end}"
+            )
+        return f"the Gismo pool file of pool {cfg.pool!r}"
+
     def _lock_region(self) -> int:
         """Exclusive byte-range lock on our region: two agents on one region would corrupt it.
 
@@ -85,7 +133,7 @@ class RegionOwner:
         """
         cfg = self.cfg
         try:
-            fd = os.open(cfg.device, os.O_RDWR | os.O_CREAT, 0o660)
+            fd = os.open(cfg.device, os.O_RDWR | os.O_NOFOLLOW)  # never creates: see _check_target
         except OSError as exc:
             raise GismoError(f"cannot open {cfg.device}: {exc.strerror}") from exc
         start = cfg.slice_offset + cfg.region * cfg.region_size
@@ -117,6 +165,12 @@ class RegionOwner:
             self.geom = old
             self._recover()
             return old
+        if old is None and not self._may_format:
+            # Neither a pool file of ours nor a region of ours: formatting would destroy someone's data.
+            raise GismoError(
+                f"{cfg.device}: refusing to format region {cfg.region}: it carries no Gismo region header "
+                f"and {self._not_pool_file}"
+            )
         if old is not None:
             self._wait_for_foreign_pins(old)
         return self._format()
@@ -236,7 +290,11 @@ class RegionOwner:
         busy_leases = set((np.nonzero(pins["region"])[0] // LEASE).tolist())
         self.held_leases = busy_leases
         self.free_leases = [i for i in range(g.leases - 1, -1, -1) if i not in busy_leases]
-        self.recovered = {"kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting}
+        reaped = self._reap_held_leases()
+        self.recovered = {
+            "kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting,
+            "leases_held": len(self.held_leases), "leases_of_dead_holders": reaped,
+        }  # fmt: skip
         log.info("region %d recovered (epoch %d): %s", g.region, self.epoch, self.recovered)
 
     def _new_lease(self, c: Conn) -> tuple[int, int]:
@@ -246,16 +304,33 @@ class RegionOwner:
             raise StoreFull("no free pin lease in this region")
         i = self.free_leases.pop()
         c.leases.append(i)
+        # Who holds it, for the next agent: a lease outlives this agent, never its holder.
+        cpos = self.geom.counter_pos(i)
+        layout.write_holder(self.rw, cpos, c.peer_pid, c.peer_start)
+        coherence.flush(self.rw, cpos, layout.COUNTER_SIZE)
         return i * LEASE, i
 
-    def _reap_held_leases(self) -> None:
-        """Leases inherited from a previous agent become free once their holders dropped every pin."""
+    def _reap_held_leases(self) -> int:
+        """Free leases inherited from a previous agent once their holder dropped every pin, or is gone
+        (its recorded pid and start time name no live process); returns how many holders were gone.
+
+        A holder the agent could not identify (pid 0: another pid namespace) keeps its lease until its
+        pins clear. Cost: one read of the lease's 64 pins and at most one /proc read per held lease.
+        """
         g = self.geom
         pins = np.frombuffer(self.rw, layout.pin_dtype(), g.pins, g.pin_off)
+        dead = 0
         for i in list(self.held_leases):
-            if not pins["region"][i * LEASE : (i + 1) * LEASE].any():
-                self.held_leases.discard(i)
-                self.free_leases.append(i)
+            if pins["region"][i * LEASE : (i + 1) * LEASE].any():
+                pid, start = layout.read_holder(self.rw, g.counter_pos(i))
+                if holders.alive(pid, start) is not False:
+                    continue
+                log.info("region %d: pin lease %d: its holder (pid %d) is gone; freeing its pins",
+                         self.region, i, pid)  # fmt: skip
+                dead += 1
+            self.held_leases.discard(i)
+            self._drop_lease(i)
+        return dead
 
     def _drop_lease(self, i: int) -> None:
         """A client is gone: its pins and requests go with it (the agent is now the lease's writer)."""

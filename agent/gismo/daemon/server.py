@@ -4,6 +4,13 @@ One thread runs the socket loop (selectors, no asyncio: ~2x less overhead per me
 each request to the region owner (region.py); an optional HTTP thread (metrics.py) only reads
 counters for Prometheus and probes. A malformed request gets an error reply; a client that never
 reads its replies is cut off once its backlog passes MAX_BACKLOG.
+
+Bounds (Config; what any process that reaches the socket can make the agent hold): at most
+``max_connections`` connections (past it, and when ``accept`` fails for lack of file descriptors,
+the oldest connection that never said HELLO is dropped; with none to drop, accepting pauses with
+exponential back-off, logged at most every LOG_EVERY_S), ``max_conn_buffer`` bytes of an unfinished
+request per connection, ``max_total_buffer`` bytes buffered over all connections (the largest holder
+is dropped first), ``hello_timeout_s`` to say HELLO and ``frame_timeout_s`` to finish a request.
 """
 
 from __future__ import annotations
@@ -21,24 +28,68 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import Config
-from ..errors import GismoError, ProtocolError, StaleRef, StoreFull
+from ..config import Config, ConfigError
+from ..contract import AGENT_GID
+from ..errors import AgentUnavailable, GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
 from . import protocol
+from . import holders
 from .conn import Conn
 from .region import RegionOwner
 
 log = logging.getLogger("gismo.agent")
 
 MAX_BACKLOG = 16 << 20  # unsent reply bytes tolerated per connection
+#: A repeated warning (accept failures, dropped connections) is logged at most this often.
+LOG_EVERY_S = 10.0
+#: accept() back-off when no file descriptor or connection slot can be freed: first and last pause.
+ACCEPT_PAUSE_MIN_S = 0.01
+ACCEPT_PAUSE_MAX_S = 1.0
+#: How often idle and stuck connections are looked for.
+SWEEP_EVERY_S = 0.5
+#: How often leases inherited from a previous agent are checked for dead holders (the bound after
+#: which a dead reader's pins stop holding space, once the agent is up: see README, security).
+LEASE_CHECK_S = 1.0
+_NO_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class RateLimitedLog:
+    """One warning per key per LOG_EVERY_S, with how many were held back since the last one."""
+
+    def __init__(self, every: float = LOG_EVERY_S) -> None:
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.every) < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        held = self._held.pop(key, 0)
+        self._last[key] = now
+        log.warning(msg + (f" ({held} more since the last such message)" if held else ""), *args)
 
 
 class Agent(RegionOwner):
     """Owns one region and serves it. Build with a validated Config; ``serve()`` runs until SIGTERM."""
 
+    #: False for a RefusingAgent, which serves the socket but maps no region.
+    has_region = True
+
     def __init__(self, cfg: Config, *, force_format: bool = False) -> None:
         super().__init__(cfg, force_format=force_format)
+        self._init_server()
+
+    def _init_server(self) -> None:
         self._next_cid = 1
+        self.buffered = 0  # bytes counted against max_total_buffer, over all connections
+        self.dropped: dict[str, int] = {}  # connections closed by a bound, by reason
+        self._accept_paused_until = 0.0
+        self._accept_pause = ACCEPT_PAUSE_MIN_S
+        self._next_sweep = 0.0
+        self._next_lease_check = 0.0
+        self._warn = RateLimitedLog()
         self._stop = False
         self.ready = False
         self.sel: selectors.BaseSelector | None = None
@@ -54,7 +105,9 @@ class Agent(RegionOwner):
     # ---- socket loop --------------------------------------------------------------------------
     def listen(self) -> None:
         path = self.cfg.socket
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, mode=0o770, exist_ok=True)
+        _restrict(folder, 0o770)
         if os.path.exists(path):
             probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -67,9 +120,12 @@ class Agent(RegionOwner):
             finally:
                 probe.close()
         ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(path)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o666)  # the Ray container may run under another uid
+        old_umask = os.umask(0o117)  # the socket exists 0660 from its first moment
+        try:
+            ls.bind(path)
+        finally:
+            os.umask(old_umask)
+        _restrict(path, 0o660)
         ls.listen(256)
         ls.setblocking(False)
         self.listener = ls
@@ -90,7 +146,15 @@ class Agent(RegionOwner):
             signal.signal(signal.SIGINT, self.stop)
         try:
             while not self._stop:
-                timeout = min(0.1, max(0.0, self._next_due - time.monotonic()))
+                now = time.monotonic()
+                timeout = min(0.1, max(0.0, self._next_due - now))
+                if self._accept_paused_until:
+                    if now >= self._accept_paused_until:
+                        self._resume_accept()
+                    else:
+                        timeout = min(timeout, self._accept_paused_until - now)
+                if now >= self._next_sweep:
+                    self._sweep_conns(now)
                 for key, mask in self.sel.select(timeout):
                     if key.data is None:
                         self._accept()
@@ -119,25 +183,97 @@ class Agent(RegionOwner):
         if self.sel is not None:
             self.sel.close()
             self.sel = None
-        with contextlib.suppress(ValueError, TypeError):
-            layout.write_run(self.rw, 0, self.epoch, os.getpid(), 1)
+        if self.has_region:
+            with contextlib.suppress(ValueError, TypeError):
+                layout.write_run(self.rw, 0, self.epoch, os.getpid(), 1)
         log.info("agent for region %d stopped", self.region)
 
     def _accept(self) -> None:
         assert self.listener is not None and self.sel is not None
         while True:
+            if len(self.conns) >= self.cfg.max_connections and not self._drop_ungreeted("connection cap"):
+                self._pause_accept(f"{len(self.conns)} connections, the cap (GISMO_MAX_CONNECTIONS)")
+                return
             try:
                 s, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
+                self._accept_pause = ACCEPT_PAUSE_MIN_S
                 return
             except OSError as exc:
-                log.warning("accept: %s", exc)
+                if exc.errno in _NO_FDS:
+                    # Out of file descriptors: free one from a connection that never greeted, or wait.
+                    if self._drop_ungreeted("out of file descriptors"):
+                        continue
+                    self._pause_accept(os.strerror(exc.errno or errno.EMFILE))
+                    return
+                self._warn.warn("accept", "accept: %s", exc)
                 return
             s.setblocking(False)
-            c = Conn(s, self._next_cid)
+            c = Conn(s, self._next_cid, accepted=time.monotonic())
             self._next_cid += 1
             self.conns[c.cid] = c
             self.sel.register(s, selectors.EVENT_READ, c)
+
+    def _pause_accept(self, why: str) -> None:
+        """Stop polling the listener for a while (exponential back-off): no busy loop on EMFILE."""
+        assert self.listener is not None and self.sel is not None
+        pause = self._accept_pause
+        self._accept_pause = min(ACCEPT_PAUSE_MAX_S, pause * 2)
+        self._accept_paused_until = time.monotonic() + pause
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(self.listener)
+        self._warn.warn("accept-pause", "not accepting connections for %.2f s: %s", pause, why)
+
+    def _resume_accept(self) -> None:
+        assert self.listener is not None and self.sel is not None
+        self._accept_paused_until = 0.0
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.register(self.listener, selectors.EVENT_READ, None)
+
+    def _drop(self, c: Conn, why: str) -> None:
+        """Close a connection a bound caught, count it by reason, log (rate limited)."""
+        self.dropped[why] = self.dropped.get(why, 0) + 1
+        self._warn.warn(f"drop-{why}", "closing client connection %d (pid %d): %s", c.cid, c.pid, why)
+        self._close(c)
+
+    def _drop_ungreeted(self, why: str) -> bool:
+        """Close the oldest connection that never said HELLO (to make room); False when none."""
+        oldest = min((c for c in self.conns.values() if not c.greeted), key=lambda c: c.accepted, default=None)
+        if oldest is None:
+            return False
+        self._drop(oldest, f"{why}: dropped a connection that never said HELLO")
+        return True
+
+    def _sweep_conns(self, now: float) -> None:
+        """Close connections that never greet, or park an unfinished request, past their timeouts."""
+        self._next_sweep = now + SWEEP_EVERY_S
+        if self.has_region and self.held_leases and now >= self._next_lease_check:
+            self._next_lease_check = now + LEASE_CHECK_S
+            if self._reap_held_leases():
+                self._maintain(now)  # objects only dead readers pinned: reclaim them now
+        cfg = self.cfg
+        for c in list(self.conns.values()):
+            if not c.greeted and now - c.accepted > cfg.hello_timeout_s:
+                self._drop(c, f"no HELLO within {cfg.hello_timeout_s:g} s")
+            elif c.partial_since and now - c.partial_since > cfg.frame_timeout_s:
+                self._drop(c, f"request left unfinished for {cfg.frame_timeout_s:g} s")
+
+    def _account(self, c: Conn) -> None:
+        """Re-count what ``c`` holds (unfinished request + unsent replies); enforce the buffer caps."""
+        pending = c.reader.pending
+        if pending and not c.partial_since:
+            c.partial_since = time.monotonic()
+        elif not pending:
+            c.partial_since = 0.0
+        held = pending + len(c.out)
+        self.buffered += held - c.buffered
+        c.buffered = held
+        if pending > self.cfg.max_conn_buffer:
+            self._drop(c, f"unfinished request above {self.cfg.max_conn_buffer} bytes (GISMO_MAX_CONN_BUFFER)")
+        while self.buffered > self.cfg.max_total_buffer and self.conns:
+            hog = max(self.conns.values(), key=lambda x: x.buffered)
+            self._drop(hog, f"all connections buffer above {self.cfg.max_total_buffer} bytes "
+                            "(GISMO_MAX_TOTAL_BUFFER): dropped the largest")  # fmt: skip
 
     def _on_read(self, c: Conn) -> None:
         try:
@@ -177,8 +313,10 @@ class Agent(RegionOwner):
         if out:
             self._flush_out(c)
             if len(c.out) > MAX_BACKLOG:  # a client that sends but never reads: cut it off
-                log.warning("client %d (pid %d) does not read its replies; closing it", c.cid, c.pid)
-                self._close(c)
+                self._drop(c, "does not read its replies")
+                return
+        if c.cid in self.conns:
+            self._account(c)
 
     def _flush_out(self, c: Conn) -> None:
         assert self.sel is not None
@@ -192,10 +330,14 @@ class Agent(RegionOwner):
         del c.out[:n]
         with contextlib.suppress(KeyError, ValueError):
             self.sel.modify(c.sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0), c)
+        if n and c.buffered:
+            self._account(c)
 
     def _close(self, c: Conn) -> None:
         if self.conns.pop(c.cid, None) is None:
             return
+        self.buffered -= c.buffered
+        c.buffered = 0
         if self.sel is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self.sel.unregister(c.sock)
@@ -261,7 +403,13 @@ class Agent(RegionOwner):
         return b""
 
     def _op_hello(self, c: Conn, body: memoryview) -> bytes:
-        (c.pid,) = protocol.HELLO_REQ.unpack(body)
+        (claimed,) = protocol.HELLO_REQ.unpack(body)
+        # The kernel's word for who the peer is, not the claim (0 when it lives in a pid namespace
+        # this agent cannot see: then the claim is only shown in logs).
+        c.peer_pid = holders.peer_pid(c.sock)
+        c.peer_start = holders.start_time(c.peer_pid) if c.peer_pid else 0
+        c.pid = c.peer_pid or claimed
+        c.greeted = True
         return protocol.json_body(self.hello(c))
 
     def _op_lease(self, c: Conn, body: memoryview) -> bytes:
@@ -271,6 +419,8 @@ class Agent(RegionOwner):
 
     def _op_fallback(self, c: Conn, body: memoryview) -> bytes:
         (n,) = protocol.COUNT_REQ.unpack(body)
+        if not 1 <= n <= protocol.MAX_FALLBACK_COUNT:
+            raise ProtocolError(f"fallback count {n} outside 1..{protocol.MAX_FALLBACK_COUNT}")
         self.fallbacks += n
         return b""
 
@@ -298,10 +448,86 @@ class Agent(RegionOwner):
         }  # fmt: skip
 
 
+def _restrict(path: str, mode: int) -> None:
+    """Open ``path`` to the pod's user and group only: mode ``mode``, group AGENT_GID (the id the
+    injection runs the agent and the Ray container with). Best effort: a folder the agent does not
+    own (an emptyDir made by the kubelet) keeps its mode, and the socket's own mode still holds."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, mode)
+    if os.getgid() != AGENT_GID:
+        with contextlib.suppress(OSError):
+            os.chown(path, -1, AGENT_GID)
+
+
+class RefusingAgent(Agent):
+    """An agent that refused its region (a path that is not a Gismo pool file, a missing device, a
+    pool that breaks the pool rule) but still serves its socket, with bounds, so that:
+    the startup probe (``gismo health``) passes and Ray starts; every client's HELLO is refused with
+    the reason, so clients fall back to Ray's own store at once; ``gismo health`` and ``gismo stats``
+    say why. It maps nothing and writes nothing."""
+
+    has_region = False
+
+    def __init__(self, cfg: Config, reason: str) -> None:  # no RegionOwner: nothing is mapped
+        self.cfg = cfg
+        self.reason = reason
+        self.region = cfg.region
+        self.conns = {}
+        self.started = time.time()
+        self._next_due = float("inf")
+        self._init_server()
+
+    def _maintain(self, now: float) -> None:
+        self._next_due = float("inf")
+
+    def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
+        if op == protocol.HEALTH:
+            return protocol.json_body({"ok": True, "ready": False, "region": self.region, "refused": self.reason})
+        if op == protocol.STATS:
+            return protocol.json_body({
+                "region": self.region, "pool": self.cfg.pool, "refused": self.reason,
+                "clients": len(self.conns), "dropped": self.dropped,
+                "uptime_s": round(time.time() - self.started, 3),
+            })  # fmt: skip
+        if op == protocol.HELLO:
+            c.greeted = True
+        raise AgentUnavailable(f"the Gismo agent refuses to serve: {self.reason}")
+
+
+def _serve_refusing(cfg: Config, reason: str) -> int:
+    log.error("agent refuses to serve region %d: %s (Ray pods use Ray's own object store)", cfg.region, reason)
+    try:
+        cfg._validate_bounds()
+    except ConfigError:
+        cfg = Config(socket=cfg.socket, pool=cfg.pool, region=cfg.region)  # safe bounds
+    agent = RefusingAgent(cfg, reason)
+    try:
+        agent.listen()
+    except (GismoError, OSError) as exc:
+        log.error("agent cannot serve %s either: %s", cfg.socket, exc)
+        return 2
+    print(json.dumps({"event": "refused", "region": cfg.region, "socket": cfg.socket, "reason": reason}),
+          flush=True)  # fmt: skip
+    agent.serve()
+    return 0
+
+
 def run(cfg: Config, *, force_format: bool = False) -> int:
-    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM."""
+    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM.
+
+    A region the agent refuses (see RegionOwner._check_target) is not an exit: the agent serves its
+    socket as a RefusingAgent, so Ray still starts and the reason is one ``gismo health`` away."""
+    try:
+        cfg.validate()
+    except ConfigError as exc:
+        return _serve_refusing(cfg, str(exc))
     try:
         agent = Agent(cfg, force_format=force_format)
+    except GismoError as exc:
+        return _serve_refusing(cfg, str(exc))
+    except OSError as exc:
+        return _serve_refusing(cfg, f"{cfg.device}: {os.strerror(exc.errno or errno.EIO)}")
+    try:
         agent.listen()
     except GismoError as exc:
         log.error("%s", exc)

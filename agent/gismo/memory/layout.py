@@ -16,7 +16,9 @@ Who writes what (one writer per byte, no atomics):
   asked for it, which writes its data and flips it to SEALED, then tells the agent (see client.py).
 - pin table: divided into leases of ``LEASE`` entries; each lease is written only by the one client
   process the agent leased it to (the agent clears it again once that client's connection is gone).
-- lease counters: one 16-byte record per lease (gets, fallbacks), written by the lease holder.
+- lease records: one 32-byte record per lease: counters (gets, fallbacks), written by the lease
+  holder; then the holder's identity (pid, process start time), written by the agent when it grants
+  or frees the lease, so a restarted agent can tell a dead holder from a live one.
 - data area: an extent is written by the client that reserved it, before sealing; immutable after.
 
 Slots are updated under a seqlock: the writer makes ``seq`` odd, writes the fields, makes it even.
@@ -34,12 +36,12 @@ from ..contract import PAGE
 from ..errors import CorruptRegion
 
 MAGIC = b"GISMO\x00R1"
-VERSION = 1
+VERSION = 2  # 2: lease records carry the holder's identity (32 bytes, was 16)
 ALIGN = 64
 HEADER_SIZE = PAGE
 SLOT_SIZE = 64
 PIN_SIZE = 16
-COUNTER_SIZE = 16
+COUNTER_SIZE = 32
 LEASE = 64  # pin entries per client lease
 SMALL_MAX = 64 << 10  # objects up to this size may come from a client's pre-reserved stash
 
@@ -77,13 +79,16 @@ SLOT_FIELDS = (
 PIN = struct.Struct("<IIQ")
 PIN_FIELDS = (("region", "<u4"), ("slot", "<u4"), ("generation", "<u8"))
 EMPTY_PIN = bytes(PIN_SIZE)
-# Lease counters: gets, fallbacks (written by the lease holder, summed by the agent).
+# Lease record: counters gets, fallbacks (written by the lease holder, summed by the agent), then the
+# holder: pid and start time (/proc/<pid>/stat field 22), written by the agent; 0, 0 = unknown.
 COUNTERS = struct.Struct("<QQ")
-COUNTER_FIELDS = (("gets", "<u8"), ("fallbacks", "<u8"))
+HOLDER = struct.Struct("<QQ")
+HOLDER_OFF = COUNTERS.size
+COUNTER_FIELDS = (("gets", "<u8"), ("fallbacks", "<u8"), ("holder_pid", "<u8"), ("holder_start", "<u8"))
 _SLOT_DTYPE: Any = None  # numpy dtypes, built lazily so layout stays importable without numpy cost
 _PIN_DTYPE: Any = None
 _COUNTERS_DTYPE: Any = None
-assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size == COUNTER_SIZE
+assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size + HOLDER.size == COUNTER_SIZE
 
 
 def align_up(n: int, a: int) -> int:
@@ -288,6 +293,16 @@ def write_counters(buf: Any, pos: int, gets: int, fallbacks: int) -> None:
 def read_counters(buf: Any, pos: int) -> tuple[int, int]:
     """(gets, fallbacks) of one lease."""
     return COUNTERS.unpack_from(buf, pos)
+
+
+def write_holder(buf: Any, pos: int, pid: int, start: int) -> None:
+    """Record who holds the lease whose record is at ``pos`` (the agent's write; 0, 0 = unknown)."""
+    HOLDER.pack_into(buf, pos + HOLDER_OFF, pid, start)
+
+
+def read_holder(buf: Any, pos: int) -> tuple[int, int]:
+    """(pid, start time) of the holder of the lease whose record is at ``pos``."""
+    return HOLDER.unpack_from(buf, pos + HOLDER_OFF)
 
 
 def slot_dtype() -> Any:

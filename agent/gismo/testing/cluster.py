@@ -54,6 +54,8 @@ from types import TracebackType
 from typing import Any
 
 from gismo import contract as c
+from gismo.poolrules import DEFAULT_FILE_PREFIXES
+from gismo.testing.poolfile import create_pool_file
 
 GISMO_ENV_KEYS = c.REGION_ENV
 #: Every Ray process of the harness listens on loopback only, never the machine's interface address.
@@ -299,14 +301,14 @@ class LocalCluster:
     def _start_agents(self) -> None:
         regions = [self._region_env(i) for i in range(self.nodes)]
         size = max(int(r[c.ENV_SLICE_OFFSET]) + int(r[c.ENV_SLICE_SIZE]) for r in regions)
-        fd = os.open(self.slice_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, size)  # sparse: tmpfs pages are allocated as the agents write
-        finally:
-            os.close(fd)
+        pool = regions[0].get(c.ENV_POOL) or "local"
+        # A Gismo pool file, as the node component makes one: agents format nothing else.
+        create_pool_file(self.slice_path, pool, size)
         for i, region in enumerate(regions):
             sock = os.path.join(self.tmpdir, f"agent-{i}.sock")
-            env = {**region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
+            env = {c.ENV_POOL: pool, **region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
+            if not any(self.slice_path.startswith(p + "/") for p in DEFAULT_FILE_PREFIXES):
+                env[c.ENV_FILE_PREFIXES] = os.path.dirname(self.slice_path)
             agent = AgentProcess(
                 i,
                 env,

@@ -77,14 +77,6 @@ class InjectionPlan:
     def __post_init__(self) -> None:
         if self.backend not in HOSTPATH_TYPES:
             raise ValueError(f"backend.type: expected one of {sorted(HOSTPATH_TYPES)}, got {self.backend!r}")
-        # Never inject a pool that breaks the pool rule: its agent would refuse to start, or the API
-        # server would refuse the pod. The webhook admits the pod without Gismo, naming the rule.
-        problems = poolrules.pool_problems(
-            backend=self.backend, path=self.device_path, region_size=self.region_size,
-            node_selector=self.node_selector, file_prefixes=self.file_prefixes,
-        )  # fmt: skip
-        if problems:
-            raise ValueError(poolrules.message(problems))
         if not self.agent.image:
             raise ValueError("agent.image: no agent image (set it on the pool or DEFAULT_AGENT_IMAGE)")
         for name in ("slice_offset", "slice_size", "region_index", "region_offset", "region_size"):
@@ -96,6 +88,14 @@ class InjectionPlan:
                 f"region {self.region_index}: [{self.region_offset}, {end}) lies outside the slice "
                 f"[{self.slice_offset}, {self.slice_offset + self.slice_size})"
             )
+        # Never inject a pool that breaks the pool rule: its agent would refuse to start, or the API
+        # server would refuse the pod. The webhook admits the pod without Gismo, naming the rule.
+        problems = poolrules.pool_problems(
+            backend=self.backend, path=self.device_path, region_size=self.region_size,
+            node_selector=self.node_selector, file_prefixes=self.file_prefixes,
+        )  # fmt: skip
+        if problems:
+            raise ValueError(poolrules.message(problems))
 
     def env(self) -> list[dict[str, str]]:
         """The GISMO_* environment (contract), identical in the agent and the Ray container."""

@@ -23,6 +23,7 @@ from gismo import client as client_module
 from gismo.config import Config
 from gismo.daemon import Agent
 from gismo.daemon.conn import Conn
+from gismo.testing.poolfile import create_pool_file
 from gismo.memory import layout
 from gismo.memory.layout import Geometry
 
@@ -36,10 +37,10 @@ SLOT_NAMES = ("seq", "generation", "state", "flags", "offset", "length", "alloc"
 def served(tmp_path: Path) -> Iterator[tuple[Agent, gismo.Client]]:
     """Region 0 of a two-region slice file, served by an in-process Agent; a Client connected to it."""
     device = tmp_path / "slice"
-    with open(device, "wb") as f:
-        f.truncate(2 * REGION)
+    create_pool_file(str(device), "records", 2 * REGION)
     cfg = Config(
-        device=str(device), slice_size=2 * REGION, region=0, region_size=REGION,
+        device=str(device), pool="records", file_prefixes=(str(tmp_path),), slice_size=2 * REGION,
+        region=0, region_size=REGION,
         socket=str(tmp_path / "agent.sock"), owner="records-test", grace_ms=1.0,
     )  # fmt: skip
     agent = Agent(cfg)
@@ -66,7 +67,7 @@ def _slot_view(agent: Agent, slot: int) -> dict[str, int]:
 def test_dtypes_and_structs_describe_the_same_bytes() -> None:
     assert layout.slot_dtype().itemsize == layout.SLOT_SIZE
     assert layout.pin_dtype().itemsize == layout.PIN_SIZE == layout.PIN.size
-    assert layout.counters_dtype().itemsize == layout.COUNTER_SIZE == layout.COUNTERS.size
+    assert layout.counters_dtype().itemsize == layout.COUNTER_SIZE == layout.COUNTERS.size + layout.HOLDER.size
     buf = bytearray(layout.SLOT_SIZE)
     layout.write_slot(buf, 0, 0x1122334455, layout.SEALED, 7, 0xABCDE000, 4321, 8192)
     row = np.frombuffer(buf, layout.slot_dtype(), 1)[0]
@@ -92,8 +93,12 @@ def test_pin_and_counter_records_round_trip() -> None:
     counters = bytearray(layout.COUNTER_SIZE)
     layout.write_counters(counters, 0, 12, 3)
     assert layout.read_counters(counters, 0) == (12, 3)
+    layout.write_holder(counters, 0, 4242, 987654321)
+    assert layout.read_holder(counters, 0) == (4242, 987654321)
+    assert layout.read_counters(counters, 0) == (12, 3)  # one writer per field: no overlap
     c = np.frombuffer(counters, layout.counters_dtype(), 1)[0]
     assert (int(c["gets"]), int(c["fallbacks"])) == (12, 3)
+    assert (int(c["holder_pid"]), int(c["holder_start"])) == (4242, 987654321)
 
 
 def test_header_and_run_record_as_both_sides_read_them(served: tuple[Agent, gismo.Client]) -> None:
