@@ -49,6 +49,10 @@ SLOT_DTYPE = layout.slot_dtype()
 _CRASH = crashpoints.ARMED  # test seam (crashpoints.py): False unless GISMO_TEST_CRASH_AT is set
 
 
+class RegionRefused(GismoError):
+    """The configured path or region is not this agent's to write (the message names the path)."""
+
+
 class RegionOwner:
     """Owns one region's metadata. Create with a validated Config (server.Agent adds the socket)."""
 
@@ -101,26 +105,26 @@ class RegionOwner:
             st = os.lstat(path)
         except FileNotFoundError:
             what = "DAX device" if cfg.backend == BACKEND_DEVDAX else "pool file"
-            raise GismoError(f"{path}: no such {what}; the agent never creates one") from None
+            raise RegionRefused(f"{path}: no such {what}; the agent never creates one") from None
         except OSError as exc:
-            raise GismoError(f"{path}: cannot inspect it ({exc.strerror})") from exc
+            raise RegionRefused(f"{path}: cannot inspect it ({exc.strerror})") from exc
         if cfg.backend == BACKEND_DEVDAX:
             if not stat.S_ISCHR(st.st_mode):
-                raise GismoError(f"{path}: not a character device, refusing to use it as a DAX device")
+                raise RegionRefused(f"{path}: not a character device, refusing to use it as a DAX device")
             return "a DAX device given to this pod"
         if not stat.S_ISREG(st.st_mode):
-            raise GismoError(f"{path}: not a regular file, refusing to use it as a pool file")
+            raise RegionRefused(f"{path}: not a regular file, refusing to use it as a pool file")
         try:
             marker = poolfile.check_pool_file(path, cfg.pool)
         except poolfile.PoolFileError as exc:
             if poolfile.read_marker(path) is not None:  # another pool's file: never ours
-                raise GismoError(f"{exc}; refusing to use it") from None
+                raise RegionRefused(f"{exc}; refusing to use it") from None
             if st.st_size < end:
-                raise GismoError(f"{exc}; refusing to use it (and it is too small for the slice)") from None
+                raise RegionRefused(f"{exc}; refusing to use it (and it is too small for the slice)") from None
             self._not_pool_file = str(exc)
             return ""
         if end > marker.capacity:
-            raise GismoError(
+            raise RegionRefused(
                 f"{path}: the pool file of {cfg.pool!r} holds {marker.capacity} bytes, the slice ends at {end}"
             )
         return f"the Gismo pool file of pool {cfg.pool!r}"
@@ -167,7 +171,7 @@ class RegionOwner:
             return old
         if old is None and not self._may_format:
             # Neither a pool file of ours nor a region of ours: formatting would destroy someone's data.
-            raise GismoError(
+            raise RegionRefused(
                 f"{cfg.device}: refusing to format region {cfg.region}: it carries no Gismo region header "
                 f"and {self._not_pool_file}"
             )

@@ -35,7 +35,7 @@ from ..memory import layout
 from . import protocol
 from . import holders
 from .conn import Conn
-from .region import RegionOwner
+from .region import RegionOwner, RegionRefused
 
 log = logging.getLogger("gismo.agent")
 
@@ -523,10 +523,14 @@ def run(cfg: Config, *, force_format: bool = False) -> int:
         return _serve_refusing(cfg, str(exc))
     try:
         agent = Agent(cfg, force_format=force_format)
-    except GismoError as exc:
+    except RegionRefused as exc:
         return _serve_refusing(cfg, str(exc))
+    except GismoError as exc:  # e.g. the region is served by another agent: exit, a restart retries
+        log.error("%s", exc)
+        return 2
     except OSError as exc:
-        return _serve_refusing(cfg, f"{cfg.device}: {os.strerror(exc.errno or errno.EIO)}")
+        log.error("agent cannot start: %s", os.strerror(exc.errno or errno.EIO))
+        return 2
     try:
         agent.listen()
     except GismoError as exc:

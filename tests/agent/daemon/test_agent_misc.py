@@ -70,10 +70,25 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
     env.update(pool.env(0))
     env["GISMO_REGION"] = "9"
-    out = subprocess.run(
-        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True
+    # A configuration the agent refuses is not an exit (Ray would then wait on the sidecar): the agent
+    # serves its socket, refuses every client with the reason, and `gismo health` says why.
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gismo.cli", "agent"], env=env, stdout=subprocess.PIPE, text=True
     )
-    assert out.returncode == 2 and "GISMO_REGION" in out.stderr
+    try:
+        assert proc.stdout is not None
+        event = json.loads(proc.stdout.readline())
+        assert event["event"] == "refused" and "GISMO_REGION=9" in event["reason"]
+        health = subprocess.run(
+            [sys.executable, "-m", "gismo.cli", "health"], env=env, capture_output=True, text=True
+        )
+        assert health.returncode == 0  # the startup probe passes: Ray starts
+        assert json.loads(health.stdout)["refused"] == event["reason"]
+        with pytest.raises(gismo.AgentUnavailable, match="refuses to serve.*GISMO_REGION=9"):
+            gismo.connect(env["GISMO_SOCKET"])
+    finally:
+        proc.terminate()
+        proc.wait(30)
     with pytest.raises(config.ConfigError, match="GISMO_REGION_OFFSET"):
         config.load(environ=pool.env(1) | {"GISMO_REGION_OFFSET": "12345"}).validate()
     cfg = config.load(environ=pool.env(1) | {"GISMO_REGION_OFFSET": str(pool.region_size)}).validate()
