@@ -427,6 +427,13 @@ class Agent(RegionOwner):
     def _op_stats(self, c: Conn, body: memoryview) -> bytes:
         return protocol.json_body(self.stats())
 
+    def stats(self) -> dict[str, Any]:
+        """The region's figures plus the socket's bounds at work."""
+        out = super().stats()
+        out["buffered_bytes"] = self.buffered
+        out["dropped"] = dict(self.dropped)
+        return out
+
     def _op_list(self, c: Conn, body: memoryview) -> bytes:
         return protocol.json_body(self.list_objects())
 
