@@ -119,12 +119,13 @@ class Config:
                 )
         return self
 
-
     def _validate_bounds(self) -> None:
         if not 1 <= self.max_connections <= 65536:
             raise ConfigError(f"GISMO_MAX_CONNECTIONS={self.max_connections} must be within 1..65536")
         if not 4096 <= self.max_conn_buffer <= 64 << 20:
-            raise ConfigError(f"GISMO_MAX_CONN_BUFFER={self.max_conn_buffer} must be within 4096..{64 << 20} bytes")
+            raise ConfigError(
+                f"GISMO_MAX_CONN_BUFFER={self.max_conn_buffer} must be within 4096..{64 << 20} bytes"
+            )
         if not self.max_conn_buffer <= self.max_total_buffer <= 16 << 30:
             raise ConfigError(
                 f"GISMO_MAX_TOTAL_BUFFER={self.max_total_buffer} must be at least GISMO_MAX_CONN_BUFFER "
@@ -140,6 +141,7 @@ _INT_FIELDS = {
     "slice_offset", "slice_size", "region_size", "region_offset", "slots", "pin_entries",
     "max_conn_buffer", "max_total_buffer",
 }  # fmt: skip
+_FLOAT_FIELDS = {"grace_ms", "orphan_grace_s", "format_wait_s", "hello_timeout_s", "frame_timeout_s"}
 
 
 def _norm(key: str) -> str:
@@ -168,7 +170,13 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                 values[name] = parse_size(val) if isinstance(val, str) else int(val)
             elif name in ("region", "metrics_port", "max_connections"):
                 values[name] = int(val)
-            elif name in ("grace_ms", "orphan_grace_s", "format_wait_s", "hello_timeout_s", "frame_timeout_s"):
+            elif name in (
+                "grace_ms",
+                "orphan_grace_s",
+                "format_wait_s",
+                "hello_timeout_s",
+                "frame_timeout_s",
+            ):
                 values[name] = float(val)
             elif name == "file_prefixes":
                 items = val.split(",") if isinstance(val, str) else list(val)

@@ -124,7 +124,9 @@ def label_key_problem(key: str) -> str | None:
             "starting and ending with an alphanumeric character"
         )
     if slash and (len(prefix) > MAX_LABEL_PREFIX or not _DNS_SUBDOMAIN.match(prefix)):
-        return f"label key {key!r}: the prefix must be a DNS subdomain of at most {MAX_LABEL_PREFIX} characters"
+        return (
+            f"label key {key!r}: the prefix must be a DNS subdomain of at most {MAX_LABEL_PREFIX} characters"
+        )
     return None
 
 
@@ -178,7 +180,9 @@ def path_problems(backend: str, path: str, file_prefixes: Sequence[str] | None) 
         return []
     if file_prefixes is not None and not any(path.startswith(p + "/") for p in file_prefixes):
         allowed = ", ".join(f"{p}/" for p in file_prefixes)
-        return [("backend.path", f"{path!r}: a file backend must lie under one of the allowed folders: {allowed}")]
+        return [
+            ("backend.path", f"{path!r}: a file backend must lie under one of the allowed folders: {allowed}")
+        ]
     return []
 
 

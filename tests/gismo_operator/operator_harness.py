@@ -233,6 +233,9 @@ class OperatorHandle:
                     text = await response.text()
                     assert response.status == 200, f"webhook HTTP {response.status}: {text}"
                     answer = await response.json()
+                    warnings = (answer.get("response") or {}).get("warnings") or []
+                    if any(review.NOT_DISCOVERED in w for w in warnings):
+                        return None  # kopf has not discovered the resource yet: ask again
                     assert answer["apiVersion"] == "admission.k8s.io/v1", answer
                     assert answer["kind"] == "AdmissionReview", answer
                     assert answer["response"]["uid"] == review["request"]["uid"], answer

@@ -149,7 +149,11 @@ def test_every_boundary_applies_the_same_rule(case: Case) -> None:
     fields = {"regionSize": ("spec.regionSize", "regionSize", "GISMO_REGION_SIZE"),
               "path": ("spec.backend.path", "backend.path", "GISMO_DEVICE"),
               "nodeSelector": ("spec.nodeSelector", "nodeSelector", "nodeSelector")}  # fmt: skip
-    kind = "nodeSelector" if case.node_selector else ("regionSize" if "region the agent" in case.rule else "path")
+    kind = (
+        "nodeSelector"
+        if case.node_selector
+        else ("regionSize" if "region the agent" in case.rule else "path")
+    )
     spellings = dict(zip(("webhook", "injection", "agent"), fields[kind], strict=True))
     for boundary, answer in answers.items():
         assert re.search(rf"(^|; ){re.escape(spellings[boundary])}: ", answer or ""), (boundary, answer)

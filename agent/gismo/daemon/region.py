@@ -120,12 +120,15 @@ class RegionOwner:
             if poolfile.read_marker(path) is not None:  # another pool's file: never ours
                 raise RegionRefused(f"{exc}; refusing to use it") from None
             if st.st_size < end:
-                raise RegionRefused(f"{exc}; refusing to use it (and it is too small for the slice)") from None
+                raise RegionRefused(
+                    f"{exc}; refusing to use it (and it is too small for the slice)"
+                ) from None
             self._not_pool_file = str(exc)
             return ""
         if end > marker.capacity:
             raise RegionRefused(
-                f"{path}: the pool file of {cfg.pool!r} holds {marker.capacity} bytes, the slice ends at {end}"
+                f"{path}: the pool file of {cfg.pool!r} holds {marker.capacity} bytes, "
+                f"the slice ends at {end}"
             )
         return f"the Gismo pool file of pool {cfg.pool!r}"
 

@@ -32,8 +32,7 @@ from ..config import Config, ConfigError
 from ..contract import AGENT_GID
 from ..errors import AgentUnavailable, GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
-from . import protocol
-from . import holders
+from . import holders, protocol
 from .conn import Conn
 from .region import RegionOwner, RegionRefused
 
@@ -238,7 +237,9 @@ class Agent(RegionOwner):
 
     def _drop_ungreeted(self, why: str) -> bool:
         """Close the oldest connection that never said HELLO (to make room); False when none."""
-        oldest = min((c for c in self.conns.values() if not c.greeted), key=lambda c: c.accepted, default=None)
+        oldest = min(
+            (c for c in self.conns.values() if not c.greeted), key=lambda c: c.accepted, default=None
+        )
         if oldest is None:
             return False
         self._drop(oldest, f"{why}: dropped a connection that never said HELLO")
@@ -269,7 +270,9 @@ class Agent(RegionOwner):
         self.buffered += held - c.buffered
         c.buffered = held
         if pending > self.cfg.max_conn_buffer:
-            self._drop(c, f"unfinished request above {self.cfg.max_conn_buffer} bytes (GISMO_MAX_CONN_BUFFER)")
+            self._drop(
+                c, f"unfinished request above {self.cfg.max_conn_buffer} bytes (GISMO_MAX_CONN_BUFFER)"
+            )
         while self.buffered > self.cfg.max_total_buffer and self.conns:
             hog = max(self.conns.values(), key=lambda x: x.buffered)
             self._drop(hog, f"all connections buffer above {self.cfg.max_total_buffer} bytes "
@@ -489,7 +492,9 @@ class RefusingAgent(Agent):
 
     def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
         if op == protocol.HEALTH:
-            return protocol.json_body({"ok": True, "ready": False, "region": self.region, "refused": self.reason})
+            return protocol.json_body(
+                {"ok": True, "ready": False, "region": self.region, "refused": self.reason}
+            )
         if op == protocol.STATS:
             return protocol.json_body({
                 "region": self.region, "pool": self.cfg.pool, "refused": self.reason,
@@ -502,7 +507,9 @@ class RefusingAgent(Agent):
 
 
 def _serve_refusing(cfg: Config, reason: str) -> int:
-    log.error("agent refuses to serve region %d: %s (Ray pods use Ray's own object store)", cfg.region, reason)
+    log.error(
+        "agent refuses to serve region %d: %s (Ray pods use Ray's own object store)", cfg.region, reason
+    )
     try:
         cfg._validate_bounds()
     except ConfigError:

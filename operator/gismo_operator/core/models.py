@@ -98,7 +98,9 @@ KubeQuantity = Annotated[
 #: the pool's model validator (a structural schema cannot constrain map keys).
 LabelValue = Annotated[
     str,
-    Field(json_schema_extra={"maxLength": poolrules.MAX_LABEL_NAME, "pattern": poolrules.LABEL_VALUE_PATTERN}),
+    Field(
+        json_schema_extra={"maxLength": poolrules.MAX_LABEL_NAME, "pattern": poolrules.LABEL_VALUE_PATTERN}
+    ),
 ]
 
 

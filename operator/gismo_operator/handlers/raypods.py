@@ -149,9 +149,7 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
         else:
             settings = current().settings
-            plan = build_plan(
-                pool, reservation, settings.default_agent_image, settings.file_backend_prefixes
-            )
+            plan = build_plan(pool, reservation, settings.default_agent_image, settings.file_backend_prefixes)
             result = inject_pod(pod, plan)
     except ValidationError as exc:
         problem = f"GismoPool {reservation.slice.spec.pool}: {describe_validation_error(exc)}"

@@ -43,6 +43,7 @@ from gismo_operator import crdgen, kube, registry
 from gismo_operator.context import OperatorContext, install
 from gismo_operator.settings import Settings
 from gismo_operator.webhook import devcert
+from gismo_operator.webhook.kopf_overrides import GismoWebhookServer
 
 T = TypeVar("T")
 
@@ -388,7 +389,7 @@ async def run_operator(
         port = free_port()
         opts: dict[str, Any] = {"metrics_port": 0, "health_port": 0, **settings}
         config = Settings(webhook_port=port, tls_dir=folder, namespace=namespace, **opts)
-        server = kopf.WebhookServer(
+        server = GismoWebhookServer(
             addr="127.0.0.1", port=port, host="127.0.0.1", certfile=cert, pkeyfile=key, cafile=ca
         )
         info = kopf.ConnectionInfo(server=api_url.rstrip("/"), default_namespace="default")

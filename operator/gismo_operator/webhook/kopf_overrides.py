@@ -4,6 +4,8 @@
   building for kinds watched with ``@kopf.on.event`` only.
 - :class:`FastAdmissionServer` and :func:`fast_admission`: AdmissionReviews answered before
   kopf's per-request machinery, for the webhooks that register a fast path.
+- :class:`GismoWebhookServer`: kopf's HTTPS server with its per-request ``_serve`` replaced, so every
+  request gets an AdmissionReview answer (malformed ones: allowed, with the reason).
 
 Module-level state: :data:`_fast_admissions`, the fast-path table. Like kopf's own handler
 registry, it is filled by decorators when the handler modules are imported
@@ -13,12 +15,18 @@ registry, it is filled by decorators when the handler modules are imported
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, cast
 
+import aiohttp.web
 import kopf
+from kopf._core.engines import admission as kopf_admission  # its resource-lookup error
 
 from gismo_operator.core.models import API_VERSION, SLICE_KIND
+from gismo_operator.webhook import review
+
+logger = logging.getLogger(__name__)
 
 #: Kinds (apiVersion, kind) the operator watches only with ``@kopf.on.event`` handlers: no
 #: create/update/delete/resume handler, daemon or timer. kopf's change detection is never used
@@ -100,3 +108,39 @@ class FastAdmissionServer:
 
         async for client_config in self.inner(serve):
             yield client_config
+
+
+class GismoWebhookServer(kopf.WebhookServer):
+    """kopf's HTTPS webhook server, answering every request with an AdmissionReview.
+
+    kopf answers a body that is not JSON with 400, and one it cannot handle (``request`` null or a
+    list, ``object`` a string, JSON nested deeper than the decoder's recursion limit, an unknown
+    resource) with 400, 404 or 500. Here each of those is an ``allowed: true`` answer naming the
+    reason (:mod:`gismo_operator.webhook.review`), and so is any error of a handler: with
+    failurePolicy Ignore, "allowed without Gismo" is what the API server would do anyway, said
+    explicitly and at once.
+    """
+
+    @staticmethod
+    async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        webhook = request.match_info.get("id")
+        try:
+            text = await request.text()
+        except aiohttp.web.HTTPException as exc:  # e.g. a body above aiohttp's client_max_size
+            return aiohttp.web.json_response(review.allow(None, f"unreadable request body ({exc.reason})"))
+        data, why = review.parse(text)
+        if why is None:
+            why = review.problem(data, webhook)
+        if why is not None:
+            logger.warning("admission request to /%s answered without Gismo: %s", webhook, why)
+            return aiohttp.web.json_response(review.allow(data, why))
+        headers = dict(request.headers)
+        sslpeer = request.transport.get_extra_info("peercert") if request.transport else None
+        try:
+            response = await fn(data, webhook=webhook, sslpeer=sslpeer, headers=headers)
+            return aiohttp.web.json_response(response)
+        except kopf_admission.UnknownResourceError:  # only right after start-up, before discovery
+            return aiohttp.web.json_response(review.allow(data, review.NOT_DISCOVERED))
+        except Exception as exc:  # never a 500: say why and let the object through unchanged
+            logger.exception("admission request to /%s failed; answered without Gismo", webhook)
+            return aiohttp.web.json_response(review.allow(data, f"operator error: {type(exc).__name__}"))

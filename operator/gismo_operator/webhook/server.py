@@ -1,6 +1,8 @@
 """The HTTPS server kopf serves admission handlers on, and why the operator cannot start.
 
-Production: the certificate the chart mounts (``TLS_DIR``). Dev: a fresh CA and certificate from
+The server is :class:`~gismo_operator.webhook.kopf_overrides.GismoWebhookServer` (every request gets
+an AdmissionReview answer). Production: the certificate the chart mounts (``TLS_DIR``). Dev: a fresh
+CA and certificate from
 :mod:`gismo_operator.webhook.devcert`.
 """
 
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 import kopf
 
 from gismo_operator.webhook import devcert
+from gismo_operator.webhook.kopf_overrides import GismoWebhookServer
 
 if TYPE_CHECKING:
     from gismo_operator.context import OperatorContext
@@ -46,7 +49,7 @@ def build_webhook_server(runtime: OperatorContext) -> kopf.WebhookServer:
             addr,
             settings.webhook_port,
         )
-        return kopf.WebhookServer(
+        return GismoWebhookServer(
             addr=addr, port=settings.webhook_port, host=host, certfile=cert, pkeyfile=key, cafile=ca
         )
     for path in (settings.tls_cert, settings.tls_key):
@@ -56,7 +59,7 @@ def build_webhook_server(runtime: OperatorContext) -> kopf.WebhookServer:
                 f"mount the certificate there or run with --dev"
             )
     ca = settings.tls_dir / "ca.crt"
-    return kopf.WebhookServer(
+    return GismoWebhookServer(
         addr=runtime.webhook_addr or "0.0.0.0",
         port=settings.webhook_port,
         host=settings.webhook_host,

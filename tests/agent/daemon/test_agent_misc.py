@@ -84,7 +84,7 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
         )
         assert health.returncode == 0  # the startup probe passes: Ray starts
         assert json.loads(health.stdout)["refused"] == event["reason"]
-        with pytest.raises(gismo.AgentUnavailable, match="refuses to serve.*GISMO_REGION=9"):
+        with pytest.raises(gismo.AgentUnavailable, match=r"refuses to serve.*GISMO_REGION=9"):
             gismo.connect(env["GISMO_SOCKET"])
     finally:
         proc.terminate()

@@ -44,7 +44,9 @@ def test_a_large_foreign_file_is_not_formatted(tmp_path: Path) -> None:
     f = tmp_path / "data.bin"
     content = os.urandom(1024) * (2 * REGION // 1024)
     f.write_bytes(content)
-    with pytest.raises(RegionRefused, match=f"{f}: refusing to format region 0: it carries no Gismo region header"):
+    with pytest.raises(
+        RegionRefused, match=f"{f}: refusing to format region 0: it carries no Gismo region header"
+    ):
         Agent(config(tmp_path, f), force_format=True)
     assert f.read_bytes() == content
 
@@ -56,7 +58,9 @@ def test_missing_paths_are_never_created(tmp_path: Path) -> None:
     assert not missing.exists()
     dax = "/dev/dax977.3"
     assert not os.path.exists(dax)
-    with pytest.raises(RegionRefused, match="/dev/dax977.3: no such DAX device; the agent never creates one"):
+    with pytest.raises(
+        RegionRefused, match=r"/dev/dax977\.3: no such DAX device; the agent never creates one"
+    ):
         Agent(config(tmp_path, Path(dax), backend="devdax", region_size=2 * MiB, slice_size=4 * MiB))
     assert not os.path.exists(dax)
 

@@ -23,9 +23,9 @@ from gismo import client as client_module
 from gismo.config import Config
 from gismo.daemon import Agent
 from gismo.daemon.conn import Conn
-from gismo.testing.poolfile import create_pool_file
 from gismo.memory import layout
 from gismo.memory.layout import Geometry
+from gismo.testing.poolfile import create_pool_file
 
 MiB = 1 << 20
 REGION = 8 * MiB
@@ -67,7 +67,9 @@ def _slot_view(agent: Agent, slot: int) -> dict[str, int]:
 def test_dtypes_and_structs_describe_the_same_bytes() -> None:
     assert layout.slot_dtype().itemsize == layout.SLOT_SIZE
     assert layout.pin_dtype().itemsize == layout.PIN_SIZE == layout.PIN.size
-    assert layout.counters_dtype().itemsize == layout.COUNTER_SIZE == layout.COUNTERS.size + layout.HOLDER.size
+    assert (
+        layout.counters_dtype().itemsize == layout.COUNTER_SIZE == layout.COUNTERS.size + layout.HOLDER.size
+    )
     buf = bytearray(layout.SLOT_SIZE)
     layout.write_slot(buf, 0, 0x1122334455, layout.SEALED, 7, 0xABCDE000, 4321, 8192)
     row = np.frombuffer(buf, layout.slot_dtype(), 1)[0]
