@@ -74,6 +74,10 @@ class OperatorContext:
     #: The last Warning Event message posted per (object, reason): KubeRay rewrites RayCluster
     #: status often, and the same "pool full" must not become one Event per status update.
     warned: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
+    #: uids of Ray pods already counted as running without the agent (GismoNotInjected).
+    reported_not_injected: set[str] = dataclasses.field(default_factory=set)
+    #: Per (namespace, RayCluster): the pods its last GismoNotInjected Event named.
+    reported_clusters: dict[tuple[str, str], list[str]] = dataclasses.field(default_factory=dict)
     #: Fire-and-forget Event posts in flight (an admission never waits for an Event write).
     event_tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
     #: The last view of each slice (the pool status validates a changed slice only).

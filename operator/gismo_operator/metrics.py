@@ -37,6 +37,16 @@ ALLOCATIONS = prometheus_client.Counter(
 )
 RELEASES = prometheus_client.Counter("gismo_releases", "Slices and regions released.", ["kind"])
 
+NOT_INJECTED = prometheus_client.Gauge(
+    "gismo_pods_not_injected",
+    "Live Ray pods of opted-in RayClusters running without the agent (never handled by the webhook).",
+    ["namespace", "raycluster"],
+)
+NOT_INJECTED_REPORTED = prometheus_client.Counter(
+    "gismo_pods_not_injected_reported",
+    "Ray pods reported running without the agent (GismoNotInjected), once each.",
+)
+
 WEBHOOK_LATENCY = prometheus_client.Histogram(
     "gismo_webhook_duration_seconds",
     "Time spent in admission webhook handlers.",
@@ -64,6 +74,16 @@ def set_pool(pool: str, *, capacity: int, allocated: int, free: int, slices: int
     POOL_ALLOCATED.labels(pool=pool).set(allocated)
     POOL_FREE.labels(pool=pool).set(free)
     POOL_SLICES.labels(pool=pool).set(slices)
+
+
+def set_not_injected(namespace: str, raycluster: str, pods: int) -> None:
+    """Publish how many live Ray pods of a cluster run without the agent."""
+    NOT_INJECTED.labels(namespace=namespace, raycluster=raycluster).set(pods)
+
+
+def count_not_injected() -> None:
+    """Count one Ray pod reported as running without the agent."""
+    NOT_INJECTED_REPORTED.inc()
 
 
 def forget_pool(pool: str) -> None:

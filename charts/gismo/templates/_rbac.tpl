@@ -19,7 +19,8 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
 - apiGroups: ["gismo.io"]
   resources: ["gismoslices"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# GismoSlice status: the regions-in-use counts kubectl shows (merge patch of the subresource).
+# GismoSlice status: the regions-in-use counts kubectl shows, and how many of the cluster's Ray
+# pods run without the agent (GismoNotInjected) (merge patch of the subresource).
 - apiGroups: ["gismo.io"]
   resources: ["gismoslices/status"]
   verbs: ["patch"]

@@ -387,6 +387,12 @@ class GismoSliceStatus(_Tolerant):
     regions_reserved: int | None = Field(
         default=None, ge=0, description="Regions reserved, pod not seen yet."
     )
+    pods_not_injected: int | None = Field(
+        default=None,
+        ge=0,
+        description="Live Ray pods of the cluster running without the agent (GismoNotInjected).",
+    )
+    pods_not_injected_names: list[str] = Field(default_factory=list, description="The first 20 of them.")
 
 
 class GismoSlice(_Tolerant):

@@ -10,7 +10,9 @@ then, not an interval later; retried every second until it succeeds) and then ev
    released, a reservation that never became a pod expires after ``RESERVATION_TTL`` (default 30;
    TTL + interval ≤ 60 s is enforced by the settings: MAX_RESERVATION_LIFETIME), pods whose
    entry is Reserved get bound;
-3. re-reconciles every opted-in RayCluster (a pool that was full may have room now).
+3. reports Ray pods of opted-in clusters that run without the agent
+   (:mod:`gismo_operator.handlers.notinjected`; also once at start-up);
+4. re-reconciles every opted-in RayCluster (a pool that was full may have room now).
 
 It runs as a plain asyncio task started by a startup handler rather than a kopf timer, because
 kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
@@ -40,7 +42,7 @@ from gismo_operator import kube, metrics
 from gismo_operator.constants import REASON_REGION_CONFLICT
 from gismo_operator.context import current, raycluster_ref
 from gismo_operator.core.slices import owned_by
-from gismo_operator.handlers import rayclusters
+from gismo_operator.handlers import notinjected, rayclusters
 from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class SweepReport:
     slices_released: list[str] = field(default_factory=list)
     regions_released: int = 0
     regions_bound: int = 0
+    pods_not_injected: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -107,6 +110,10 @@ async def sweep_once() -> SweepReport:
         except (SliceGone, TooManyConflicts, kube.ApiError, ValueError) as exc:
             report.errors.append(f"{namespace}/{name}: {exc}")
             logger.warning("sweep of GismoSlice %s/%s: %s", namespace, name, exc)
+    try:  # what failurePolicy Ignore let through: Ray pods the webhook never handled
+        report.pods_not_injected = await notinjected.report_round(slices, rayclusters_listed)
+    except kube.ApiError as exc:
+        report.errors.append(f"pods without Gismo: {exc}")
     for rc in rayclusters_listed:
         if ((rc.get("metadata") or {}).get("annotations") or {}).get(ANN_POOL):
             try:
@@ -146,6 +153,17 @@ async def start_sweeper(**_: Any) -> None:
     ctx = current()
     if ctx.sweeper is None or ctx.sweeper.done():
         ctx.sweeper = asyncio.get_running_loop().create_task(_loop(ctx.settings.sweep_interval))
+    # Pods created while the operator was down are reported now, not one sweep interval later.
+    task = asyncio.get_running_loop().create_task(_report_at_startup())
+    ctx.event_tasks.add(task)
+    task.add_done_callback(ctx.event_tasks.discard)
+
+
+async def _report_at_startup() -> None:
+    try:
+        await notinjected.report_now()
+    except (kube.ApiError, OSError) as exc:  # the first sweep round tries again
+        logger.warning("start-up report of Ray pods without Gismo failed: %s", exc)
 
 
 @kopf.on.cleanup()

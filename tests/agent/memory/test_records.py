@@ -173,9 +173,10 @@ def test_objects_pins_and_counters_through_a_real_client(served: tuple[Agent, gi
 
 
 # Modules that may define struct formats: the shared-memory format, the object header inside an
-# extent, the socket protocol's frames, and the daemon's fcntl lock record (a kernel ABI, not ours).
-FORMAT_OWNERS = {"memory/layout.py", "memory/serialize.py", "daemon/protocol.py"}
-KERNEL_ABI = {"daemon/region.py": {"@hhqqi4x"}}
+# extent, the socket protocol's frames, the pool-file marker (outside every region), and kernel ABIs
+# (the daemon's fcntl lock record, the SO_PEERCRED ucred), not ours.
+FORMAT_OWNERS = {"memory/layout.py", "memory/serialize.py", "daemon/protocol.py", "poolfile.py"}
+KERNEL_ABI = {"daemon/region.py": {"@hhqqi4x"}, "daemon/holders.py": {"3i"}}
 
 
 def _struct_formats(path: Path) -> set[str]:

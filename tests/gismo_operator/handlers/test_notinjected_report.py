@@ -1,0 +1,78 @@
+"""A Ray pod created while the operator is down is reported once it is up (kmock): a GismoNotInjected
+Warning on the pod and on its RayCluster, the metric, and the GismoSlice status."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+import kmock
+import pytest
+from prometheus_client import REGISTRY
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
+from _ray_fixtures import (
+    NS,
+    declare_resources,
+    eventually,
+    kuberay_pod,
+    pool_body,
+    raycluster_from_sample,
+    running_operator,
+)
+
+from gismo_operator import kube
+from gismo_operator.constants import REASON_NOT_INJECTED
+from gismo_operator.handlers import notinjected
+
+
+@pytest.fixture()
+def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    declare_resources(kmock)
+    return kmock
+
+
+def reported() -> float:
+    return REGISTRY.get_sample_value("gismo_pods_not_injected_reported_total") or 0.0
+
+
+async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.KubernetesEmulator) -> None:
+    async with running_operator(api) as op:
+        await op.client.create(kube.POOLS, pool_body(capacity="256Mi", region_size="1Mi"))
+        rc = raycluster_from_sample()
+        await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
+        await eventually(lambda: op.slice(rc["metadata"]["name"]))
+        admitted = await op.create_pod(kuberay_pod(rc, "head"), node="node-1")  # through the webhook
+    # The operator is down: KubeRay creates a worker, failurePolicy Ignore lets it through unchanged.
+    missed = kuberay_pod(rc)
+    missed["metadata"]["name"] = missed["metadata"]["generateName"] + "missed"
+    missed["metadata"]["uid"] = str(uuid.uuid4())
+    before = reported()
+    async with running_operator(api) as op:
+        await op.client.create(kube.PODS, missed, namespace=NS)
+
+        async def events() -> list[dict[str, object]]:
+            found = await op.events(REASON_NOT_INJECTED)
+            names = {e["involvedObject"]["name"] for e in found}  # type: ignore[index]
+            return found if {missed["metadata"]["name"], rc["metadata"]["name"]} <= names else []
+
+        found = await eventually(events, attempts=3000)
+        assert all(e["type"] == "Warning" for e in found)
+        assert admitted["metadata"]["name"] not in {e["involvedObject"]["name"] for e in found}  # type: ignore[index]
+        body = await eventually(lambda: _slice_with_status(op, rc["metadata"]["name"]), attempts=3000)
+        assert body["status"]["podsNotInjected"] == 1
+        assert body["status"]["podsNotInjectedNames"] == [missed["metadata"]["name"]]
+        assert reported() == before + 1
+        # Once: another round finds the same pod and says nothing new.
+        assert await op.kopf_thread.run_in_loop(notinjected.report_now()) == 1
+        again = await op.events(REASON_NOT_INJECTED)
+        assert len(again) == len(found), "\n".join(
+            str((e["involvedObject"], e["message"][:80])) for e in again
+        )
+        assert reported() == before + 1
+
+
+async def _slice_with_status(op: object, name: str) -> dict[str, object] | None:
+    body = await op.slice(name)  # type: ignore[attr-defined]
+    return body if body and (body.get("status") or {}).get("podsNotInjected") else None
