@@ -23,6 +23,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -49,6 +50,7 @@ from .ref import Ref
 
 SEAL_BATCH = 1024  # seal notices sent at the latest after this many puts
 REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
+CONNECT_RETRY_S = 2.0  # how long connect retries while the agent's listen backlog is full
 # layout's precompiled records, bound once: the get path reads a slot twice and writes a pin.
 _SEQ = layout.SLOT_SEQ
 _SLOT = layout.SLOT
@@ -216,11 +218,22 @@ class Client:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # A hung agent must surface as AgentUnavailable (the Ray layer then falls back), not a hang.
         s.settimeout(REQUEST_TIMEOUT)
-        try:
-            s.connect(self.cfg.socket)
-        except OSError as exc:
-            s.close()
-            raise AgentUnavailable(f"no Gismo agent at {self.cfg.socket}: {exc.strerror or exc}") from exc
+        deadline = time.monotonic() + CONNECT_RETRY_S
+        while True:
+            try:
+                s.connect(self.cfg.socket)
+                break
+            except BlockingIOError:
+                # The agent's listen backlog is full (a burst or a flood of connections): it drains it
+                # continuously, so try again for a moment before falling back to Ray.
+                if time.monotonic() < deadline:
+                    time.sleep(0.005)
+                    continue
+                s.close()
+                raise AgentUnavailable(f"Gismo agent at {self.cfg.socket}: its backlog stayed full") from None
+            except OSError as exc:
+                s.close()
+                raise AgentUnavailable(f"no Gismo agent at {self.cfg.socket}: {exc.strerror or exc}") from exc
         self._sock = s
         self._rbuf.clear()
         body = self._call(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid()))

@@ -46,6 +46,9 @@ ACCEPT_PAUSE_MIN_S = 0.01
 ACCEPT_PAUSE_MAX_S = 1.0
 #: How often idle and stuck connections are looked for.
 SWEEP_EVERY_S = 0.5
+LISTEN_BACKLOG = 4096
+#: Connections accepted per wake-up of the socket loop.
+ACCEPT_BATCH = 16
 #: How often leases inherited from a previous agent are checked for dead holders (the bound after
 #: which a dead reader's pins stop holding space, once the agent is up: see README, security).
 LEASE_CHECK_S = 1.0
@@ -125,7 +128,9 @@ class Agent(RegionOwner):
         finally:
             os.umask(old_umask)
         _restrict(path, 0o660)
-        ls.listen(256)
+        # A deep backlog (the kernel caps it at net.core.somaxconn): a flood of connections then waits
+        # in it, to be accepted and dropped, instead of making a newcomer's connect fail with EAGAIN.
+        ls.listen(LISTEN_BACKLOG)
         ls.setblocking(False)
         self.listener = ls
         self.sel = selectors.DefaultSelector()
@@ -189,7 +194,9 @@ class Agent(RegionOwner):
 
     def _accept(self) -> None:
         assert self.listener is not None and self.sel is not None
-        while True:
+        # A few per wake-up, not the whole backlog: requests of the connections just accepted (a
+        # newcomer's HELLO) are read before more arrivals could push them out as "never greeted".
+        for _ in range(ACCEPT_BATCH):
             if len(self.conns) >= self.cfg.max_connections and not self._drop_ungreeted("connection cap"):
                 self._pause_accept(f"{len(self.conns)} connections, the cap (GISMO_MAX_CONNECTIONS)")
                 return
