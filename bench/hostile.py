@@ -63,7 +63,7 @@ def start_agent(env: dict[str, str], log: str, nofile: int) -> subprocess.Popen[
 
 def flood(path: str, ready: Any, stop: Any) -> None:
     """Hold HOSTILE connections open; re-open what the agent drops."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, HOSTILE + 256), hard))
     conns: list[socket.socket | None] = [None] * HOSTILE
     partial = protocol.LEN.pack(protocol.MAX_FRAME) + b"\x01" + bytes(4096)
@@ -176,13 +176,14 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     p99 = pct(stormy, 99)
     result = {
-        "meta": {"ops": args.ops, "object_bytes": 4096, "hostile_connections": HOSTILE, "agent_nofile": args.nofile,
-                 "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "agent_log_lines": log_lines,
+        "meta": {"ops": args.ops, "object_bytes": 4096, "hostile_connections": HOSTILE,
+                 "agent_nofile": args.nofile, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "agent_log_lines": log_lines,
                  "dropped_by_reason": st.get("dropped", {})},
         "calm": {"p50_ms": pct(calm, 50), "p99_ms": pct(calm, 99), "errors": calm_err},
         "hostile": {"p50_ms": pct(stormy, 50), "p99_ms": p99, "errors": storm_err},
         "newcomers_under_flood": {"connect_put_get_p50_ms": statistics.median(newcomers),
-                                  "max_ms": max(newcomers), "errors": new_err, "first_errors": sorted(set(errors_seen))[:5]},
+                                  "max_ms": max(newcomers), "errors": new_err,
+                                  "first_errors": sorted(set(errors_seen))[:5]},
         "targets": {
             "hostile_p99_ms": {"value": p99, "target": P99_TARGET_MS, "met": p99 <= P99_TARGET_MS},
             "hostile_errors": {"value": storm_err, "target": 0, "met": storm_err == 0},
