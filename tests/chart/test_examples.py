@@ -81,3 +81,27 @@ def test_node_prep_matches_the_example_pool() -> None:
     env = {e["name"]: e["value"] for e in ds["spec"]["template"]["spec"]["initContainers"][0]["env"]}
     assert env["POOL_PATH"] == pool.spec.backend.path
     assert int(env["POOL_SIZE"]) == pool.spec.capacity
+
+
+def test_node_prep_script_makes_a_pool_file_the_agent_accepts(tmp_path: Path) -> None:
+    """The DaemonSet's script, run against a folder standing in for the host: a Gismo pool file of the
+    example pool; run again, it keeps it; a foreign file at the path is refused, untouched."""
+    import subprocess
+    import sys
+
+    from gismo.poolfile import check_pool_file
+
+    ds = yaml.safe_load((REPO / "examples" / "pool-node-prep.yaml").read_text())
+    init = ds["spec"]["template"]["spec"]["initContainers"][0]
+    env = {e["name"]: e["value"] for e in init["env"]} | {"HOST_ROOT": str(tmp_path), "POOL_SIZE": str(1 << 20)}
+    script = init["command"][-1]
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
+        marker = check_pool_file(str(tmp_path) + env["POOL_PATH"], env["POOL_NAME"], 1 << 20)
+        assert marker.capacity == 1 << 20
+    foreign = tmp_path / "foreign"
+    foreign.write_bytes(b"keep me")
+    env["POOL_PATH"] = "/foreign"
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "not a Gismo pool file" in run.stderr
+    assert foreign.read_bytes() == b"keep me"
