@@ -177,7 +177,8 @@ def main() -> None:
     p99 = pct(stormy, 99)
     result = {
         "meta": {"ops": args.ops, "object_bytes": 4096, "hostile_connections": HOSTILE,
-                 "agent_nofile": args.nofile, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "agent_log_lines": log_lines,
+                 "agent_nofile": args.nofile, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0],
+                 "agent_log_lines": log_lines,
                  "dropped_by_reason": st.get("dropped", {})},
         "calm": {"p50_ms": pct(calm, 50), "p99_ms": pct(calm, 99), "errors": calm_err},
         "hostile": {"p50_ms": pct(stormy, 50), "p99_ms": p99, "errors": storm_err},

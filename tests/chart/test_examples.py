@@ -93,7 +93,8 @@ def test_node_prep_script_makes_a_pool_file_the_agent_accepts(tmp_path: Path) ->
 
     ds = yaml.safe_load((REPO / "examples" / "pool-node-prep.yaml").read_text())
     init = ds["spec"]["template"]["spec"]["initContainers"][0]
-    env = {e["name"]: e["value"] for e in init["env"]} | {"HOST_ROOT": str(tmp_path), "POOL_SIZE": str(1 << 20)}
+    env = {e["name"]: e["value"] for e in init["env"]}
+    env |= {"HOST_ROOT": str(tmp_path), "POOL_SIZE": str(1 << 20)}
     script = init["command"][-1]
     for _ in range(2):
         subprocess.run([sys.executable, "-c", script], env=env, check=True, capture_output=True)
