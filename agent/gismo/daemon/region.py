@@ -31,8 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import crashpoints
-from .. import poolfile
+from .. import crashpoints, poolfile
 from ..config import Config
 from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull

@@ -16,11 +16,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from storefix import AgentProc, Pool, ask, stats_of, wait_for
+from storefix import AgentProc, Pool, ask, stats_of
 
 import gismo
 from gismo.daemon import protocol
 from gismo.errors import ProtocolError
+from gismo.testing import wait_until
 
 MiB = 1 << 20
 
@@ -117,11 +118,11 @@ def test_parked_partial_frames_are_bounded_and_closed(pool: Pool) -> None:
             s.sendall(protocol.LEN.pack(protocol.MAX_FRAME) + b"\x01" + bytes(512 << 10))
             parked.append(s)
         put_get(agent.socket)
-        st = wait_for(lambda: (s := agent.stats())["dropped"] and s, what="the total cap to drop a hog")
+        st = wait_until(lambda: (s := agent.stats())["dropped"] and s, "the total cap to drop a hog")
         assert st["buffered_bytes"] <= 4 * MiB
         assert any("GISMO_MAX_TOTAL_BUFFER" in why for why in st["dropped"]), st["dropped"]
         # The rest are closed once their request has been unfinished for frame_timeout_s.
-        wait_for(lambda: agent.stats()["clients"] == 1, what="parked connections to be closed")
+        wait_until(lambda: agent.stats()["clients"] == 1, "parked connections to be closed")
         st = agent.stats()
         assert st["buffered_bytes"] == 0
         assert any("request left unfinished" in why for why in st["dropped"]), st["dropped"]
@@ -138,7 +139,7 @@ def test_one_connection_cannot_buffer_more_than_its_cap(pool: Pool) -> None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(agent.socket)
             s.sendall(protocol.LEN.pack(protocol.MAX_FRAME) + bytes(128 << 10))
-            wait_for(lambda: s.recv(1) == b"", what="the connection to be closed")
+            wait_until(lambda: s.recv(1) == b"", "the connection to be closed")
         assert any("GISMO_MAX_CONN_BUFFER" in why for why in agent.stats()["dropped"])
     finally:
         agent.stop()

@@ -5,10 +5,11 @@ moment holds space back only until its agent is up again (bound: README, securit
 from __future__ import annotations
 
 import numpy as np
-from storefix import Pool, wait_for
+from storefix import Pool
 
 import gismo
 from gismo.daemon import holders
+from gismo.testing import wait_until
 
 
 def test_a_reader_killed_while_its_agent_is_down_frees_its_space_at_restart(pool: Pool) -> None:
@@ -20,7 +21,7 @@ def test_a_reader_killed_while_its_agent_is_down_frees_its_space_at_restart(pool
     survivor.call("hold", "v", kept)
     w.delete(doomed)
     w.delete(kept)
-    assert wait_for(lambda: a.stats()["pending_deletes"] == 2, what="both deletes pinned")
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 2, "both deletes pinned")
     w.close()
     a.kill9()  # the agent is down ...
     reader.proc.kill()  # ... when the reader is killed
@@ -30,13 +31,13 @@ def test_a_reader_killed_while_its_agent_is_down_frees_its_space_at_restart(pool
     # Found at recovery from the lease records alone: no connection of the new agent ever saw it.
     assert st["recovered"]["leases_of_dead_holders"] == 1
     assert st["recovered"]["leases_held"] == 1  # the survivor's lease: its holder still runs
-    assert wait_for(lambda: a.stats()["pending_deletes"] == 1, what="the dead reader's object reclaimed")
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 1, "the dead reader's object reclaimed")
     # The survivor, connected to the previous agent, is killed now, with the agent up: its lease goes
     # at the next lease check, and its object with it.
     assert survivor.call("pins") == 1
     survivor.proc.kill()
     survivor.proc.join(10)
-    assert wait_for(lambda: a.stats()["pending_deletes"] == 0, what="the second reader's object reclaimed")
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 0, "the second reader's object reclaimed")
 
 
 def test_a_live_reader_keeps_its_pin_across_a_restart(pool: Pool) -> None:
@@ -53,7 +54,7 @@ def test_a_live_reader_keeps_its_pin_across_a_restart(pool: Pool) -> None:
     assert a.stats()["pending_deletes"] == 1  # still pinned by a live holder: never reclaimed under it
     assert reader.call("held_bytes", "v", 0, 16) == np.arange(1 << 16)[:2].tobytes()
     reader.call("drop", "v")
-    assert wait_for(lambda: a.stats()["pending_deletes"] == 0, what="reclaim after the view is dropped")
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 0, "reclaim after the view is dropped")
 
 
 def test_a_reused_pid_is_not_the_holder() -> None:

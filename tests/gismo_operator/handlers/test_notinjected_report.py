@@ -15,13 +15,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
 from _ray_fixtures import (
     NS,
     declare_resources,
-    eventually,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
 
+from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.constants import REASON_NOT_INJECTED
 from gismo_operator.handlers import notinjected
@@ -42,7 +42,7 @@ async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.K
         await op.client.create(kube.POOLS, pool_body(capacity="256Mi", region_size="1Mi"))
         rc = raycluster_from_sample()
         await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await eventually(lambda: op.slice(rc["metadata"]["name"]))
+        await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the cluster's GismoSlice")
         admitted = await op.create_pod(kuberay_pod(rc, "head"), node="node-1")  # through the webhook
     # The operator is down: KubeRay creates a worker, failurePolicy Ignore lets it through unchanged.
     missed = kuberay_pod(rc)
@@ -57,10 +57,12 @@ async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.K
             names = {e["involvedObject"]["name"] for e in found}  # type: ignore[index]
             return found if {missed["metadata"]["name"], rc["metadata"]["name"]} <= names else []
 
-        found = await eventually(events, attempts=3000)
+        found = await wait_until_async(events, "GismoNotInjected on the pod and its RayCluster")
         assert all(e["type"] == "Warning" for e in found)
         assert admitted["metadata"]["name"] not in {e["involvedObject"]["name"] for e in found}  # type: ignore[index]
-        body = await eventually(lambda: _slice_with_status(op, rc["metadata"]["name"]), attempts=3000)
+        body = await wait_until_async(
+            lambda: _slice_with_status(op, rc["metadata"]["name"]), "podsNotInjected in the slice's status"
+        )
         assert body["status"]["podsNotInjected"] == 1
         assert body["status"]["podsNotInjectedNames"] == [missed["metadata"]["name"]]
         assert reported() == before + 1
