@@ -82,6 +82,7 @@ class RegionOwner:
         self.sealed_bytes = 0
         self.reserved_bytes = 0  # extents handed to clients and not yet sealed (in-flight puts, stashes)
         self.recovered: dict[str, int] = {}
+        self.lease_recovery: dict[str, int] = {"held": 0, "dead_holders": 0}
         self.geom = self._format_or_recover(force_format)
         # the connections holding reservations and leases, by id (filled by the server)
         self.conns: dict[int, Conn] = {}
@@ -297,11 +298,11 @@ class RegionOwner:
         self.held_leases = busy_leases
         self.free_leases = [i for i in range(g.leases - 1, -1, -1) if i not in busy_leases]
         reaped = self._reap_held_leases()
-        self.recovered = {
-            "kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting,
-            "leases_held": len(self.held_leases), "leases_of_dead_holders": reaped,
-        }  # fmt: skip
-        log.info("region %d recovered (epoch %d): %s", g.region, self.epoch, self.recovered)
+        self.recovered = {"kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting}
+        # Inherited pin leases: still held by live holders, and freed because their holder is gone.
+        self.lease_recovery = {"held": len(self.held_leases), "dead_holders": reaped}
+        log.info("region %d recovered (epoch %d): %s, leases %s", g.region, self.epoch, self.recovered,
+                 self.lease_recovery)  # fmt: skip
 
     def _new_lease(self, c: Conn) -> tuple[int, int]:
         if not self.free_leases and self.held_leases:
@@ -645,6 +646,7 @@ class RegionOwner:
             "fallbacks": self.fallbacks + self.store_full, "store_full": self.store_full,
             "tied_reclaimed": self.tied_reclaimed,
             "clients": len(self.conns), "leases_free": len(self.free_leases), "recovered": self.recovered,
+            "lease_recovery": self.lease_recovery,
             "uptime_s": round(time.time() - self.started, 3),
         }  # fmt: skip
 

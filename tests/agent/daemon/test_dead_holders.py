@@ -29,8 +29,8 @@ def test_a_reader_killed_while_its_agent_is_down_frees_its_space_at_restart(pool
     a.start()
     st = a.stats()
     # Found at recovery from the lease records alone: no connection of the new agent ever saw it.
-    assert st["recovered"]["leases_of_dead_holders"] == 1
-    assert st["recovered"]["leases_held"] == 1  # the survivor's lease: its holder still runs
+    assert st["lease_recovery"]["dead_holders"] == 1
+    assert st["lease_recovery"]["held"] == 1  # the survivor's lease: its holder still runs
     assert wait_until(lambda: a.stats()["pending_deletes"] == 1, "the dead reader's object reclaimed")
     # The survivor, connected to the previous agent, is killed now, with the agent up: its lease goes
     # at the next lease check, and its object with it.
@@ -50,7 +50,7 @@ def test_a_live_reader_keeps_its_pin_across_a_restart(pool: Pool) -> None:
     w.close()
     a.stop()
     a.start()
-    assert a.stats()["recovered"]["leases_of_dead_holders"] == 0
+    assert a.stats()["lease_recovery"]["dead_holders"] == 0
     assert a.stats()["pending_deletes"] == 1  # still pinned by a live holder: never reclaimed under it
     assert reader.call("held_bytes", "v", 0, 16) == np.arange(1 << 16)[:2].tobytes()
     reader.call("drop", "v")
