@@ -1,5 +1,6 @@
 """Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one,
-``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver).
+``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver), ``gismo node`` runs
+the node component (the kubelet device plugin; needs the ``node`` extra).
 
 Flags override the ``GISMO_*`` environment (the chart sets env; flags are for humans and tests).
 ``gismo health`` exits 0 only when the agent answers, so it doubles as an exec readiness probe.
@@ -56,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     d = sub.add_parser("deliver", help="copy the pure-Python gismo client into DEST/gismo")
     d.add_argument("dest", help="folder to put on PYTHONPATH")
+    n = sub.add_parser("node", help="run the node component: the kubelet device plugin for the pools")
+    n.add_argument("--config", help="JSON config of the pools to serve (GISMO_NODE_CONFIG)")
+    n.add_argument("--log-level", default="INFO")
     for name, text in (
         ("stats", "print the agent's counters as JSON"),
         ("health", "exit 0 if the agent answers"),
@@ -75,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.cmd == "deliver":
         return _deliver(ns.dest)
+    if ns.cmd == "node":
+        _logging(ns.log_level)
+        return _node(ns.config)
     if ns.cmd == "agent":
         # Delivery comes first, whatever happens to the agent after it: the Ray container imports
         # gismo from that folder (and falls back to Ray's store when the agent cannot serve).
@@ -100,6 +107,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gismo {ns.cmd}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(out, indent=2, sort_keys=True))
+    return 0
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _node(config_path: str | None) -> int:
+    try:
+        from .node.config import NodeConfigError, load_config
+        from .node.service import NodeService
+    except ImportError as exc:
+        print(f"gismo node: {exc.name} is missing: install the node extra (pip install 'gismo[node]')",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    import signal
+    import threading
+
+    try:
+        config = load_config(config_path)
+    except NodeConfigError as exc:
+        print(f"gismo node: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    NodeService(config).run(stop)
     return 0
 
 
