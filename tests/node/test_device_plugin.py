@@ -229,3 +229,41 @@ def test_stop_removes_the_plugin_sockets(node_dir: Path, kubelet: FakeKubelet) -
     assert not thread.is_alive()
     assert not sock.exists()
     assert (Path(kubelet.plugin_dir) / "kubelet.sock").is_socket()  # the kubelet's own is left alone
+
+
+def test_in_a_container_the_host_is_seen_under_host_root(node_dir: Path, kubelet: FakeKubelet) -> None:
+    """As the chart runs it: host paths in the config and in Allocate, files found under hostRoot."""
+    import threading
+
+    from gismo.node.config import parse_config
+
+    host = node_dir / "host"
+    cfg = parse_config(
+        {
+            "pools": [
+                {"name": "pool0", "capacity": "1Mi", "backend": {"type": "shm", "path": "/dev/shm/g/pool0"}}
+            ],
+            "pluginDir": kubelet.plugin_dir,
+            "pollSeconds": 0.05,
+            "hostRoot": str(host),
+            "fileOwner": "keep",
+        }
+    )
+    service = NodeService(cfg)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        reg = kubelet.next_registration()
+        assert kubelet.watch(reg.endpoint).next_update()[0] == ("pool0-0", "Healthy")
+        assert read_marker(str(host / "dev/shm/g/pool0")) is not None
+        assert not os.path.exists("/dev/shm/g/pool0")
+        answer = kubelet.plugin(reg.endpoint).Allocate(
+            pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=["pool0-0"])]),
+            timeout=10,
+        )
+        mount = answer.container_responses[0].mounts[0]
+        assert (mount.host_path, mount.container_path) == ("/dev/shm/g/pool0", "/dev/shm/g/pool0")
+    finally:
+        stop.set()
+        thread.join(timeout=30)

@@ -6,7 +6,11 @@ fields as a GismoPool spec) into a ConfigMap; ``GISMO_NODE_CONFIG`` or ``--confi
     {"pools": [{"name": "pool0", "capacity": "64Gi", "shares": 128,
                 "backend": {"type": "shm", "path": "/dev/shm/gismo/pool0"}}],
      "pluginDir": "/var/lib/kubelet/device-plugins", "pollSeconds": 2,
-     "fileRoots": ["/dev/shm"], "deviceRoots": ["/dev"]}
+     "fileRoots": ["/dev/shm"], "deviceRoots": ["/dev"], "hostRoot": "/host"}
+
+Paths are the node's (the host's): that is what ``Allocate`` hands the kubelet. ``hostRoot`` says where
+this process sees the host's filesystem when it runs in a container (the chart mounts the pool folders
+and ``/dev`` under ``/host``); empty means it runs on the host itself.
 
 Every refusal names the field and the rule (``pools[0].backend.path: must be absolute``). Unknown
 keys are errors: a typo must not silently turn a setting off.
@@ -94,6 +98,11 @@ class NodeConfig:
     file_uid: int | None = AGENT_UID
     file_gid: int | None = AGENT_GID
     file_mode: int = 0o660
+    host_root: str = ""
+
+    def local(self, host_path: str) -> str:
+        """Where this process finds ``host_path`` of the node."""
+        return self.host_root + host_path if self.host_root else host_path
 
     @property
     def kubelet_socket(self) -> str:
@@ -102,7 +111,9 @@ class NodeConfig:
 
 _POOL_KEYS = {"name", "backend", "capacity", "shares"}
 _BACKEND_KEYS = {"type", "path"}
-_TOP_KEYS = {"pools", "pluginDir", "pollSeconds", "fileRoots", "deviceRoots", "fileOwner", "fileMode"}
+_TOP_KEYS = {
+    "pools", "pluginDir", "pollSeconds", "fileRoots", "deviceRoots", "fileOwner", "fileMode", "hostRoot",
+}  # fmt: skip
 
 
 def _unknown(where: str, got: Mapping[str, Any], allowed: set[str]) -> None:
@@ -220,7 +231,10 @@ def parse_config(raw: Any) -> NodeConfig:
     mode = body.get("fileMode", 0o660)
     if isinstance(mode, bool) or not isinstance(mode, int) or mode & ~0o660 or (mode & 0o600) != 0o600:
         raise NodeConfigError(f"fileMode: {mode!r} must grant the owner rw and nothing beyond 0o660")
-    return NodeConfig(pools, plugin_dir, float(poll), uid, gid, mode)
+    host_root = body.get("hostRoot", "")
+    if host_root != "":
+        host_root = _clean_path("hostRoot", host_root)
+    return NodeConfig(pools, plugin_dir, float(poll), uid, gid, mode, host_root)
 
 
 def _owner(value: Any) -> tuple[int | None, int | None]:

@@ -29,17 +29,18 @@ class Presence:
     reason: str = ""
 
 
-def probe(pool: PoolSpec) -> Presence:
-    """The pool's presence on this node."""
+def probe(pool: PoolSpec, host_root: str = "") -> Presence:
+    """The pool's presence on this node (whose filesystem this process sees under ``host_root``)."""
+    path = host_root + pool.path
     if pool.backend == BACKEND_DEVDAX:
-        return _probe_device(pool.path)
+        return _probe_device(path)
     if pool.backend == BACKEND_SHM:
         try:
-            check_pool_file(pool.path, pool.name, pool.capacity)
+            check_pool_file(path, pool.name, pool.capacity)
         except PoolFileError as exc:
             return Presence(False, str(exc))
         return Presence(True)
-    return _probe_file(pool.path, pool.capacity)
+    return _probe_file(path, pool.capacity)
 
 
 def _probe_device(path: str) -> Presence:

@@ -36,12 +36,13 @@ def prepare(pool: PoolSpec, config: NodeConfig) -> str:
     """
     if pool.backend != BACKEND_SHM:
         raise ValueError(f"pool {pool.name}: only shm pool files are prepared, not {pool.backend}")
-    if os.path.lexists(pool.path):
-        check_pool_file(pool.path, pool.name, pool.capacity)
+    path = config.local(pool.path)
+    if os.path.lexists(path):
+        check_pool_file(path, pool.name, pool.capacity)
         return "present"
-    folder = os.path.dirname(pool.path)
+    folder = os.path.dirname(path)
     os.makedirs(folder, mode=0o755, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(pool.path)}.gismo-tmp-{secrets.token_hex(6)}")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.gismo-tmp-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         try:
@@ -57,15 +58,15 @@ def prepare(pool: PoolSpec, config: NodeConfig) -> str:
         finally:
             os.close(fd)
         try:
-            os.link(tmp, pool.path, follow_symlinks=False)
+            os.link(tmp, path, follow_symlinks=False)
         except FileExistsError:
             # Someone else created it first: theirs stands if it is this pool's file.
-            check_pool_file(pool.path, pool.name, pool.capacity)
+            check_pool_file(path, pool.name, pool.capacity)
             return "present"
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    log.info("created pool file %s for pool %s (%d bytes + marker)", pool.path, pool.name, pool.capacity)
+    log.info("created pool file %s for pool %s (%d bytes + marker)", path, pool.name, pool.capacity)
     return "created"
 
 

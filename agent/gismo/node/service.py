@@ -152,7 +152,7 @@ class NodeService:
 
     def probe_all(self) -> None:
         for ep in self.endpoints:
-            presence: Presence = probe(ep.pool)
+            presence: Presence = probe(ep.pool, self.config.host_root)
             ep.health.set(presence)
             reason = "" if presence.healthy else presence.reason
             if self._reasons.get(ep.pool.name) != reason:
