@@ -38,7 +38,7 @@ lint: install
 crds: install
 	$(BIN)/python -m gismo_operator.crdgen --out crds --chart charts/gismo/crds
 
-# The kubelet device-plugin API stubs of `gismo node` (committed; tests/node/test_protos.py checks them).
+# The kubelet device-plugin API stubs of `gismo node` (committed; tests/agent/node/test_protos.py checks them).
 protos: install
 	$(BIN)/python scripts/gen_protos.py
 
@@ -68,6 +68,7 @@ bench-broadcast: install
 images:
 	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
 	docker build -f images/agent/Dockerfile -t gismo-agent:dev .
+	docker build -f images/node/Dockerfile -t gismo-node:dev .
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,7 @@
 
 The stubs are committed (``agent/gismo/node/proto/api_pb2*.py(i)``) so that installing ``gismo[node]``
 needs no code generator; this script is the one way they are made, and
-tests/node/test_protos.py checks that the committed files equal a fresh run of it.
+tests/agent/node/test_protos.py checks that the committed files equal a fresh run of it.
 
     python scripts/gen_protos.py            # rewrite the committed stubs
     python scripts/gen_protos.py OUT_DIR    # write them under OUT_DIR/gismo/node/proto/ instead

@@ -133,7 +133,7 @@ def test_least_privilege(docs: list[Doc]) -> None:
         assert container["resources"]["requests"] and container["resources"]["limits"]
 
 
-def test_scheduled_on_the_pools_nodes_with_the_agent_image(docs: list[Doc]) -> None:
+def test_scheduled_on_the_pools_nodes_with_the_node_image(docs: list[Doc]) -> None:
     sets = daemonsets(docs)
     assert sets["cxl0"]["spec"]["template"]["spec"]["nodeSelector"] == {
         "kubernetes.io/os": "linux",
@@ -143,7 +143,7 @@ def test_scheduled_on_the_pools_nodes_with_the_agent_image(docs: list[Doc]) -> N
     assert sets["shm1"]["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/os": "linux"}
     for ds in sets.values():
         (container,) = ds["spec"]["template"]["spec"]["containers"]
-        assert container["image"] == "gismo-agent:0.1.0"
+        assert container["image"] == "gismo-node:0.1.0"
         labels = ds["spec"]["template"]["metadata"]["labels"]
         assert ds["spec"]["selector"]["matchLabels"] == labels
         assert labels["app.kubernetes.io/component"] == "node"
@@ -169,8 +169,8 @@ def test_the_config_checksum_rolls_the_pods() -> None:
     ("args", "message"),
     [
         (
-            ["--set", "pool.create=true", "--set", "pool.name=a.b"],
-            'pool name "a.b" must be a lower-case DNS label',
+            ["--set", "pool.create=true", "--set", "pool.name=" + "a" * 64],
+            "must be at most 63 characters of lower-case letters",
         ),
         (
             ["--set-json", 'node.pools=[{"name":"s","backend":{"type":"shm","path":"/dev/shm/s"}}]'],

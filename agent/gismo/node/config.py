@@ -26,14 +26,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from ..config import parse_size
-from ..contract import AGENT_GID, AGENT_UID, BACKEND_DEVDAX, BACKEND_SHM, PAGE
+from ..contract import AGENT_GID, AGENT_UID, BACKEND_DEVDAX, BACKEND_SHM, PAGE, RESOURCE_PREFIX
 
 #: Where the kubelet looks for device plugins (``v1beta1.DevicePluginPath``).
 KUBELET_PLUGIN_DIR: Final = "/var/lib/kubelet/device-plugins"
 #: The kubelet's Registration socket, in that folder (``v1beta1.KubeletSocket``).
 KUBELET_SOCKET_NAME: Final = "kubelet.sock"
-#: The extended resource each pool is advertised as: ``gismo.io/<pool>``.
-RESOURCE_PREFIX: Final = "gismo.io/"
 #: A file on the Linux shared-memory file system for CXL (served, never created by Gismo).
 BACKEND_FAMFS: Final = "famfs"
 FILE_BACKENDS: Final = (BACKEND_SHM, BACKEND_FAMFS)
@@ -49,9 +47,9 @@ DEFAULT_DEVICE_ROOTS: Final = ("/dev",)
 #: A unix socket path holds at most 107 bytes (sun_path) on Linux.
 MAX_SOCKET_PATH: Final = 107
 
-# The part after "gismo.io/" of an extended resource name: a qualified name, at most 63 characters.
-# Pool names are Kubernetes object names; lower-case DNS labels are the subset both accept.
-_POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# The part after "gismo.io/" of an extended resource name is a qualified name of at most 63
+# characters; pool names are Kubernetes object names (DNS subdomains). Both accept these.
+_POOL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
 _DAX_NAME = re.compile(r"^dax[0-9]+\.[0-9]+$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -161,8 +159,8 @@ def _pool(
     name = body.get("name")
     if not isinstance(name, str) or not _POOL_NAME.match(name):
         raise NodeConfigError(
-            f"{where}.name: {name!r} must be a lower-case DNS label of at most 63 characters "
-            "(it becomes the resource name gismo.io/<name>)"
+            f"{where}.name: {name!r} must be a pool name of at most 63 characters (lower-case letters, "
+            "digits, '-' and '.'; it becomes the resource name gismo.io/<name>)"
         )
     backend = _object(f"{where}.backend", body.get("backend"))
     _unknown(f"{where}.backend", backend, _BACKEND_KEYS)

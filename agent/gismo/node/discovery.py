@@ -3,7 +3,7 @@
 A pool is present on a node when its path is what its backend needs:
 - ``devdax``: a character device (followed through symlinks, as the container runtime does when it
   creates the device node in the container);
-- ``shm``: the Gismo pool file of this pool (its marker, see ``gismo.poolfile``), never a symlink;
+- ``shm``: the Gismo pool file of this pool (its marker, see ``gismo.memory.poolfile``), never a symlink;
 - ``famfs``: a regular file (not a symlink) of at least the pool's capacity; famfs files are made by
   famfs's own tools, so they carry no Gismo marker.
 
@@ -17,7 +17,7 @@ import os
 import stat
 
 from ..contract import BACKEND_DEVDAX, BACKEND_SHM
-from ..poolfile import PoolFileError, check_pool_file
+from ..memory.poolfile import PoolFileError, check_pool_file
 from .config import PoolSpec
 
 

@@ -22,7 +22,7 @@ import os
 import secrets
 
 from ..contract import BACKEND_SHM
-from ..poolfile import PoolFileError, PoolFileMarker, check_pool_file, file_size
+from ..memory.poolfile import PoolFileError, PoolFileMarker, check_pool_file, file_size
 from .config import NodeConfig, PoolSpec
 
 log = logging.getLogger(__name__)

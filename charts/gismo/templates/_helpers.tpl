@@ -156,13 +156,9 @@ app.kubernetes.io/part-of: gismo
 {{- printf "%s-node-%s" (include "gismo.fullname" (index . 0)) (index . 1) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* The node component's image: node.image, or the agent image when node.image.repository is empty. */}}
+{{/* The node component's image. */}}
 {{- define "gismo.nodeImage" -}}
-{{- if .Values.node.image.repository }}
 {{- include "gismo.imageRef" (list .Values.node.image .) }}
-{{- else }}
-{{- include "gismo.agentImage" . }}
-{{- end }}
 {{- end }}
 
 {{/* The pools the node component serves, as a JSON list: the chart's pool (pool.create), then node.pools. */}}

@@ -13,7 +13,7 @@ ever writes over it. A reader finds it from the file size alone (the last page),
 component nor an agent needs to know the capacity in advance to tell a Gismo pool file from
 anything else. Devices carry no marker: Gismo never writes to a device it did not format.
 
-The magic shares its first six bytes with the region header's (``layout.MAGIC = b"GISMO\\x00R1"``):
+The magic shares its first six bytes with the region header's (``layout.MAGIC``, ``b"GISMO\\x00R1"``):
 ``b"GISMO\\x00P1"`` is "Gismo, pool file, version 1". The marker's fields are covered by a CRC32.
 
 Pure standard library, importable on every Python that Ray supports (3.10+).
@@ -28,7 +28,7 @@ import struct
 import zlib
 from typing import Final
 
-from .contract import PAGE
+from ..contract import PAGE
 
 MARKER_MAGIC: Final = b"GISMO\x00P1"
 MARKER_VERSION: Final = 1

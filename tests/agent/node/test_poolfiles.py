@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from gismo.memory.poolfile import MARKER_SIZE, PoolFileError, PoolFileMarker, read_marker
 from gismo.node.config import NodeConfig, PoolSpec, parse_config
 from gismo.node.poolfiles import prepare, prepare_all
-from gismo.poolfile import MARKER_SIZE, PoolFileError, PoolFileMarker, read_marker
 
 MiB = 1 << 20
 

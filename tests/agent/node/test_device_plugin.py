@@ -12,9 +12,9 @@ import grpc
 import pytest
 from fakekubelet import FakeKubelet, wait_for
 
+from gismo.memory.poolfile import read_marker
 from gismo.node.proto import api_pb2 as pb
 from gismo.node.service import NodeService
-from gismo.poolfile import read_marker
 
 MiB = 1 << 20
 RunNode = Callable[[list[dict[str, Any]]], NodeService]

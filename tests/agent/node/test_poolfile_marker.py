@@ -1,4 +1,4 @@
-"""The pool-file marker format (gismo.poolfile): round trip, and every way a page fails to be one."""
+"""The pool-file marker format (gismo.memory.poolfile): round trip, and every way a page fails to be one."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gismo.layout import MAGIC as REGION_MAGIC
-from gismo.poolfile import (
+from gismo.memory.layout import MAGIC as REGION_MAGIC
+from gismo.memory.poolfile import (
     MARKER_MAGIC,
     MARKER_SIZE,
     PoolFileError,

@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROTO_DIR = REPO / "agent" / "gismo" / "node" / "proto"
 
 

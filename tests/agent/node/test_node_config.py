@@ -50,7 +50,7 @@ def edit(path: str, value: Any) -> dict[str, Any]:
     ("path", "value", "message"),
     [
         ("pools", [], "pools: must be a non-empty list"),
-        ("pools.0.name", "Pool_0", "pools[0].name: 'Pool_0' must be a lower-case DNS label"),
+        ("pools.0.name", "Pool_0", "pools[0].name: 'Pool_0' must be a pool name of at most 63 characters"),
         ("pools.0.name", "p" * 64, "pools[0].name"),
         ("pools.0.nmae", "x", "pools[0].nmae: unknown field"),
         ("pools.0.backend.type", "nvme", "pools[0].backend.type: 'nvme' is not one of shm, famfs, devdax"),
