@@ -26,6 +26,7 @@ from ..errors import GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
 from . import protocol
 from .conn import Conn
+from .degraded import DEFAULT_RETRY_AFTER_S, DegradedAgent
 from .region import RegionOwner
 
 log = logging.getLogger("gismo.agent")
@@ -298,17 +299,28 @@ class Agent(RegionOwner):
         }  # fmt: skip
 
 
-def run(cfg: Config, *, force_format: bool = False) -> int:
-    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM."""
+def run(cfg: Config, *, force_format: bool = False, degraded_retry_s: float = DEFAULT_RETRY_AFTER_S) -> int:
+    """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM.
+
+    An agent that cannot serve its region (a missing device, a foreign pool file, a region its
+    tables do not fit, a bug) serves degraded for ``degraded_retry_s`` seconds instead of exiting,
+    so the sidecar's startup probe passes and Ray starts on its own object store (see
+    :mod:`gismo.daemon.degraded`); ``degraded_retry_s`` 0 exits at once with status 2.
+    """
     try:
         agent = Agent(cfg, force_format=force_format)
         agent.listen()
     except GismoError as exc:
-        log.error("%s", exc)
-        return 2
+        return serve_degraded(cfg.socket, str(exc), degraded_retry_s)
     except OSError as exc:
-        log.error("agent cannot start: %s", os.strerror(exc.errno or errno.EIO))
-        return 2
+        return serve_degraded(
+            cfg.socket, f"agent cannot start: {os.strerror(exc.errno or errno.EIO)}", degraded_retry_s
+        )
+    except Exception as exc:  # a bug must not keep Ray waiting either: say it, serve degraded
+        log.exception("agent cannot start")
+        return serve_degraded(
+            cfg.socket, f"agent cannot start: {type(exc).__name__}: {exc}", degraded_retry_s
+        )
     if cfg.metrics_port:
         from .metrics import serve_http
 
@@ -317,3 +329,20 @@ def run(cfg: Config, *, force_format: bool = False) -> int:
     print(json.dumps({"event": "ready", "region": agent.region, "socket": cfg.socket}), flush=True)
     agent.serve()
     return 0
+
+
+def serve_degraded(socket_path: str, reason: str, retry_after_s: float) -> int:
+    """Answer on ``socket_path`` as a degraded agent (see :mod:`gismo.daemon.degraded`); the exit status."""
+    log.error("%s", reason)
+    if retry_after_s <= 0:
+        return 2
+    degraded = DegradedAgent(socket_path, reason)
+    try:
+        degraded.listen()
+    except (GismoError, OSError) as exc:
+        log.error("cannot serve degraded either: %s", exc)
+        return 2
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
+        signal.signal(signal.SIGTERM, degraded.stop)
+        signal.signal(signal.SIGINT, degraded.stop)
+    return degraded.serve(retry_after_s)

@@ -70,9 +70,10 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GISMO_")}
     env.update(pool.env(0))
     env["GISMO_REGION"] = "9"
-    out = subprocess.run(
-        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True
-    )
+    out = subprocess.run(  # --degraded-retry-s 0: exit at once instead of answering degraded
+        [sys.executable, "-m", "gismo.cli", "agent", "--degraded-retry-s", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert out.returncode == 2 and "GISMO_REGION" in out.stderr
     with pytest.raises(config.ConfigError, match="GISMO_REGION_OFFSET"):
         config.load(environ=pool.env(1) | {"GISMO_REGION_OFFSET": "12345"}).validate()
@@ -134,8 +135,9 @@ def test_second_agent_on_a_region_is_refused(pool: Pool) -> None:
     env.update(pool.env(0))
     env["GISMO_SOCKET"] = os.path.join(pool.dir, "second.sock")
     out = subprocess.run(
-        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-m", "gismo.cli", "agent", "--degraded-retry-s", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert out.returncode == 2 and "already served by another agent" in out.stderr
     assert pool.agents[0].stats()["objects"] == 0  # the first one is untouched and still serving
 
