@@ -12,11 +12,10 @@ from typing import Any
 
 import pytest
 from fakekubelet import FakeKubelet
+from nodefix import base_config
 
 from gismo.node.config import parse_config
 from gismo.node.service import NodeService
-
-POLL = 0.05  # seconds between the service's polls in tests
 
 
 @pytest.fixture
@@ -40,17 +39,6 @@ def kubelet(plugin_dir: Path) -> Iterator[FakeKubelet]:
     fake.start()
     yield fake
     fake.stop()
-
-
-def base_config(node_dir: Path, plugin_dir: Path, pools: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "pools": pools,
-        "pluginDir": str(plugin_dir),
-        "pollSeconds": POLL,
-        "fileRoots": [str(node_dir)],
-        "deviceRoots": [str(node_dir)],
-        "fileOwner": "keep",
-    }
 
 
 @pytest.fixture

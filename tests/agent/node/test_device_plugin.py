@@ -214,7 +214,7 @@ def test_refused_registration_is_retried_after_a_kubelet_restart(
 def test_stop_removes_the_plugin_sockets(node_dir: Path, kubelet: FakeKubelet) -> None:
     import threading
 
-    from conftest import base_config
+    from nodefix import base_config
 
     from gismo.node.config import parse_config
 
