@@ -32,7 +32,7 @@ def schemas_with_kuberay() -> dict[tuple[str, str], Doc]:
 
 def test_there_are_examples() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"gismopool.yaml", "raycluster.yaml", "pool-node-prep.yaml"} <= names
+    assert {"gismopool.yaml", "raycluster.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -72,12 +72,28 @@ def test_raycluster_example_with_an_unknown_field_fails(where: tuple[str | int, 
         validate_document(doc, schemas)
 
 
-def test_node_prep_matches_the_example_pool() -> None:
-    """The node-prep DaemonSet creates the file the example pool names, at the pool's capacity."""
+def test_the_node_values_serve_the_example_pool() -> None:
+    """examples/values/node-pool0.yaml makes the chart's node component serve the example pool: same
+    name, capacity, backend and nodes, and the config it renders is one gismo node accepts."""
+    import json
+
+    from chartkit import find, render_with
+
+    from gismo.node.config import parse_config
     from gismo_operator.core.models import GismoPool
 
-    pool = GismoPool.model_validate(yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text()))
-    ds = yaml.safe_load((REPO / "examples" / "pool-node-prep.yaml").read_text())
-    env = {e["name"]: e["value"] for e in ds["spec"]["template"]["spec"]["initContainers"][0]["env"]}
-    assert env["POOL_PATH"] == pool.spec.backend.path
-    assert int(env["POOL_SIZE"]) == pool.spec.capacity
+    pool_doc = yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text())
+    pool = GismoPool.model_validate(pool_doc)
+    values_path = REPO / "examples" / "values" / "node-pool0.yaml"
+    (entry,) = yaml.safe_load(values_path.read_text())["node"]["pools"]
+    assert entry["name"] == pool_doc["metadata"]["name"]
+    assert entry["backend"] == pool_doc["spec"]["backend"]
+    assert entry["nodeSelector"] == pool.spec.node_selector
+    docs = render_with("-f", str(values_path))
+    config = parse_config(json.loads(find(docs, "ConfigMap", "gismo-node-pool0")["data"]["node.json"]))
+    (served,) = config.pools
+    assert (served.name, served.capacity, served.path) == (
+        "pool0",
+        pool.spec.capacity,
+        pool.spec.backend.path,
+    )
