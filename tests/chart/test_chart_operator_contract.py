@@ -49,7 +49,8 @@ def test_operator_settings_parse_the_chart_env(value_set: str) -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     if value_set == "default":
         assert (settings.agent_cpu, settings.agent_memory) == (
-            values["agent"]["resources"]["cpu"], values["agent"]["resources"]["memory"]
+            values["agent"]["resources"]["cpu"],
+            values["agent"]["resources"]["memory"],
         )
         assert settings.pod_security_default == values["podSecurity"]["defaultLevel"] == "privileged"
 
