@@ -45,25 +45,23 @@ def prepare(pool: PoolSpec, config: NodeConfig) -> str:
     tmp = os.path.join(folder, f".{os.path.basename(path)}.gismo-tmp-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
+        os.ftruncate(fd, file_size(pool.capacity))
+        os.pwrite(fd, PoolFileMarker(pool.name, pool.capacity).pack(), pool.capacity)
+        os.fchmod(fd, config.file_mode)
         try:
-            marker = PoolFileMarker(pool.name, pool.capacity)
-            os.ftruncate(fd, file_size(pool.capacity))
-            os.pwrite(fd, marker.pack(), pool.capacity)
-            # Mode before owner: once the file is the agent's, changing its mode would need CAP_FOWNER.
-            os.fchmod(fd, config.file_mode)
-            if config.file_uid is not None or config.file_gid is not None:
-                uid = -1 if config.file_uid is None else config.file_uid
-                gid = -1 if config.file_gid is None else config.file_gid
-                os.fchown(fd, uid, gid)
-        finally:
-            os.close(fd)
-        try:
+            # Linked while still ours: with fs.protected_hardlinks, linking another user's file would
+            # need CAP_FOWNER.
             os.link(tmp, path, follow_symlinks=False)
         except FileExistsError:
             # Someone else created it first: theirs stands if it is this pool's file.
             check_pool_file(path, pool.name, pool.capacity)
             return "present"
+        if config.file_uid is not None or config.file_gid is not None:
+            uid = -1 if config.file_uid is None else config.file_uid
+            gid = -1 if config.file_gid is None else config.file_gid
+            os.fchown(fd, uid, gid)  # the mode was set first: changing it afterwards needs CAP_FOWNER
     finally:
+        os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     log.info("created pool file %s for pool %s (%d bytes + marker)", path, pool.name, pool.capacity)
