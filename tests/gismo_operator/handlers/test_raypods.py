@@ -88,14 +88,21 @@ async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
             assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             volumes = {v["name"]: v for v in spec["volumes"]}
             assert volumes["shared-mem"]["emptyDir"]["medium"] == "Memory"  # KubeRay's, untouched
-            assert volumes["gismo-pool"]["hostPath"] == {"path": "/dev/shm/gismo/pool-a", "type": "File"}
             assert volumes["gismo-socket"] == {"name": "gismo-socket", "emptyDir": {}}
+            # The pool reaches the containers through the node component's device plugin: no hostPath.
+            assert "gismo-pool" not in volumes
+            assert not [v for v in spec["volumes"] if "hostPath" in v]
+            for container in (spec["containers"][0], agent):
+                for part in ("requests", "limits"):
+                    assert container["resources"][part]["gismo.io/pool-a"] == "1"
+            assert agent["resources"]["requests"] == agent["resources"]["limits"]
+            assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health", "--answering"]
             ann = admitted["metadata"]["annotations"]
             index = int(ann["gismo.io/region"])
             assert ann["gismo.io/pool"] == "pool-a"
             assert int(ann["gismo.io/region-offset"]) == slice_spec["offset"] + index * MI
             assert ann["gismo.io/region-size"] == str(MI)
-            assert ann["ray.io/ft-enabled"] == "false"
+            assert ("ray.io/ft-enabled" in ann) == (node_type == "head")  # KubeRay's, untouched
             for container in (spec["containers"][0], agent):
                 env = env_of(container)
                 assert env["GISMO_REGION"] == str(index)
@@ -105,9 +112,7 @@ async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
                 assert env["GISMO_BACKEND"] == "shm" and env["GISMO_DEVICE"] == "/dev/shm/gismo/pool-a"
                 assert env["GISMO_SOCKET"] == "/run/gismo/agent.sock" and env["GISMO_POOL"] == "pool-a"
                 mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-                assert (
-                    mounts["gismo-pool"] == "/dev/shm/gismo/pool-a" and mounts["gismo-socket"] == "/run/gismo"
-                )
+                assert mounts["gismo-socket"] == "/run/gismo" and "gismo-pool" not in mounts
             terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             assert terms["nodeSelectorTerms"] == [
                 {"matchExpressions": [{"key": "gismo.io/attached", "operator": "In", "values": ["pool-a"]}]}
