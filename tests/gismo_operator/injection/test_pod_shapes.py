@@ -174,8 +174,11 @@ def test_agent_default_resources_are_small_equal_and_hold_the_region_for_files()
 
 
 def _pod(*containers: dict[str, Any], init: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
-    return {"spec": {"containers": [{"name": f"c{i}", "resources": r} for i, r in enumerate(containers)],
-                     "initContainers": [{"name": f"i{i}", "resources": r} for i, r in enumerate(init)]}}  # fmt: skip
+    spec = {
+        "containers": [{"name": f"c{i}", "resources": r} for i, r in enumerate(containers)],
+        "initContainers": [{"name": f"i{i}", "resources": r} for i, r in enumerate(init)],
+    }
+    return {"spec": spec}
 
 
 G = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
