@@ -172,6 +172,14 @@ async def run_load(
             },
         }
         await api_call(session, "POST", f"{api_url}/apis/gismo.io/v1alpha1/gismopools", pool)
+        # A node where the node component advertises the pool's resource (the webhook checks one does).
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "bench-node", "labels": {"gismo.io/attached": "bench-pool"}},
+            "status": {"allocatable": {"gismo.io/bench-pool": "128"}},
+        }
+        await api_call(session, "POST", f"{api_url}/api/v1/nodes", node)
         for rc in clusters:
             await api_call(session, "POST", f"{api_url}/apis/ray.io/v1/namespaces/{NS}/rayclusters", rc)
         for rc in clusters:

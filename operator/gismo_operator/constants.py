@@ -109,6 +109,9 @@ REASON_NOT_INJECTED: Final = "GismoNotInjected"
 #: The pool is reached by hostPath and the pod's namespace enforces a Pod Security level that forbids
 #: hostPath volumes: the pod starts without Gismo.
 REASON_POD_SECURITY: Final = "GismoPodSecurity"
+#: The pool is reached through the device plugin and no node of the pool advertises its resource (no
+#: node component there, or the device/file is missing): the pod starts without Gismo.
+REASON_NOT_ADVERTISED: Final = "GismoResourceNotAdvertised"
 #: A pod uses a region the ledger records for another pod.
 REASON_REGION_CONFLICT: Final = "GismoRegionConflict"
 #: A GismoPool deletion waits: slices still live in it.

@@ -13,7 +13,8 @@ deletion its region is released at once. The periodic sweep (:mod:`gismo_operato
 whatever events were missed.
 
 API calls: GET/PATCH gismoslices (through the ledger; spec.regions, metadata.finalizers), GET gismopools
-(cache misses), POST events;
+(cache misses), LIST nodes (DevicePlugin pools: which advertise the resource, at most every 30 s), GET
+namespaces (HostPath pools: the Pod Security level, at most every 30 s per namespace), POST events;
 pods are only watched (LIST/WATCH), never written.
 """
 
@@ -29,13 +30,14 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from gismo.contract import ANN_REGION
+from gismo.contract import ANN_REGION, RESOURCE_PREFIX
 from gismo_operator import kube, metrics
 from gismo_operator.constants import (
     LABEL_CLUSTER,
     LABEL_IS_RAY_NODE,
     LABEL_NODE_TYPE,
     RAY_NODE_TYPES,
+    REASON_NOT_ADVERTISED,
     REASON_NOT_INJECTED,
     REASON_POD_SECURITY,
     REASON_REGION_CONFLICT,
@@ -104,6 +106,35 @@ def build_plan(
         node_selector=dict(spec.node_selector),
         reservation=reservation.token,
         access=spec.access,
+    )
+
+
+async def access_problem(pool: GismoPool, namespace: str) -> tuple[str, str] | None:
+    """(Event reason, why) the pool cannot reach a pod in ``namespace`` now; None when it can."""
+    if pool.spec.access == ACCESS_HOST_PATH:
+        refused = await pod_security_problem(pool, namespace)
+        return None if refused is None else (REASON_POD_SECURITY, refused)
+    unseen = await unadvertised_problem(pool)
+    return None if unseen is None else (REASON_NOT_ADVERTISED, unseen)
+
+
+async def unadvertised_problem(pool: GismoPool) -> str | None:
+    """Why a DevicePlugin pool's pods could not be scheduled (None: some node of the pool advertises
+    ``gismo.io/<pool>``). Without a node component on the pool's nodes the resource request would
+    keep the pod Pending for ever; admitted without Gismo instead, it runs on Ray's own store."""
+    name = pool.metadata.name or ""
+    resource = RESOURCE_PREFIX + name
+    try:
+        nodes = await current().nodes_advertising(resource)
+    except kube.ApiError as exc:
+        return f"cannot list nodes to see which advertise {resource}: {exc}"
+    wanted = pool.spec.node_selector.items()
+    if any(all(labels.get(k) == v for k, v in wanted) for labels in nodes):
+        return None
+    return (
+        f"no node of GismoPool {name} advertises {resource}: the node component (chart value node.enabled, "
+        "node.pools) is not running on the pool's nodes, or the pool's device or file is missing there "
+        "(its logs say which)"
     )
 
 
@@ -189,8 +220,8 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
         pool = await current().get_pool_model(reservation.slice.spec.pool)
         if pool is None:
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
-        elif (refused := await pod_security_problem(pool, namespace)) is not None:
-            problem, event_reason = refused, REASON_POD_SECURITY
+        elif (refused := await access_problem(pool, namespace)) is not None:
+            event_reason, problem = refused
         else:
             plan = build_plan(pool, reservation, current().settings, pod)
             result = inject_pod(pod, plan)

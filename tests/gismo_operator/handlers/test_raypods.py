@@ -19,6 +19,7 @@ from _ray_fixtures import (
     SAMPLES,
     RunningOperator,
     admission_review,
+    advertising_node,
     apply_response,
     declare_resources,
     kuberay_pod,
@@ -417,3 +418,24 @@ async def test_every_sample_shape_is_admitted_with_the_agent(api: kmock.Kubernet
                     c["name"] for c in pod["spec"].get("initContainers", [])
                 ]
                 assert admitted["spec"]["containers"][0]["name"] == pod["spec"]["containers"][0]["name"]
+
+
+async def test_without_a_node_advertising_the_pool_the_pod_starts_without_gismo(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    """A DevicePlugin pool whose nodes run no node component: the resource request would keep the pod
+    Pending for ever, so it is admitted without Gismo, its region given back, and told why."""
+    async with running_operator(api, node_component=False) as op:
+        # A node advertises the resource, but it is not one of the pool's nodes (nodeSelector).
+        await op.client.create(kube.NODES, advertising_node("pool-a", labels={"gismo.io/attached": "other"}))
+        rc = await opted_in_cluster(op)
+        pod = kuberay_pod(rc)
+        admitted = apply_response(pod, await op.admit(pod))
+        reason = admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "no node of GismoPool pool-a advertises gismo.io/pool-a" in reason
+        assert without_skip_reason(admitted) == pod
+        assert await regions_of(op) == []
+        events = await wait_until_async(
+            lambda: op.events("GismoResourceNotAdvertised"), "a GismoResourceNotAdvertised Event"
+        )
+        assert events[0]["type"] == "Warning" and "starts without Gismo" in events[0]["message"]
