@@ -139,3 +139,20 @@ def test_the_degraded_stand_in_is_bounded(pool: Pool) -> None:
             s.close()
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def test_a_failed_client_delivery_answers_degraded_too(pool: Pool) -> None:
+    env = _env(pool)
+    blocker = os.path.join(pool.dir, "a-file")
+    open(blocker, "w").close()  # a folder cannot be made under a regular file
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gismo.cli", "agent", "--deliver-to", os.path.join(blocker, "client")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    sock = env["GISMO_SOCKET"]
+    try:
+        probe = wait_for(lambda: (p := _probe(sock)).returncode == 0 and p, what="the startup probe to pass")
+        assert "cannot deliver the client" in probe.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
