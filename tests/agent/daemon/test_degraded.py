@@ -17,11 +17,12 @@ import sys
 from typing import Any
 
 import pytest
-from storefix import Pool, wait_for
+from storefix import Pool
 
 import gismo
 import gismo.ray as gray
 from gismo.contract import AGENT_STARTUP_COMMAND
+from gismo.testing import wait_until
 
 
 def _env(pool: Pool, **override: str) -> dict[str, str]:
@@ -70,7 +71,7 @@ def test_a_failing_agent_answers_degraded_and_the_client_falls_back(
 ) -> None:
     proc, sock = _start(pool, **override)
     try:
-        probe = wait_for(lambda: (p := _probe(sock)).returncode == 0 and p, what="the startup probe to pass")
+        probe = wait_until(lambda: (p := _probe(sock)).returncode == 0 and p, "the startup probe to pass")
         assert '"degraded": ' in probe.stdout and reason in probe.stdout
         health = _cli("health", socket=sock)
         assert health.returncode == 1 and reason in health.stdout  # degraded is not healthy
@@ -119,7 +120,7 @@ def test_the_degraded_stand_in_is_bounded(pool: Pool) -> None:
     proc, sock = _start(pool, GISMO_REGION_SIZE="1000")
     conns: list[Any] = []
     try:
-        wait_for(lambda: _probe(sock).returncode == 0, what="the stand-in to answer")
+        wait_until(lambda: _probe(sock).returncode == 0, "the stand-in to answer")
         for _ in range(MAX_CONNECTIONS + 10):
             s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
             s.connect(sock)
@@ -151,7 +152,7 @@ def test_a_failed_client_delivery_answers_degraded_too(pool: Pool) -> None:
     )  # fmt: skip
     sock = env["GISMO_SOCKET"]
     try:
-        probe = wait_for(lambda: (p := _probe(sock)).returncode == 0 and p, what="the startup probe to pass")
+        probe = wait_until(lambda: (p := _probe(sock)).returncode == 0 and p, "the startup probe to pass")
         assert "cannot deliver the client" in probe.stdout
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -15,30 +15,15 @@ import contextlib
 import os
 import queue
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
 
 import grpc
 
 from gismo.node.proto import api_pb2 as pb
 from gismo.node.proto import api_pb2_grpc as pb_grpc
 
-T = TypeVar("T")
 WAIT_SECONDS = 30.0  # a bound on waiting for the plugin, not a performance claim
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    """The first truthy ``probe()``; fails the test naming ``what`` if none comes within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
 
 
 class PluginStream:

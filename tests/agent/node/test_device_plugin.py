@@ -10,11 +10,12 @@ from typing import Any
 
 import grpc
 import pytest
-from fakekubelet import FakeKubelet, wait_for
+from fakekubelet import FakeKubelet
 
 from gismo.memory.poolfile import read_marker
 from gismo.node.proto import api_pb2 as pb
 from gismo.node.service import NodeService
+from gismo.testing import wait_until
 
 MiB = 1 << 20
 RunNode = Callable[[list[dict[str, Any]]], NodeService]
@@ -62,7 +63,7 @@ def test_allocate_mounts_the_shm_pool_file(node_dir: Path, kubelet: FakeKubelet,
     run_node([pool])
     reg = kubelet.next_registration()
     stub = kubelet.plugin(reg.endpoint)
-    wait_for("healthy shares", lambda: kubelet.watch(reg.endpoint).next_update()[0][1] == "Healthy")
+    wait_until(lambda: kubelet.watch(reg.endpoint).next_update()[0][1] == "Healthy", "healthy shares")
     got = stub.Allocate(
         pb.AllocateRequest(
             container_requests=[
@@ -160,7 +161,7 @@ def test_kubelet_restart_means_serve_and_register_again(
     node_dir: Path, kubelet: FakeKubelet, run_node: RunNode
 ) -> None:
     service = run_node([shm_pool(node_dir), dax_pool(node_dir)])
-    wait_for("both plugins registered", lambda: all(ep.registrations for ep in service.endpoints))
+    wait_until(lambda: all(ep.registrations for ep in service.endpoints), "both plugins registered")
     before = {ep.pool.resource: ep.registrations for ep in service.endpoints}
     assert set(before) == {"gismo.io/pool0", "gismo.io/cxl0"}
     while not kubelet.registrations.empty():
@@ -170,15 +171,15 @@ def test_kubelet_restart_means_serve_and_register_again(
     again = {kubelet.next_registration().resource_name for _ in range(2)}
     assert again == {"gismo.io/pool0", "gismo.io/cxl0"}
     for ep in service.endpoints:
-        wait_for(
-            f"{ep.pool.resource} registered again", lambda ep=ep: ep.registrations > before[ep.pool.resource]
+        wait_until(
+            lambda ep=ep: ep.registrations > before[ep.pool.resource], f"{ep.pool.resource} registered again"
         )
-        wait_for(f"{ep.socket_path} served again", ep.serving)
+        wait_until(ep.serving, f"{ep.socket_path} served again")
         # The kubelet's new stream on the fresh socket sees the shares.
         assert kubelet.watch(ep.pool.socket_name).next_update()[0][1] == "Healthy"
     # A few more polls change nothing: once registered with this kubelet, a plugin stays quiet.
     polls = service.polls
-    wait_for("five more polls", lambda: service.polls >= polls + 5)
+    wait_until(lambda: service.polls >= polls + 5, "five more polls")
     assert {ep.pool.resource: ep.registrations for ep in service.endpoints} == {
         name: count + 1 for name, count in before.items()
     }
@@ -189,7 +190,7 @@ def test_no_kubelet_yet_then_registers_when_it_appears(
 ) -> None:
     service = run_node([shm_pool(node_dir)])
     ep = service.endpoints[0]
-    wait_for("the plugin socket", ep.serving)
+    wait_until(ep.serving, "the plugin socket")
     assert ep.registrations == 0
     late = FakeKubelet(str(plugin_dir))
     late.start()
@@ -208,7 +209,7 @@ def test_refused_registration_is_retried_after_a_kubelet_restart(
     assert service.endpoints[0].registrations == 0
     kubelet.refuse = ""
     kubelet.restart()
-    wait_for("a registration the kubelet accepted", lambda: service.endpoints[0].registrations == 1)
+    wait_until(lambda: service.endpoints[0].registrations == 1, "a registration the kubelet accepted")
 
 
 def test_stop_removes_the_plugin_sockets(node_dir: Path, kubelet: FakeKubelet) -> None:
