@@ -7,16 +7,16 @@ BIN := $(VENV)/bin
 TOOLS := .tools/bin
 export PATH := $(CURDIR)/$(TOOLS):$(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test lint crds run demo bench bench-peers bench-broadcast images clean tools
+.PHONY: install test lint crds protos run demo bench bench-peers bench-broadcast images clean tools
 
 install: $(BIN)/.installed tools
 
-# Both distributions editable (gismo with its Ray extra, the operator with its demo extra) and the
+# Both distributions editable (gismo with its Ray and node extras, the operator with its demo extra) and the
 # root pyproject's `dev` group, every package pinned by requirements.lock.
 $(BIN)/.installed: pyproject.toml agent/pyproject.toml operator/pyproject.toml requirements.lock
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -c requirements.lock -e './agent[ray]' -e './operator[demo]' --group dev
+	$(BIN)/pip install -q -c requirements.lock -e './agent[ray,node]' -e './operator[demo]' --group dev
 	touch $@
 
 tools: $(TOOLS)/helm
@@ -37,6 +37,10 @@ lint: install
 
 crds: install
 	$(BIN)/python -m gismo_operator.crdgen --out crds --chart charts/gismo/crds
+
+# The kubelet device-plugin API stubs of `gismo node` (committed; tests/agent/node/test_protos.py checks them).
+protos: install
+	$(BIN)/python scripts/gen_protos.py
 
 run: install
 	$(BIN)/python -m gismo_operator --dev
@@ -64,6 +68,7 @@ bench-broadcast: install
 images:
 	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
 	docker build -f images/agent/Dockerfile -t gismo-agent:dev .
+	docker build -f images/node/Dockerfile -t gismo-node:dev .
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

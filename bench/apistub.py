@@ -37,6 +37,7 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("", "v1", "pods"): ("Pod", True),
     ("", "v1", "events"): ("Event", True),
     ("", "v1", "namespaces"): ("Namespace", False),
+    ("", "v1", "nodes"): ("Node", False),
     ("gismo.io", "v1alpha1", "gismopools"): ("GismoPool", False),
     ("gismo.io", "v1alpha1", "gismoslices"): ("GismoSlice", True),
     ("gismo.io", "v1alpha1", "gismoregions"): ("GismoRegion", True),

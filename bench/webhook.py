@@ -221,6 +221,14 @@ async def run_load(
         await api_call(session, "POST", f"{api_url}/apis/gismo.io/v1alpha1/gismopools", pool)
         if args.seed_slices:  # placed as the operator would, before it sees the clusters
             await seed_slices(session, api_url, clusters)
+        # A node where the node component advertises the pool's resource (the webhook checks one does).
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "bench-node", "labels": {"gismo.io/attached": "bench-pool"}},
+            "status": {"allocatable": {"gismo.io/bench-pool": "128"}},
+        }
+        await api_call(session, "POST", f"{api_url}/api/v1/nodes", node)
         for rc in clusters:
             await api_call(session, "POST", f"{api_url}/apis/ray.io/v1/namespaces/{NS}/rayclusters", rc)
         for rc in clusters:

@@ -1,8 +1,11 @@
 """Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one,
-``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver).
+``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver), ``gismo node`` runs
+the node component (the kubelet device plugin; needs the ``node`` extra).
 
 Flags override the ``GISMO_*`` environment (the chart sets env; flags are for humans and tests).
-``gismo health`` exits 0 only when the agent answers, so it doubles as an exec readiness probe.
+``gismo health`` exits 0 only when the agent serves its region; ``gismo health --answering`` exits 0
+once the agent answers at all, degraded or not: the sidecar's startup probe, so a Gismo problem never
+holds the Ray container back (an agent that cannot serve its region answers degraded, saying why).
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from .config import ConfigError, load
 from .contract import BACKENDS, ENV_BACKEND, ENV_SOCKET, SOCKET_PATH
+from .daemon.degraded import DEFAULT_RETRY_AFTER_S
 from .errors import GismoError
 
 
@@ -48,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
         "--owner", help="identity of the pod (GISMO_OWNER, default: hostname); a new owner reformats"
     )
     a.add_argument("--format", action="store_true", help="format the region even if it holds objects")
+    a.add_argument(
+        "--degraded-retry-s",
+        type=float,
+        default=DEFAULT_RETRY_AFTER_S,
+        help="when the region cannot be served: answer degraded (clients fall back to Ray) this long, "
+        "then exit 3 to be restarted (0: exit 2 at once)",
+    )
     a.add_argument("--log-level", default="INFO")
     a.add_argument(
         "--deliver-to",
@@ -56,17 +68,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     d = sub.add_parser("deliver", help="copy the pure-Python gismo client into DEST/gismo")
     d.add_argument("dest", help="folder to put on PYTHONPATH")
+    n = sub.add_parser("node", help="run the node component: the kubelet device plugin for the pools")
+    n.add_argument("--config", help="JSON config of the pools to serve (GISMO_NODE_CONFIG)")
+    n.add_argument("--log-level", default="INFO")
     for name, text in (
         ("stats", "print the agent's counters as JSON"),
-        ("health", "exit 0 if the agent answers"),
+        ("health", "exit 0 if the agent serves its region (1 if it is degraded or absent)"),
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--socket", help="agent socket (GISMO_SOCKET)")
+        if name == "health":
+            p.add_argument(
+                "--answering",
+                action="store_true",
+                help="exit 0 once the agent answers at all, degraded or not (the sidecar's startup probe)",
+            )
     return ap
 
 
 def _overrides(ns: argparse.Namespace) -> dict[str, Any]:
-    skip = {"cmd", "format", "log_level", "deliver_to"}
+    skip = {"cmd", "format", "log_level", "deliver_to", "degraded_retry_s", "answering"}
     return {k: v for k, v in vars(ns).items() if k not in skip and v is not None}
 
 
@@ -75,24 +96,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.cmd == "deliver":
         return _deliver(ns.dest)
+    if ns.cmd == "node":
+        _logging(ns.log_level)
+        return _node(ns.config)
     if ns.cmd == "agent":
-        # Delivery comes first, whatever happens to the agent after it: the Ray container imports
-        # gismo from that folder (and falls back to Ray's store when the agent cannot serve).
-        if ns.deliver_to and _deliver(ns.deliver_to):
-            return 2
         logging.basicConfig(
             level=getattr(logging, str(ns.log_level).upper(), logging.INFO),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         from .daemon import run
+        from .daemon.server import serve_degraded
 
+        socket_path = ns.socket or os.environ.get(ENV_SOCKET) or SOCKET_PATH
+        # Delivery comes first, whatever happens to the agent after it: the Ray container imports
+        # gismo from that folder (and falls back to Ray's store when the agent cannot serve). A failed
+        # delivery must not keep Ray waiting either: answer degraded, saying why.
+        if ns.deliver_to and _deliver(ns.deliver_to):
+            return serve_degraded(
+                socket_path, f"cannot deliver the client to {ns.deliver_to}", ns.degraded_retry_s
+            )
         try:
             cfg = load(_overrides(ns))
         except ConfigError as exc:
-            print(f"gismo agent: {exc}", file=sys.stderr)
-            return 2
+            # A bad configuration must not keep Ray waiting: answer degraded, saying why.
+            return serve_degraded(socket_path, f"gismo agent: {exc}", ns.degraded_retry_s)
         # run() validates: a configuration it refuses is served as a refusing agent (Ray still starts).
-        return run(cfg, force_format=ns.format)
+        return run(cfg, force_format=ns.format, degraded_retry_s=ns.degraded_retry_s)
     try:
         cfg = load(_overrides(ns))
         # stats/health only need the socket: use a bare protocol call, no mapping.
@@ -101,6 +130,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gismo {ns.cmd}: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(out, indent=2, sort_keys=True))
+    if ns.cmd == "health" and not ns.answering and not out.get("ok"):
+        return 1  # answering, but degraded: the reason is in the JSON above
+    return 0
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, str(level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _node(config_path: str | None) -> int:
+    try:
+        from .node.config import NodeConfigError, load_config
+        from .node.service import NodeService
+    except ImportError as exc:
+        print(f"gismo node: {exc.name} is missing: install the node extra (pip install 'gismo[node]')",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    import signal
+    import threading
+
+    try:
+        config = load_config(config_path)
+    except NodeConfigError as exc:
+        print(f"gismo node: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    NodeService(config).run(stop)
     return 0
 
 

@@ -55,6 +55,10 @@ SOCKET_DIR: Final = "/run/gismo"
 SOCKET_PATH: Final = f"{SOCKET_DIR}/agent.sock"
 #: Console script ``gismo``, subcommand ``agent``.
 AGENT_COMMAND: Final = ("gismo", "agent")
+#: The agent sidecar's startup probe: exits 0 once the agent answers on its socket, healthy or
+#: degraded (an agent that cannot serve its region still answers, saying why), so a native sidecar
+#: never holds the Ray container back for a Gismo problem.
+AGENT_STARTUP_COMMAND: Final = ("gismo", "health", "--answering")
 #: The agent runs as this uid/gid: non-root, and the ``ray`` user of rayproject/ray images, so the
 #: socket it creates belongs to the Ray container's own user.
 AGENT_UID: Final = 1000
@@ -74,3 +78,8 @@ ANN_REGION_OFFSET: Final = "gismo.io/region-offset"
 ANN_RESERVATION: Final = "gismo.io/reservation"
 #: On a pod admitted without Gismo: why.
 ANN_SKIPPED: Final = "gismo.io/skipped"
+
+# --- The node component (`gismo node`, a kubelet device plugin) ---------------------------------
+#: Each pool is advertised to the kubelet as the extended resource ``gismo.io/<pool>``; the webhook
+#: asks for 1 of it in the agent's and the Ray container's requests and limits.
+RESOURCE_PREFIX: Final = "gismo.io/"

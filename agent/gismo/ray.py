@@ -46,6 +46,7 @@ no copy of the data.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -60,6 +61,7 @@ from .contract import ENV_DEVICE, ENV_SOCKET, SOCKET_PATH
 from .errors import AgentUnavailable, GismoError, ObjectNotFound, StaleRef, StoreFull
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "TRANSPORT",
@@ -114,6 +116,8 @@ class _State:
     retry_at: float = 0.0
     counters: Counter[str] = field(default_factory=Counter)
     node_id: str = ""  # this process's Ray node, once known (a worker never changes node)
+    #: Why the last connection attempt failed (e.g. "agent degraded: <why>"), logged once per change.
+    agent_error: str = ""
     lock: threading.Lock = field(default_factory=threading.Lock)
     # create_array objects sealed here, by data address: (nbytes, Ref). The GISMO transport then
     # references such an array where it lies instead of copying it (see gismo.rdt).
@@ -171,9 +175,12 @@ def _client() -> Any | None:
             st.client = connect(socket_path=sock)
             st.counters["connects"] += 1
             return st.client
-        except Exception:
+        except Exception as exc:
             st.counters["connect_failures"] += 1
             st.retry_at = time.monotonic() + RECONNECT_BACKOFF_S
+            if str(exc) != st.agent_error:  # say why once (a degraded agent names its problem)
+                st.agent_error = str(exc)
+                _log.warning("Gismo agent unavailable, using Ray's object store: %s", exc)
             return None
 
 
@@ -586,6 +593,7 @@ def stats() -> dict[str, Any]:
     out["fallbacks"] = st.counters["fallback_puts"]
     out["socket"] = _socket_path()
     out["connected"] = st.client is not None
+    out["agent_error"] = st.agent_error
     return out
 
 

@@ -34,7 +34,15 @@ from typing import Any
 
 import aiohttp
 
-from gismo.contract import ANN_POOL, ANN_SKIPPED, ENV_PREFIX, ENV_REGION, ENV_REGION_OFFSET, ENV_REGION_SIZE
+from gismo.contract import (
+    ANN_POOL,
+    ANN_SKIPPED,
+    ENV_PREFIX,
+    ENV_REGION,
+    ENV_REGION_OFFSET,
+    ENV_REGION_SIZE,
+    RESOURCE_PREFIX,
+)
 from gismo_operator import kube
 from gismo_operator.constants import ENV_OWNER, LABEL_NODE_TYPE
 from gismo_operator.testing import embedded, kuberay_sim
@@ -257,9 +265,17 @@ async def control_plane(opts: Options, progress: Progress) -> list[AdmittedPod]:
             for g in raycluster["spec"].get("workerGroupSpecs") or []
         )
         nodes = [f"node-{i}" for i in range(1 + workers)]
+        pool_name = pool_manifest["metadata"]["name"]
+        attached = (pool_manifest.get("spec") or {}).get("nodeSelector") or {}
         for node in nodes:
+            # Each node advertises the pool's resource, as the chart's node component makes the kubelet
+            # report it (the webhook admits Ray pods of a DevicePlugin pool only where some node does).
             await kapi.create(
-                kube.NODES, {"metadata": {"name": node, "labels": {"kubernetes.io/hostname": node}}}
+                kube.NODES,
+                {
+                    "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, **attached}},
+                    "status": {"allocatable": {RESOURCE_PREFIX + pool_name: "128"}},
+                },
             )
         async with embedded.run_operator(kapi.url) as op:
             progress.step(

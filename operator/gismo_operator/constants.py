@@ -59,10 +59,14 @@ ANN_DELIVER_CLIENT: Final = f"{GROUP}/deliver-client"
 LABEL_IS_RAY_NODE: Final = "ray.io/is-ray-node"
 #: KubeRay's label naming a pod's RayCluster; we also put it on GismoSlices (list by cluster).
 LABEL_CLUSTER: Final = "ray.io/cluster"
-#: KubeRay's head/worker label (the demo and logs show it).
+#: KubeRay's head/worker label: only those two node types get a region (KubeRay's Redis cleanup
+#: Job pod, ``redis-cleanup``, also carries ray.io/is-ray-node and is left alone).
 LABEL_NODE_TYPE: Final = "ray.io/node-type"
 #: On every GismoRegion: the name of its GismoSlice (the ledger lists a slice's regions by it).
 LABEL_SLICE: Final = f"{GROUP}/slice"
+RAY_NODE_TYPES: Final = ("head", "worker")
+#: The namespace label PodSecurity admission enforces (privileged, baseline or restricted).
+LABEL_POD_SECURITY_ENFORCE: Final = "pod-security.kubernetes.io/enforce"
 #: The well-known managed-by label on the GismoSlices we create (value: :data:`COMPONENT`).
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 
@@ -104,6 +108,12 @@ REASON_POOL_CHANGED: Final = "GismoPoolChanged"
 REASON_SLICE_FULL: Final = "GismoSliceFull"
 #: A Ray pod could not take the agent (the message says why): it starts without Gismo.
 REASON_NOT_INJECTED: Final = "GismoNotInjected"
+#: The pool is reached by hostPath and the pod's namespace enforces a Pod Security level that forbids
+#: hostPath volumes: the pod starts without Gismo.
+REASON_POD_SECURITY: Final = "GismoPodSecurity"
+#: The pool is reached through the device plugin and no node of the pool advertises its resource (no
+#: node component there, or the device/file is missing): the pod starts without Gismo.
+REASON_NOT_ADVERTISED: Final = "GismoResourceNotAdvertised"
 #: A pod uses a region the ledger records for another pod.
 REASON_REGION_CONFLICT: Final = "GismoRegionConflict"
 #: A GismoPool deletion waits: slices still live in it.

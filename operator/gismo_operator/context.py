@@ -22,24 +22,33 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
 
+from gismo.contract import RESOURCE_PREFIX
 from gismo_operator import kube
+from gismo_operator.constants import LABEL_POD_SECURITY_ENFORCE
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.core.models import GismoPool
 from gismo_operator.core.status import SliceViewCache
 from gismo_operator.ledger.regions import RegionLedger
 from gismo_operator.ledger.sliceapi import KubeSliceApi
-from gismo_operator.settings import Settings
+from gismo_operator.settings import POD_SECURITY_LEVELS, Settings
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between a region change and the slice status write that counts it (coalesced).
 SLICE_STATUS_DELAY = 1.0
+#: Seconds a namespace's Pod Security level is taken as read (a relabel takes effect after this).
+POD_SECURITY_TTL = 30.0
+#: Seconds the nodes' advertised Gismo resources are taken as read; and, for a resource no node
+#: advertises, how soon they are listed again.
+ADVERTISED_TTL = 30.0
+ADVERTISED_RETRY = 5.0
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,6 +101,10 @@ class OperatorContext:
     )
     #: Per RayCluster uid: the (generation, gismo annotations) last reconciled to a settled state.
     settled: dict[str, tuple[Any, ...]] = dataclasses.field(default_factory=dict)
+    #: Per namespace: (when read, the Pod Security level it enforces). Read only for hostPath pools.
+    pod_security_levels: dict[str, tuple[float, str]] = dataclasses.field(default_factory=dict)
+    #: When the nodes were last listed, and per Gismo resource the labels of the nodes advertising it.
+    advertised: tuple[float, dict[str, list[dict[str, str]]]] | None = None
     #: The coalesced pool-status refresher, the slice watch and the sweep (started at kopf start-up).
     refresher: Coalescer[str] | None = None
     slice_watch: asyncio.Task[None] | None = None
@@ -185,6 +198,48 @@ class OperatorContext:
             if self.pools.get(name) is body:  # still the current version: keep the parse
                 self.pool_models[name] = model
         return model
+
+    # --- Namespaces' Pod Security levels ------------------------------------------------------------
+
+    async def pod_security_level(self, namespace: str) -> str:
+        """The Pod Security level ``namespace`` enforces: its ``pod-security.kubernetes.io/enforce``
+        label, else the cluster default from the settings; a value PodSecurity would not know counts
+        as "restricted" (the safe reading). One GET per namespace per :data:`POD_SECURITY_TTL`
+        seconds. Raises :class:`kube.ApiError` when the namespace cannot be read."""
+        now = time.monotonic()
+        seen = self.pod_security_levels.get(namespace)
+        if seen is not None and now - seen[0] < POD_SECURITY_TTL:
+            return seen[1]
+        body = await self.client().get_or_none(kube.NAMESPACES, namespace)
+        labels = ((body or {}).get("metadata") or {}).get("labels") or {}
+        level = str(labels.get(LABEL_POD_SECURITY_ENFORCE, self.settings.pod_security_default))
+        if level not in POD_SECURITY_LEVELS:
+            level = POD_SECURITY_LEVELS[-1]
+        self.pod_security_levels[namespace] = (now, level)
+        return level
+
+    # --- Which nodes advertise a pool's device-plugin resource ----------------------------------------
+
+    async def nodes_advertising(self, resource: str) -> list[dict[str, str]]:
+        """Labels of the nodes whose allocatable holds ``resource`` (a pool's ``gismo.io/<pool>``, put
+        there by the node component). One LIST of nodes per :data:`ADVERTISED_TTL` seconds, or per
+        :data:`ADVERTISED_RETRY` while ``resource`` is advertised nowhere (a node component that just
+        started is seen soon). Raises :class:`kube.ApiError` when the nodes cannot be listed."""
+        now = time.monotonic()
+        seen = self.advertised
+        if seen is not None:
+            age = now - seen[0]
+            if age < ADVERTISED_TTL and (resource in seen[1] or age < ADVERTISED_RETRY):
+                return seen[1].get(resource, [])
+        table: dict[str, list[dict[str, str]]] = {}
+        for node in await self.client().list(kube.NODES):
+            allocatable = (node.get("status") or {}).get("allocatable") or {}
+            labels = dict((node.get("metadata") or {}).get("labels") or {})
+            for name, amount in allocatable.items():
+                if str(name).startswith(RESOURCE_PREFIX) and str(amount) not in ("0", ""):
+                    table.setdefault(str(name), []).append(labels)
+        self.advertised = (now, table)
+        return table.get(resource, [])
 
     # --- Events ------------------------------------------------------------------------------------
 

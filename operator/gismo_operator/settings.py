@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from gismo.contract import OPERATOR_ENV_PREFIX
 from gismo.poolrules import DEFAULT_FILE_PREFIXES, PoolRuleError, normalize_prefixes
+from gismo_operator.core.models import KUBE_QUANTITY_PATTERN
+from gismo_operator.core.quantity import QuantityError, parse_bytes
 
 PREFIX = OPERATOR_ENV_PREFIX  # gismo.contract: GISMO_OPERATOR_
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: Pod Security Standards levels (label ``pod-security.kubernetes.io/enforce``).
+POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
 
@@ -55,6 +60,14 @@ class Settings:
     #: Folders file-backed pools (shm) may live under (``FILE_BACKEND_PREFIXES``, comma separated);
     #: the chart sets it, the injection passes it to the agent, which applies the same rule.
     file_backend_prefixes: tuple[str, ...] = DEFAULT_FILE_PREFIXES
+    #: The agent's CPU and memory (requests = limits) when its pool names no resources. For file-backed
+    #: pools the region's bytes are added to the memory: the agent allocates its region's pages of the
+    #: tmpfs file, and the kernel charges them to the agent's container.
+    agent_cpu: str = "200m"
+    agent_memory: str = "128Mi"
+    #: The Pod Security level of a namespace without the ``pod-security.kubernetes.io/enforce`` label
+    #: (the cluster's PodSecurity admission default; "privileged" unless the cluster changed it).
+    pod_security_default: str = "privileged"
 
     @property
     def tls_cert(self) -> Path:
@@ -123,6 +136,21 @@ class Settings:
                 return
             values[attr] = norm
 
+        def quantity(name: str, attr: str, cpu: bool) -> None:
+            text = raw(name)
+            if text is None:
+                return
+            if cpu and not re.fullmatch(KUBE_QUANTITY_PATTERN, text):
+                errors.append(f"{PREFIX}{name}: expected a CPU quantity such as 200m or 1, got {text!r}")
+                return
+            if not cpu:
+                try:
+                    parse_bytes(text)
+                except QuantityError:
+                    errors.append(f"{PREFIX}{name}: expected a byte quantity such as 128Mi, got {text!r}")
+                    return
+            values[attr] = text
+
         def string(name: str, attr: str) -> None:
             text = raw(name)
             if text is not None:
@@ -135,6 +163,9 @@ class Settings:
         string("PEERING", "peering")
         string("DEFAULT_AGENT_IMAGE", "default_agent_image")
         choice("LOG_FORMAT", "log_format", LOG_FORMATS, upper=False)
+        choice("POD_SECURITY_DEFAULT", "pod_security_default", POD_SECURITY_LEVELS, upper=False)
+        quantity("AGENT_CPU", "agent_cpu", cpu=True)
+        quantity("AGENT_MEMORY", "agent_memory", cpu=False)
         choice("LOG_LEVEL", "log_level", LOG_LEVELS, upper=True)
         seconds("SWEEP_INTERVAL", "sweep_interval")
         seconds("RESERVATION_TTL", "reservation_ttl")

@@ -8,7 +8,8 @@ from typing import Any
 
 import kopf
 import pytest
-from chartkit import NAMESPACE, VALUE_SETS, Doc, container, env_of, find, render
+import yaml
+from chartkit import CHART, NAMESPACE, VALUE_SETS, Doc, container, env_of, find, render
 
 from gismo_operator import registry
 from gismo_operator.settings import PREFIX, Settings, unknown_variables
@@ -45,6 +46,13 @@ def test_operator_settings_parse_the_chart_env(value_set: str) -> None:
     assert settings.namespace == NAMESPACE
     peering = [d["metadata"]["name"] for d in docs if d["kind"] == "ClusterKopfPeering"]
     assert settings.peering == (peering[0] if peering else None)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if value_set == "default":
+        assert (settings.agent_cpu, settings.agent_memory) == (
+            values["agent"]["resources"]["cpu"],
+            values["agent"]["resources"]["memory"],
+        )
+        assert settings.pod_security_default == values["podSecurity"]["defaultLevel"] == "privileged"
 
 
 def _handlers() -> dict[str, Any]:

@@ -97,7 +97,8 @@ def test_ha_render_kinds() -> None:
 
 
 def test_pool_render_kinds() -> None:
-    assert _kinds("pool") == BASE_KINDS | {"Secret", "GismoPool"}
+    # The chart's pool gets the node component (gismo node): its config and its DaemonSet.
+    assert _kinds("pool") == BASE_KINDS | {"Secret", "GismoPool", "ConfigMap", "DaemonSet"}
 
 
 def test_everything_render_kinds() -> None:

@@ -316,6 +316,7 @@ EXPECTED_RULES: list[tuple[str, str, list[str]]] = [
     ("ray.io", "rayclusters", ["list", "watch"]),
     ("", "pods", ["list", "watch"]),
     ("", "events", ["create"]),
+    ("", "nodes", ["list"]),
     ("", "namespaces", ["get"]),
     ("apiextensions.k8s.io", "customresourcedefinitions", ["list", "watch"]),
     ("kopf.dev", "clusterkopfpeerings", ["list", "watch", "patch"]),

@@ -20,6 +20,7 @@ from gismo import contract
 IMAGES = {
     "operator": REPO / "images" / "operator" / "Dockerfile",
     "agent": REPO / "images" / "agent" / "Dockerfile",
+    "node": REPO / "images" / "node" / "Dockerfile",
 }
 HADOLINT = Path(sys.executable).parent / "hadolint"
 BASE = re.compile(r"^python:3\.11\.\d+-slim(-[a-z]+)?$")  # full version, e.g. python:3.11.14-slim-trixie
@@ -127,6 +128,15 @@ def test_entrypoints_follow_the_contract() -> None:
     assert [*yaml.safe_load(agent["ENTRYPOINT"]), *yaml.safe_load(agent["CMD"])] == list(
         contract.AGENT_COMMAND
     )
+    node = {word: rest for word, rest in _stages(IMAGES["node"])[-1] if word in ("ENTRYPOINT", "CMD")}
+    assert [*yaml.safe_load(node["ENTRYPOINT"]), *yaml.safe_load(node["CMD"])] == ["gismo", "node"]
+
+
+def test_only_the_node_image_carries_the_node_extra() -> None:
+    """The sidecar in every Ray pod stays numpy + prometheus-client; grpcio is the node image's."""
+    agent = " ".join(rest for w, rest in _stages(IMAGES["agent"])[0] if w == "RUN")
+    node = " ".join(rest for w, rest in _stages(IMAGES["node"])[0] if w == "RUN")
+    assert "[node]" not in agent and "'./agent[node]'" in node and "'gismo[node]'" in node
 
 
 @pytest.mark.parametrize("image", sorted(IMAGES))
@@ -140,9 +150,13 @@ def test_build_context_is_limited(image: str) -> None:
         for source in rest.split()[:-1]
     }
     # The agent image builds the `gismo` distribution alone; the operator's needs both (it depends on gismo).
-    needs = {"agent": {"requirements.lock", "agent"}, "operator": {"requirements.lock", "agent", "operator"}}
+    needs = {
+        "agent": {"requirements.lock", "agent"},
+        "node": {"requirements.lock", "agent"},
+        "operator": {"requirements.lock", "agent", "operator"},
+    }
     assert needs[image] <= copied
-    if image == "agent":
-        assert "operator" not in copied, "the agent image must not carry the operator"
+    if image in ("agent", "node"):
+        assert "operator" not in copied, f"the {image} image must not carry the operator"
     for source in sorted(copied):
         assert f"!{source}" in ignore or f"!{source}/" in ignore, f"{source} is copied but excluded"

@@ -32,7 +32,7 @@ def schemas_with_kuberay() -> dict[tuple[str, str], Doc]:
 
 def test_there_are_examples() -> None:
     names = {p.name for p in EXAMPLES}
-    assert {"gismopool.yaml", "raycluster.yaml", "pool-node-prep.yaml"} <= names
+    assert {"gismopool.yaml", "raycluster.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -72,8 +72,35 @@ def test_raycluster_example_with_an_unknown_field_fails(where: tuple[str | int, 
         validate_document(doc, schemas)
 
 
+def test_the_node_values_serve_the_example_pool() -> None:
+    """examples/values/node-pool0.yaml makes the chart's node component serve the example pool: same
+    name, capacity, backend and nodes, and the config it renders is one gismo node accepts."""
+    import json
+
+    from chartkit import find, render_with
+
+    from gismo.node.config import parse_config
+    from gismo_operator.core.models import GismoPool
+
+    pool_doc = yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text())
+    pool = GismoPool.model_validate(pool_doc)
+    values_path = REPO / "examples" / "values" / "node-pool0.yaml"
+    (entry,) = yaml.safe_load(values_path.read_text())["node"]["pools"]
+    assert entry["name"] == pool_doc["metadata"]["name"]
+    assert entry["backend"] == pool_doc["spec"]["backend"]
+    assert entry["nodeSelector"] == pool.spec.node_selector
+    docs = render_with("-f", str(values_path))
+    config = parse_config(json.loads(find(docs, "ConfigMap", "gismo-node-pool0")["data"]["node.json"]))
+    (served,) = config.pools
+    assert (served.name, served.capacity, served.path) == (
+        "pool0",
+        pool.spec.capacity,
+        pool.spec.backend.path,
+    )
+
+
 def test_node_prep_matches_the_example_pool() -> None:
-    """The node-prep DaemonSet creates the file the example pool names, at the pool's capacity."""
+    """examples/pool-node-prep.yaml (clusters without the node component) prepares the example pool."""
     from gismo_operator.core.models import GismoPool
 
     pool = GismoPool.model_validate(yaml.safe_load((REPO / "examples" / "gismopool.yaml").read_text()))
@@ -83,13 +110,14 @@ def test_node_prep_matches_the_example_pool() -> None:
     assert int(env["POOL_SIZE"]) == pool.spec.capacity
 
 
+
 def test_node_prep_script_makes_a_pool_file_the_agent_accepts(tmp_path: Path) -> None:
     """The DaemonSet's script, run against a folder standing in for the host: a Gismo pool file of the
     example pool; run again, it keeps it; a foreign file at the path is refused, untouched."""
     import subprocess
     import sys
 
-    from gismo.poolfile import check_pool_file
+    from gismo.memory.poolfile import check_pool_file
 
     ds = yaml.safe_load((REPO / "examples" / "pool-node-prep.yaml").read_text())
     init = ds["spec"]["template"]["spec"]["initContainers"][0]

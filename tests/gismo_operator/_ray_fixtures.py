@@ -152,16 +152,32 @@ def _test_kopf(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 10
 
 
+def advertising_node(pool: str = "pool-a", labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A node where the node component advertises ``gismo.io/<pool>`` (as the kubelet reports it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": f"node-{pool}", "labels": labels or {"gismo.io/attached": pool}},
+        "status": {"allocatable": {"cpu": "8", "memory": "32Gi", f"gismo.io/{pool}": "128"}},
+    }
+
+
 @contextlib.asynccontextmanager
-async def running_operator(api: kmock.KubernetesEmulator, **settings: Any) -> AsyncIterator[RunningOperator]:
+async def running_operator(
+    api: kmock.KubernetesEmulator, *, node_component: bool = True, **settings: Any
+) -> AsyncIterator[RunningOperator]:
     """Run the whole operator (all handler modules) against ``api`` until the block ends
     (:func:`gismo_operator.testing.embedded.run_operator`: kopf in its own thread, webhooks over HTTPS).
 
     Each call is a fresh "process" as far as the operator's caches go (they are reset first), so
-    two calls in a row over one ``api`` model an operator restart.
+    two calls in a row over one ``api`` model an operator restart. With ``node_component`` a node of
+    pool-a advertises ``gismo.io/pool-a`` (what the chart's node component makes the kubelet report).
     """
     async with embedded.run_operator(str(api.url), tune=_test_kopf, **settings) as op:
         client = kube.Client(kopf.ConnectionInfo(server=str(api.url).rstrip("/")))
+        if node_component:
+            with contextlib.suppress(kube.Conflict):  # a restart: the node is there already
+                await client.create(kube.NODES, advertising_node())
         try:
             async with aiohttp.ClientSession() as session:
                 yield RunningOperator(api, client, op.webhook_url, op.ssl_context(), session, op.kopf_thread)

@@ -116,7 +116,8 @@ def test_example_pool_is_accepted() -> None:
         (lambda p: p["spec"].update(nodeSelector={"zone": 1}), "nodeSelector"),
         (lambda p: p["spec"]["agent"].update(nativeSidecar="yes"), "nativeSidecar"),
         (lambda p: p["spec"]["agent"].update(imagePullPolicy="Sometimes"), "imagePullPolicy"),
-        (lambda p: p["spec"]["agent"]["resources"]["requests"].update(cpu="lots"), "cpu"),
+        (lambda p: p["spec"]["agent"].update(resources={"requests": {"cpu": "lots"}}), "cpu"),
+        (lambda p: p["spec"].update(access="Mount"), "access"),
         (
             lambda p: p["spec"].update(
                 namespaceSelector={"matchExpressions": [{"key": "a", "operator": "Is"}]}

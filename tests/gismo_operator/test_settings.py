@@ -111,3 +111,33 @@ def test_a_bad_ttl_is_reported_once() -> None:
     with pytest.raises(SettingsError) as info:
         Settings.from_env({"GISMO_OPERATOR_RESERVATION_TTL": "soon"})
     assert "above 60 s" not in str(info.value)
+
+
+def test_agent_resources_and_pod_security_default() -> None:
+    from gismo_operator.settings import Settings, SettingsError
+
+    s = Settings.from_env({})
+    assert (s.agent_cpu, s.agent_memory, s.pod_security_default) == ("200m", "128Mi", "privileged")
+    s = Settings.from_env(
+        {
+            "GISMO_OPERATOR_AGENT_CPU": "1",
+            "GISMO_OPERATOR_AGENT_MEMORY": "1Gi",
+            "GISMO_OPERATOR_POD_SECURITY_DEFAULT": "Baseline",
+        }
+    )
+    assert (s.agent_cpu, s.agent_memory, s.pod_security_default) == ("1", "1Gi", "baseline")
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(
+            {
+                "GISMO_OPERATOR_AGENT_CPU": "lots",
+                "GISMO_OPERATOR_AGENT_MEMORY": "1Gx",
+                "GISMO_OPERATOR_POD_SECURITY_DEFAULT": "open",
+            }
+        )
+    message = str(info.value)
+    for name in (
+        "GISMO_OPERATOR_AGENT_CPU",
+        "GISMO_OPERATOR_AGENT_MEMORY",
+        "GISMO_OPERATOR_POD_SECURITY_DEFAULT",
+    ):
+        assert name in message

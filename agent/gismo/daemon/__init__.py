@@ -2,7 +2,8 @@
 
 ``region`` owns the region (format, recover, reserve, seal, delete, reclaim), ``alloc`` its data
 area, ``server`` the Unix socket that feeds it (``protocol``: the frames), ``metrics`` the
-Prometheus/probe port.
+Prometheus/probe port, ``degraded`` the stand-in that answers (saying why) when the agent cannot
+serve its region, so Ray never waits for Gismo.
 """
 
 from .server import Agent, run

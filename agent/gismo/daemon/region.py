@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import crashpoints, poolfile
+from .. import crashpoints
+from ..memory import poolfile
 from ..config import Config
 from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
@@ -93,7 +94,7 @@ class RegionOwner:
 
         A devdax backend must be an existing character device (never created: opening is done
         without O_CREAT). A file backend must be an existing regular file (never a symlink, never
-        grown): either a Gismo pool file of this pool (gismo.poolfile, made by the node component),
+        grown): either a Gismo pool file of this pool (gismo.memory.poolfile, made by the node component),
         whose capacity holds the slice, or a file whose regions already carry Gismo headers (checked
         again before formatting, see _format_or_recover). Returns why formatting a header-less region
         is allowed, "" when it is not. Raises GismoError naming the path otherwise.

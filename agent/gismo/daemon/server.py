@@ -34,6 +34,7 @@ from ..errors import AgentUnavailable, GismoError, ProtocolError, StaleRef, Stor
 from ..memory import layout
 from . import holders, protocol
 from .conn import Conn
+from .degraded import DEFAULT_RETRY_AFTER_S, DegradedAgent
 from .region import RegionOwner, RegionRefused
 
 log = logging.getLogger("gismo.agent")
@@ -479,9 +480,9 @@ def _restrict(path: str, mode: int) -> None:
 class RefusingAgent(Agent):
     """An agent that refused its region (a path that is not a Gismo pool file, a missing device, a
     pool that breaks the pool rule) but still serves its socket, with bounds, so that:
-    the startup probe (``gismo health``) passes and Ray starts; every client's HELLO is refused with
-    the reason, so clients fall back to Ray's own store at once; ``gismo health`` and ``gismo stats``
-    say why. It maps nothing and writes nothing."""
+    the startup probe (``gismo health --answering``) passes and Ray starts; every client's HELLO is
+    refused with the reason, so clients fall back to Ray's own store at once; ``gismo health`` and
+    ``gismo stats`` say why. It maps nothing and writes nothing."""
 
     has_region = False
 
@@ -500,8 +501,9 @@ class RefusingAgent(Agent):
     def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
         if op == protocol.HEALTH:
             return protocol.json_body(
-                {"ok": True, "ready": False, "region": self.region, "refused": self.reason}
-            )
+                {"ok": False, "ready": False, "region": self.region, "refused": self.reason,
+                 "degraded": self.reason}
+            )  # fmt: skip
         if op == protocol.STATS:
             return protocol.json_body({
                 "region": self.region, "pool": self.cfg.pool, "refused": self.reason,
@@ -533,11 +535,16 @@ def _serve_refusing(cfg: Config, reason: str) -> int:
     return 0
 
 
-def run(cfg: Config, *, force_format: bool = False) -> int:
+def run(cfg: Config, *, force_format: bool = False, degraded_retry_s: float = DEFAULT_RETRY_AFTER_S) -> int:
     """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM.
 
-    A region the agent refuses (see RegionOwner._check_target) is not an exit: the agent serves its
-    socket as a RefusingAgent, so Ray still starts and the reason is one ``gismo health`` away."""
+    A region the agent refuses (a configuration or pool the pool rule refuses, a path that is not
+    this pool's Gismo pool file: see RegionOwner._check_target) is served by a RefusingAgent, so Ray
+    still starts and the reason is one ``gismo health`` away. An agent that cannot start for any
+    other reason (its socket, a bug) serves degraded for ``degraded_retry_s`` seconds (see
+    :mod:`gismo.daemon.degraded`) and then exits, so the kubelet retries it while Ray runs on its own
+    object store.
+    """
     try:
         cfg.validate()
     except ConfigError as exc:
@@ -555,11 +562,16 @@ def run(cfg: Config, *, force_format: bool = False) -> int:
     try:
         agent.listen()
     except GismoError as exc:
-        log.error("%s", exc)
-        return 2
+        return serve_degraded(cfg.socket, str(exc), degraded_retry_s)
     except OSError as exc:
-        log.error("agent cannot start: %s", os.strerror(exc.errno or errno.EIO))
-        return 2
+        return serve_degraded(
+            cfg.socket, f"agent cannot start: {os.strerror(exc.errno or errno.EIO)}", degraded_retry_s
+        )
+    except Exception as exc:  # a bug must not keep Ray waiting either: say it, serve degraded
+        log.exception("agent cannot start")
+        return serve_degraded(
+            cfg.socket, f"agent cannot start: {type(exc).__name__}: {exc}", degraded_retry_s
+        )
     if cfg.metrics_port:
         from .metrics import serve_http
 
@@ -568,3 +580,20 @@ def run(cfg: Config, *, force_format: bool = False) -> int:
     print(json.dumps({"event": "ready", "region": agent.region, "socket": cfg.socket}), flush=True)
     agent.serve()
     return 0
+
+
+def serve_degraded(socket_path: str, reason: str, retry_after_s: float) -> int:
+    """Answer on ``socket_path`` as a degraded agent (see :mod:`gismo.daemon.degraded`); the exit status."""
+    log.error("%s", reason)
+    if retry_after_s <= 0:
+        return 2
+    degraded = DegradedAgent(socket_path, reason)
+    try:
+        degraded.listen()
+    except (GismoError, OSError) as exc:
+        log.error("cannot serve degraded either: %s", exc)
+        return 2
+    with contextlib.suppress(ValueError):  # not the main thread: the caller handles signals
+        signal.signal(signal.SIGTERM, degraded.stop)
+        signal.signal(signal.SIGINT, degraded.stop)
+    return degraded.serve(retry_after_s)

@@ -91,6 +91,46 @@ _COUNTERS_DTYPE: Any = None
 assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size + HOLDER.size == COUNTER_SIZE
 
 
+# The pool-file marker: the last page of a file-backed pool, after its data (see memory/poolfile.py
+# for why it is there). Same first six bytes as the region header's MAGIC; "P1": pool file, v1.
+POOL_MAGIC = b"GISMO\x00P1"
+POOL_MARKER_VERSION = 1
+POOL_MARKER_SIZE = PAGE
+#: The longest pool name the marker holds (Kubernetes object names used as pool names are shorter).
+POOL_NAME_MAX = 64
+# magic, version, marker size, capacity, pool name (NUL padded); then crc32 of those bytes.
+_POOL_MARKER = struct.Struct("<8sIIQ64s")
+
+
+def pack_pool_marker(pool: str, capacity: int) -> bytes:
+    """The marker page of the pool file of ``pool`` (``capacity`` bytes of data before it)."""
+    name = pool.encode()
+    if not name or len(name) > POOL_NAME_MAX or b"\0" in name:
+        raise ValueError(f"pool name {pool!r}: must be 1-{POOL_NAME_MAX} bytes without NUL")
+    if capacity <= 0 or capacity % PAGE:
+        raise ValueError(f"capacity {capacity}: must be a positive multiple of {PAGE}")
+    body = _POOL_MARKER.pack(POOL_MAGIC, POOL_MARKER_VERSION, POOL_MARKER_SIZE, capacity, name)
+    raw = body + _HDR_CRC.pack(zlib.crc32(body))
+    return raw + bytes(POOL_MARKER_SIZE - len(raw))
+
+
+def unpack_pool_marker(page: bytes) -> tuple[str, int] | None:
+    """(pool, capacity) of a marker page; None when ``page`` is not a valid Gismo pool-file marker."""
+    if len(page) < _POOL_MARKER.size + _HDR_CRC.size:
+        return None
+    body = page[: _POOL_MARKER.size]
+    (crc,) = _HDR_CRC.unpack_from(page, _POOL_MARKER.size)
+    magic, version, size, capacity, name = _POOL_MARKER.unpack(body)
+    if magic != POOL_MAGIC or version != POOL_MARKER_VERSION or size != POOL_MARKER_SIZE:
+        return None
+    if zlib.crc32(body) != crc:
+        return None
+    try:
+        return name.rstrip(b"\0").decode(), capacity
+    except UnicodeDecodeError:
+        return None
+
+
 def align_up(n: int, a: int) -> int:
     """Round ``n`` up to a multiple of ``a`` (a power of two)."""
     return (n + a - 1) & ~(a - 1)

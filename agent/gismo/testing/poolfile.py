@@ -1,7 +1,7 @@
 """Create a Gismo pool file for emulation (LocalCluster, the demo, tests, benchmarks).
 
 The same file the node component makes for an shm pool: ``capacity`` bytes (sparse) followed by the
-pool-file marker page of :mod:`gismo.poolfile`, so an agent accepts it exactly as it accepts a
+pool-file marker page of :mod:`gismo.memory.poolfile`, so an agent accepts it exactly as it accepts a
 node-prepared file (an agent formats only Gismo pool files; see gismo.daemon.region).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ..contract import PAGE
-from ..poolfile import PoolFileMarker, file_size
+from ..memory.poolfile import PoolFileMarker, file_size
 
 
 def create_pool_file(path: str, pool: str, capacity: int, mode: int = 0o600) -> str:

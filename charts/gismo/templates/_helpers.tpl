@@ -131,3 +131,45 @@ service:
   path: {{ printf "/%s" $handlerId }}
   port: {{ $root.Values.webhook.servicePort }}
 {{- end }}
+
+{{/* Labels that select the node component's pods of one pool. Arguments: (list $root "<pool>"). */}}
+{{- define "gismo.nodeSelectorLabels" -}}
+{{- $root := index . 0 -}}
+app.kubernetes.io/name: {{ include "gismo.name" $root }}
+app.kubernetes.io/instance: {{ $root.Release.Name }}
+app.kubernetes.io/component: node
+gismo.io/pool: {{ index . 1 | quote }}
+{{- end }}
+
+{{/* Labels on the node component's resources of one pool. Arguments: (list $root "<pool>"). */}}
+{{- define "gismo.nodeLabels" -}}
+{{- $root := index . 0 -}}
+helm.sh/chart: {{ include "gismo.chart" $root }}
+{{ include "gismo.nodeSelectorLabels" . }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/part-of: gismo
+{{- end }}
+
+{{/* "<fullname>-node-<pool>", at most 63 characters. Arguments: (list $root "<pool>"). */}}
+{{- define "gismo.nodeName" -}}
+{{- printf "%s-node-%s" (include "gismo.fullname" (index . 0)) (index . 1) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The node component's image. */}}
+{{- define "gismo.nodeImage" -}}
+{{- include "gismo.imageRef" (list .Values.node.image .) }}
+{{- end }}
+
+{{/* The pools the node component serves, as a JSON list: the chart's pool (pool.create), then node.pools. */}}
+{{- define "gismo.nodePools" -}}
+{{- $pools := list }}
+{{- if .Values.pool.create }}
+{{- $spec := .Values.pool.spec }}
+{{- $pools = append $pools (dict "name" .Values.pool.name "capacity" $spec.capacity "backend" $spec.backend "nodeSelector" (default (dict) $spec.nodeSelector)) }}
+{{- end }}
+{{- range .Values.node.pools }}
+{{- $pools = append $pools . }}
+{{- end }}
+{{- toJson $pools }}
+{{- end }}

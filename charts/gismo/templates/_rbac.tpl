@@ -45,6 +45,10 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# Nodes: listed (every 30 s at most) to see which advertise a pool's gismo.io/<pool> resource.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list"]
 # Namespaces: read to match a pool's namespaceSelector.
 - apiGroups: [""]
   resources: ["namespaces"]

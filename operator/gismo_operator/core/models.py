@@ -40,6 +40,11 @@ VERSION: Final = "v1alpha1"
 API_VERSION: Final = "gismo.io/v1alpha1"  # GROUP/VERSION, spelled out: a Literal type below
 
 POOL_KIND: Final = "GismoPool"
+
+#: How a pool reaches Ray pods (``spec.access``): ask for the resource gismo.io/<pool> that the node
+#: component advertises (default), or mount the pool's path as a hostPath volume.
+ACCESS_DEVICE_PLUGIN: Final = "DevicePlugin"
+ACCESS_HOST_PATH: Final = "HostPath"
 POOL_PLURAL = "gismopools"
 POOL_SINGULAR = "gismopool"
 POOL_SHORT_NAMES = ["gpool"]
@@ -253,6 +258,13 @@ class GismoPoolSpec(_Model):
         default_factory=dict,
         description="Labels of the nodes attached to the pool (Kubernetes label keys and values); empty "
         "means all nodes.",
+    )
+    access: Literal["DevicePlugin", "HostPath"] = Field(
+        default=ACCESS_DEVICE_PLUGIN,
+        description="How Ray pods reach the pool: DevicePlugin (default) asks for the resource "
+        "gismo.io/<pool> that the node component (gismo node) advertises and hands over (the device, or a "
+        "mount of the pool file); HostPath mounts the path directly, for clusters without the node "
+        "component; pods in namespaces whose Pod Security level forbids hostPath then start without Gismo.",
     )
     namespace_selector: LabelSelector | None = Field(
         default=None, description="Namespaces whose RayClusters may use the pool; absent means all."

@@ -17,7 +17,9 @@ a call stalls) admits the pod unchanged but for ``gismo.io/skipped``: no region 
 ``GISMO_*`` env. A region created before the failure is deleted in the background (or expires).
 
 API calls: through the ledger (:mod:`gismo_operator.ledger.sliceapi`), GET gismopools (cache misses),
-POST events; pods are only watched (LIST/WATCH), never written.
+LIST nodes (DevicePlugin pools: which advertise the resource, at most every 30 s), GET namespaces
+(HostPath pools: the Pod Security level, at most every 30 s per namespace), POST events; pods are
+only watched (LIST/WATCH), never written.
 """
 
 from __future__ import annotations
@@ -32,20 +34,28 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from gismo.contract import ANN_REGION
-from gismo.poolrules import DEFAULT_FILE_PREFIXES
+from gismo.contract import ANN_REGION, RESOURCE_PREFIX
 from gismo_operator import kube, metrics
 from gismo_operator.constants import (
     LABEL_CLUSTER,
     LABEL_IS_RAY_NODE,
+    LABEL_NODE_TYPE,
+    RAY_NODE_TYPES,
+    REASON_NOT_ADVERTISED,
     REASON_NOT_INJECTED,
+    REASON_POD_SECURITY,
     REASON_REGION_CONFLICT,
     REASON_SLICE_FULL,
     WEBHOOK_MUTATE_RAYPOD,
 )
 from gismo_operator.context import current, raycluster_ref
 from gismo_operator.core.assignment import Outcome, PodClaim
-from gismo_operator.core.models import GismoPool, describe_validation_error
+from gismo_operator.core.models import (
+    ACCESS_DEVICE_PLUGIN,
+    ACCESS_HOST_PATH,
+    GismoPool,
+    describe_validation_error,
+)
 from gismo_operator.injection import (
     AgentSpec,
     InjectionError,
@@ -55,24 +65,26 @@ from gismo_operator.injection import (
     mark_skipped,
 )
 from gismo_operator.injection.diff import json_patch
+from gismo_operator.injection.resources import agent_resources
 from gismo_operator.ledger.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
+from gismo_operator.settings import Settings
 from gismo_operator.webhook.kopf_overrides import fast_admission
 
 logger = logging.getLogger(__name__)
 
+#: Pod Security levels whose PodSecurity admission refuses hostPath volumes.
+HOSTPATH_FORBIDDEN = ("baseline", "restricted")
 #: Our own deadline inside the API server's (timeoutSeconds 10): answer "unchanged" before it gives up.
 ADMISSION_BUDGET_SECONDS = 8.0
 
 
 def build_plan(
-    pool: GismoPool,
-    reservation: Reservation,
-    default_image: str,
-    file_prefixes: tuple[str, ...] = DEFAULT_FILE_PREFIXES,
+    pool: GismoPool, reservation: Reservation, settings: Settings, pod: Mapping[str, Any]
 ) -> InjectionPlan:
-    """The injection plan for a reserved region of a pool's slice; ValueError naming the field and
-    the rule when the pool breaks the pool rule (gismo.poolrules)."""
+    """The injection plan for a reserved region of a pool's slice, for this pod (whose QoS class
+    decides the agent's default resources)."""
     spec = pool.spec
+    region_size = reservation.slice.spec.region_size
     return InjectionPlan(
         pool=pool.metadata.name or reservation.slice.spec.pool,
         backend=spec.backend.type,
@@ -81,17 +93,73 @@ def build_plan(
         slice_size=reservation.slice.spec.size,
         region_index=reservation.index,
         region_offset=reservation.offset,
-        region_size=reservation.slice.spec.region_size,
+        region_size=region_size,
         agent=AgentSpec(
-            image=spec.agent.image or default_image,
+            image=spec.agent.image or settings.default_agent_image,
             image_pull_policy=spec.agent.image_pull_policy,
-            resources=spec.agent.resources.to_api() or None,
+            resources=agent_resources(
+                pod,
+                spec.agent.resources.to_api() or None,
+                backend=spec.backend.type,
+                region_size=region_size,
+                cpu=settings.agent_cpu,
+                memory=settings.agent_memory,
+            ),
             native_sidecar=spec.agent.native_sidecar,
         ),
         node_selector=dict(spec.node_selector),
         reservation=reservation.token,
-        file_prefixes=file_prefixes,
+        file_prefixes=settings.file_backend_prefixes,
+        access=spec.access,
     )
+
+
+async def access_problem(pool: GismoPool, namespace: str) -> tuple[str, str] | None:
+    """(Event reason, why) the pool cannot reach a pod in ``namespace`` now; None when it can."""
+    if pool.spec.access == ACCESS_HOST_PATH:
+        refused = await pod_security_problem(pool, namespace)
+        return None if refused is None else (REASON_POD_SECURITY, refused)
+    unseen = await unadvertised_problem(pool)
+    return None if unseen is None else (REASON_NOT_ADVERTISED, unseen)
+
+
+async def unadvertised_problem(pool: GismoPool) -> str | None:
+    """Why a DevicePlugin pool's pods could not be scheduled (None: some node of the pool advertises
+    ``gismo.io/<pool>``). Without a node component on the pool's nodes the resource request would
+    keep the pod Pending for ever; admitted without Gismo instead, it runs on Ray's own store."""
+    name = pool.metadata.name or ""
+    resource = RESOURCE_PREFIX + name
+    try:
+        nodes = await current().nodes_advertising(resource)
+    except kube.ApiError as exc:
+        return f"cannot list nodes to see which advertise {resource}: {exc}"
+    wanted = pool.spec.node_selector.items()
+    if any(all(labels.get(k) == v for k, v in wanted) for labels in nodes):
+        return None
+    return (
+        f"no node of GismoPool {name} advertises {resource}: the node component (chart value node.enabled, "
+        "node.pools) is not running on the pool's nodes, or the pool's device or file is missing there "
+        "(its logs say which)"
+    )
+
+
+async def pod_security_problem(pool: GismoPool, namespace: str) -> str | None:
+    """Why the pool cannot reach a pod in ``namespace`` (None: it can). Only hostPath access can be
+    refused: PodSecurity admission runs after the mutating webhooks, so a hostPath volume in a
+    baseline or restricted namespace would have the pod refused (and KubeRay retry for ever)."""
+    if pool.spec.access != ACCESS_HOST_PATH:
+        return None
+    try:
+        level = await current().pod_security_level(namespace)
+    except kube.ApiError as exc:
+        return f"cannot read namespace {namespace} to check its Pod Security level: {exc}"
+    if level in HOSTPATH_FORBIDDEN:
+        return (
+            f"namespace {namespace} enforces Pod Security level {level!r}, which forbids the hostPath "
+            f"volume of GismoPool {pool.metadata.name} (spec.access: {ACCESS_HOST_PATH}); run the node "
+            f"component and use spec.access: {ACCESS_DEVICE_PLUGIN}, or relabel the namespace"
+        )
+    return None
 
 
 def _answer_with(patch: kopf.Patch, old_body: dict[str, Any], new_body: dict[str, Any]) -> None:
@@ -121,9 +189,13 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
     if is_injected(pod):
         return None
     meta = pod.get("metadata") or {}
-    cluster = (meta.get("labels") or {}).get(LABEL_CLUSTER)
+    labels = meta.get("labels") or {}
+    cluster = labels.get(LABEL_CLUSTER)
     namespace = meta.get("namespace")
     if not cluster or not namespace:
+        return None
+    if labels.get(LABEL_NODE_TYPE) not in RAY_NODE_TYPES:
+        # Not a Ray node (KubeRay's Redis cleanup Job pod carries ray.io/is-ray-node too): no region.
         return None
     ledger = current().ledger
     try:
@@ -143,13 +215,15 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
         return mark_skipped(pod, reason)
 
     problem: str | None = None
+    event_reason = REASON_NOT_INJECTED
     try:
         pool = await current().get_pool_model(reservation.slice.spec.pool)
         if pool is None:
             problem = f"GismoPool {reservation.slice.spec.pool} does not exist"
+        elif (refused := await access_problem(pool, namespace)) is not None:
+            event_reason, problem = refused
         else:
-            settings = current().settings
-            plan = build_plan(pool, reservation, settings.default_agent_image, settings.file_backend_prefixes)
+            plan = build_plan(pool, reservation, current().settings, pod)
             result = inject_pod(pod, plan)
     except ValidationError as exc:
         problem = f"GismoPool {reservation.slice.spec.pool}: {describe_validation_error(exc)}"
@@ -159,7 +233,7 @@ async def admit(pod: Mapping[str, Any], *, dryrun: bool = False) -> dict[str, An
         if not dryrun:
             await ledger.cancel(namespace, cluster, reservation)
             current().post_event(
-                involved, "Warning", REASON_NOT_INJECTED, f"a Ray pod starts without Gismo: {problem}"
+                involved, "Warning", event_reason, f"a Ray pod starts without Gismo: {problem}"
             )
         metrics.count_allocation("region", "error")
         return mark_skipped(pod, problem)

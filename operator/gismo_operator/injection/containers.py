@@ -11,7 +11,14 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gismo.contract import AGENT_COMMAND, AGENT_GID, AGENT_UID, SOCKET_DIR, SOCKET_VOLUME
+from gismo.contract import (
+    AGENT_COMMAND,
+    AGENT_GID,
+    AGENT_STARTUP_COMMAND,
+    AGENT_UID,
+    SOCKET_DIR,
+    SOCKET_VOLUME,
+)
 from gismo_operator.constants import (
     AGENT_CONTAINER,
     CLIENT_DIR,
@@ -21,14 +28,19 @@ from gismo_operator.constants import (
     POOL_VOLUME,
 )
 from gismo_operator.injection.plan import InjectionPlan
+from gismo_operator.injection.resources import with_device_resource
 
 
 def gismo_mounts(plan: InjectionPlan) -> list[dict[str, Any]]:
-    """The pool device/file and the socket directory, mounted where GISMO_DEVICE/GISMO_SOCKET say."""
-    return [
-        {"name": POOL_VOLUME, "mountPath": plan.device_path},
-        {"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR},
-    ]
+    """The socket directory, and (hostPath access only) the pool device/file where GISMO_DEVICE says.
+
+    With the device plugin the kubelet itself puts the device or file into each container that asks
+    for the pool's resource, at the same path, so there is nothing to mount.
+    """
+    mounts = [{"name": SOCKET_VOLUME, "mountPath": SOCKET_DIR}]
+    if not plan.uses_device_plugin:
+        mounts.insert(0, {"name": POOL_VOLUME, "mountPath": plan.device_path})
+    return mounts
 
 
 def client_mount(read_only: bool) -> dict[str, Any]:
@@ -83,12 +95,14 @@ def agent_security_context() -> dict[str, Any]:
     }
 
 
-#: ``gismo health`` exits 0 once the agent serves its socket. As a startup probe of a native sidecar it
-#: holds the Ray container back until the agent is ready, so Ray's first put already finds it.
+#: ``gismo health --answering`` exits 0 once the agent answers on its socket, serving or degraded
+#: (an agent that cannot serve its region answers "degraded: <why>" instead of exiting, and clients
+#: fall back to Ray). As a native sidecar's startup probe it holds the Ray container back only until
+#: the agent process answers, so Ray's first put already finds it, and never for a Gismo problem.
 #: Exec probes cost a Python start each, which is why there is no periodic readiness probe: after
 #: start-up the client falls back to Ray on its own if the agent goes away.
 AGENT_STARTUP_PROBE: dict[str, Any] = {
-    "exec": {"command": ["gismo", "health"]},
+    "exec": {"command": list(AGENT_STARTUP_COMMAND)},
     "periodSeconds": 1,
     "failureThreshold": 120,
     "timeoutSeconds": 5,
@@ -123,8 +137,11 @@ def build_agent_container(plan: InjectionPlan, *, deliver_client: bool = True) -
     }
     if plan.agent.image_pull_policy:
         container["imagePullPolicy"] = plan.agent.image_pull_policy
-    if plan.agent.resources:
-        container["resources"] = copy.deepcopy(dict(plan.agent.resources))
+    resources = copy.deepcopy(dict(plan.agent.resources or {}))
+    if plan.uses_device_plugin:
+        resources = with_device_resource(resources, plan.resource_name)
+    if resources:
+        container["resources"] = resources
     if plan.agent.native_sidecar:
         container["restartPolicy"] = "Always"
     if deliver_client:
@@ -170,11 +187,12 @@ def merge_mounts(
 def extend_ray_container(
     container: Mapping[str, Any], plan: InjectionPlan, where: str, *, deliver_client: bool = True
 ) -> dict[str, Any]:
-    """The Ray container (``containers[0]``) with the GISMO_* env and the two mounts added, plus the
-    delivered client's mount and ``PYTHONPATH`` when ``deliver_client``.
+    """The Ray container (``containers[0]``) with the GISMO_* env and Gismo's mounts added, plus the
+    delivered client's mount and ``PYTHONPATH`` when ``deliver_client``, and (device plugin) the
+    pool's resource in its requests and limits.
 
-    A shallow copy: only ``env`` and ``volumeMounts`` are new lists; the rest is shared with the
-    input and never mutated.
+    A shallow copy: only ``env``, ``volumeMounts`` and ``resources`` are new; the rest is shared with
+    the input and never mutated.
     """
     result = dict(container)
     result["env"] = merge_env(container.get("env"), plan.env())
@@ -183,4 +201,7 @@ def extend_ray_container(
         result["env"] = with_client_on_python_path(result["env"])
         mounts.append(client_mount(read_only=True))
     result["volumeMounts"] = merge_mounts(container.get("volumeMounts"), mounts, where)
+    if plan.uses_device_plugin:
+        # Extended resources never change a pod's QoS class (only CPU and memory count).
+        result["resources"] = with_device_resource(container.get("resources"), plan.resource_name)
     return result

@@ -8,6 +8,7 @@ the object itself.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,13 +32,18 @@ from gismo.contract import (
     ENV_SLICE_OFFSET,
     ENV_SLICE_SIZE,
     ENV_SOCKET,
+    RESOURCE_PREFIX,
     SOCKET_PATH,
 )
+from gismo_operator.core.models import ACCESS_DEVICE_PLUGIN, ACCESS_HOST_PATH
 
 # The names the injected objects carry live in gismo.contract (shared with the agent) and
 # gismo_operator.constants (the operator's own); none is defined here.
 
 BackendType = Literal["shm", "devdax"]
+ACCESS_MODES = (ACCESS_DEVICE_PLUGIN, ACCESS_HOST_PATH)
+#: The name part of an extended resource (after "gismo.io/"): a qualified name, at most 63 characters.
+_RESOURCE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 #: hostPath type per backend: a CXL devdax device is a character device; emulation is a plain file.
 HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File"}
@@ -73,8 +79,26 @@ class InjectionPlan:
     reservation: str = ""
     #: Folders file backends may live under (the operator's FILE_BACKEND_PREFIXES setting).
     file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
+    #: How the containers reach the pool: the device-plugin resource, or a hostPath volume.
+    access: str = ACCESS_DEVICE_PLUGIN
+
+    @property
+    def uses_device_plugin(self) -> bool:
+        return self.access == ACCESS_DEVICE_PLUGIN
+
+    @property
+    def resource_name(self) -> str:
+        """The pool's extended resource, ``gismo.io/<pool>`` (what the node component advertises)."""
+        return RESOURCE_PREFIX + self.pool
 
     def __post_init__(self) -> None:
+        if self.access not in ACCESS_MODES:
+            raise ValueError(f"access: expected one of {', '.join(ACCESS_MODES)}, got {self.access!r}")
+        if self.uses_device_plugin and not _RESOURCE_NAME.match(self.pool):
+            raise ValueError(
+                f"access: {ACCESS_DEVICE_PLUGIN} needs a pool name the resource {RESOURCE_PREFIX}<pool> can "
+                f"carry (at most 63 characters), not {self.pool!r}"
+            )
         if self.backend not in HOSTPATH_TYPES:
             raise ValueError(f"backend.type: expected one of {sorted(HOSTPATH_TYPES)}, got {self.backend!r}")
         if not self.agent.image:

@@ -84,7 +84,12 @@ def inject_pod(pod: Mapping[str, Any], plan: InjectionPlan) -> dict[str, Any]:
         containers[0] = extend_ray_container(
             containers[0], plan, "spec.containers[0]", deliver_client=deliver
         )
-        spec["volumes"] = merge_volumes(spec.get("volumes"), [build_pool_volume(plan), build_socket_volume()])
+        added = (
+            [build_socket_volume()]
+            if plan.uses_device_plugin
+            else [build_pool_volume(plan), build_socket_volume()]
+        )
+        spec["volumes"] = merge_volumes(spec.get("volumes"), added)
         if deliver:
             spec["volumes"] = merge_volumes(spec["volumes"], [build_client_volume()])
     except ValueError as exc:

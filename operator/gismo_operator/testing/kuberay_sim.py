@@ -1,12 +1,12 @@
 """What KubeRay and the API server do for a RayCluster, played by hand (no cluster): the one place the
 demo, the operator tests and the webhook benchmark get their Ray pods and AdmissionReviews from.
 
-KubeRay turns a RayCluster into pods: ``generateName`` ``<cluster>-head-`` / ``<cluster>-<group>-worker-``,
-its ``ray.io/*`` labels, a controller ownerReference, ``containers[0]`` the Ray container, and the
-``shared-mem`` emptyDir at /dev/shm. The API server then sends each pod CREATE to the mutating
-webhooks as an AdmissionReview v1 over HTTPS and stores the pod with the returned JSON patch
-applied (then fills in name and uid). This module builds those objects and requests, so the demo
-exercises the operator's real webhook path. Cost: microseconds per pod, plus one HTTPS round-trip.
+KubeRay turns a RayCluster into pods (:mod:`gismo_operator.testing.kuberay_pods` builds them as
+KubeRay v1.7 does, with the API server's defaults: ``pod_for``/``pods_for`` here). The API server
+then sends each pod CREATE to the mutating webhooks as an AdmissionReview v1 over HTTPS and stores
+the pod with the returned JSON patch applied (then fills in name and uid). This module builds
+those requests, so the demo exercises the operator's real webhook path. Cost: microseconds per
+pod, plus one HTTPS round-trip.
 """
 
 from __future__ import annotations
@@ -25,7 +25,20 @@ import aiohttp
 import jsonpatch
 import yaml
 
-from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE, WEBHOOK_MUTATE_RAYPOD
+from gismo_operator.constants import WEBHOOK_MUTATE_RAYPOD
+from gismo_operator.testing.kuberay_pods import (
+    build_pod,
+    desired_workers,
+    generate_name,
+    pod_for,
+    pods_for,
+    redis_cleanup_pod,
+)
+
+__all__ = [
+    "admission_review", "admit", "apply_admission", "build_pod", "desired_workers", "generate_name",
+    "load_manifest", "load_raycluster", "pod_for", "pods_for", "redis_cleanup_pod",
+]  # fmt: skip
 
 Body = dict[str, Any]
 
@@ -92,71 +105,6 @@ def load_manifest(path: Path, kind: str) -> Body:
         if isinstance(doc, dict) and doc.get("kind") == kind:
             return doc
     raise ValueError(f"{path}: no {kind} in it")
-
-
-def _owner(raycluster: Mapping[str, Any]) -> Body:
-    meta = raycluster["metadata"]
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayCluster",
-        "name": meta["name"],
-        "uid": meta.get("uid", ""),
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def pod_for(raycluster: Mapping[str, Any], node_type: str, group: Mapping[str, Any] | None = None) -> Body:
-    """A Ray pod as KubeRay builds it (no name, no uid: the API server adds them)."""
-    meta = raycluster["metadata"]
-    cluster = meta["name"]
-    namespace = meta.get("namespace", "default")
-    if node_type == "head":
-        template, group_name = raycluster["spec"]["headGroupSpec"]["template"], "headgroup"
-        generate = f"{cluster}-head-"
-    else:
-        assert group is not None
-        template, group_name = group["template"], group["groupName"]
-        generate = f"{cluster}-{group_name}-worker-"
-    spec = copy.deepcopy(template["spec"])
-    ray = spec["containers"][0]
-    ray.setdefault("volumeMounts", []).append({"name": "shared-mem", "mountPath": "/dev/shm"})
-    ray.setdefault("env", []).extend(
-        [{"name": "RAY_CLUSTER_NAME", "value": cluster}, {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
-    )
-    spec.setdefault("volumes", []).append(
-        {"name": "shared-mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}
-    )
-    spec.setdefault("restartPolicy", "Always")
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": generate,
-            "namespace": namespace,
-            "labels": {
-                LABEL_IS_RAY_NODE: "yes",
-                LABEL_CLUSTER: cluster,
-                LABEL_NODE_TYPE: node_type,
-                "ray.io/group": group_name,
-                "ray.io/identifier": f"{cluster}-{node_type}",
-                "app.kubernetes.io/name": "kuberay",
-                "app.kubernetes.io/created-by": "kuberay-operator",
-            },
-            "annotations": {"ray.io/ft-enabled": "false"},
-            "ownerReferences": [_owner(raycluster)],
-        },
-        "spec": spec,
-    }
-
-
-def pods_for(raycluster: Mapping[str, Any]) -> list[Body]:
-    """The pods KubeRay creates at start: the head, then ``replicas x numOfHosts`` per worker group."""
-    pods = [pod_for(raycluster, "head")]
-    for group in raycluster["spec"].get("workerGroupSpecs") or []:
-        count = int(group.get("replicas", 1) or 0) * int(group.get("numOfHosts", 1) or 1)
-        pods.extend(pod_for(raycluster, "worker", group) for _ in range(count))
-    return pods
 
 
 def admission_review(

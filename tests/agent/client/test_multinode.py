@@ -15,7 +15,7 @@ from storefix import MiB, Pool
 import gismo
 from gismo.memory import layout
 from gismo.memory.serialize import _HDR
-from gismo.poolfile import file_size
+from gismo.memory.poolfile import file_size
 from gismo.testing import wait_until
 
 

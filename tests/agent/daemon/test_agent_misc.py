@@ -79,10 +79,14 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
         assert proc.stdout is not None
         event = json.loads(proc.stdout.readline())
         assert event["event"] == "refused" and "GISMO_REGION=9" in event["reason"]
-        health = subprocess.run(
+        probe = subprocess.run(  # the sidecar's startup probe passes: Ray starts
+            [sys.executable, "-m", "gismo.cli", "health", "--answering"], env=env, capture_output=True, text=True
+        )
+        assert probe.returncode == 0, probe.stderr
+        health = subprocess.run(  # but the agent does not serve its region, and says why
             [sys.executable, "-m", "gismo.cli", "health"], env=env, capture_output=True, text=True
         )
-        assert health.returncode == 0  # the startup probe passes: Ray starts
+        assert health.returncode == 1
         assert json.loads(health.stdout)["refused"] == event["reason"]
         with pytest.raises(gismo.AgentUnavailable, match=r"refuses to serve.*GISMO_REGION=9"):
             gismo.connect(env["GISMO_SOCKET"])
@@ -149,8 +153,9 @@ def test_second_agent_on_a_region_is_refused(pool: Pool) -> None:
     env.update(pool.env(0))
     env["GISMO_SOCKET"] = os.path.join(pool.dir, "second.sock")
     out = subprocess.run(
-        [sys.executable, "-m", "gismo.cli", "agent"], env=env, capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-m", "gismo.cli", "agent", "--degraded-retry-s", "0"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
     assert out.returncode == 2 and "already served by another agent" in out.stderr
     assert pool.agents[0].stats()["objects"] == 0  # the first one is untouched and still serving
 

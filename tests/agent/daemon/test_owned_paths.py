@@ -11,7 +11,7 @@ import pytest
 from gismo.config import Config
 from gismo.daemon import Agent
 from gismo.daemon.region import RegionRefused
-from gismo.poolfile import file_size
+from gismo.memory.poolfile import file_size
 from gismo.testing.poolfile import create_pool_file
 
 MiB = 1 << 20

@@ -16,8 +16,10 @@ import itertools
 
 from _ray_fixtures import (
     NS,
+    SAMPLES,
     RunningOperator,
     admission_review,
+    advertising_node,
     apply_response,
     declare_resources,
     kuberay_pod,
@@ -29,6 +31,7 @@ from _ray_fixtures import (
 from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.context import current
+from gismo_operator.testing import kuberay_sim
 
 MI = 1 << 20
 
@@ -40,11 +43,16 @@ def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 
 
 async def opted_in_cluster(
-    op: RunningOperator, *, max_replicas: int = 5, capacity: str = "256Mi"
+    op: RunningOperator,
+    *,
+    max_replicas: int = 5,
+    capacity: str = "256Mi",
+    sample: str = "ray-cluster.sample.yaml",
+    **pool_spec: Any,
 ) -> dict[str, Any]:
     """A pool of 1Mi regions and the KubeRay sample opted in; the RayCluster, once its slice exists."""
-    await op.client.create(kube.POOLS, pool_body(capacity=capacity, region_size="1Mi"))
-    rc = raycluster_from_sample()
+    await op.client.create(kube.POOLS, pool_body(capacity=capacity, region_size="1Mi", **pool_spec))
+    rc = raycluster_from_sample(sample)
     rc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
     await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
     await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the slice of the opted-in RayCluster")
@@ -56,6 +64,15 @@ async def regions_of(op: RunningOperator, name: str = "raycluster-kuberay") -> l
     assert await op.slice(name) is not None
     regions = await op.client.list(kube.REGIONS, NS)
     return sorted((r["spec"] for r in regions if r["spec"]["slice"] == name), key=lambda r: r["index"])
+
+
+def without_skip_reason(pod: dict[str, Any]) -> dict[str, Any]:
+    """The admitted pod less ``gismo.io/skipped`` (and the annotations map it alone made)."""
+    annotations = pod["metadata"]["annotations"]
+    annotations.pop("gismo.io/skipped")
+    if not annotations:
+        del pod["metadata"]["annotations"]
+    return pod
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
@@ -89,14 +106,21 @@ async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
             assert agent["securityContext"]["capabilities"] == {"drop": ["ALL"]}
             volumes = {v["name"]: v for v in spec["volumes"]}
             assert volumes["shared-mem"]["emptyDir"]["medium"] == "Memory"  # KubeRay's, untouched
-            assert volumes["gismo-pool"]["hostPath"] == {"path": "/dev/shm/gismo/pool-a", "type": "File"}
             assert volumes["gismo-socket"] == {"name": "gismo-socket", "emptyDir": {}}
+            # The pool reaches the containers through the node component's device plugin: no hostPath.
+            assert "gismo-pool" not in volumes
+            assert not [v for v in spec["volumes"] if "hostPath" in v]
+            for container in (spec["containers"][0], agent):
+                for part in ("requests", "limits"):
+                    assert container["resources"][part]["gismo.io/pool-a"] == "1"
+            assert agent["resources"]["requests"] == agent["resources"]["limits"]
+            assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health", "--answering"]
             ann = admitted["metadata"]["annotations"]
             index = int(ann["gismo.io/region"])
             assert ann["gismo.io/pool"] == "pool-a"
             assert int(ann["gismo.io/region-offset"]) == slice_spec["offset"] + index * MI
             assert ann["gismo.io/region-size"] == str(MI)
-            assert ann["ray.io/ft-enabled"] == "false"
+            assert ("ray.io/ft-enabled" in ann) == (node_type == "head")  # KubeRay's, untouched
             for container in (spec["containers"][0], agent):
                 env = env_of(container)
                 assert env["GISMO_REGION"] == str(index)
@@ -106,9 +130,7 @@ async def test_head_and_worker_admissions_get_the_agent_and_a_durable_region(
                 assert env["GISMO_BACKEND"] == "shm" and env["GISMO_DEVICE"] == "/dev/shm/gismo/pool-a"
                 assert env["GISMO_SOCKET"] == "/run/gismo/agent.sock" and env["GISMO_POOL"] == "pool-a"
                 mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-                assert (
-                    mounts["gismo-pool"] == "/dev/shm/gismo/pool-a" and mounts["gismo-socket"] == "/run/gismo"
-                )
+                assert mounts["gismo-socket"] == "/run/gismo" and "gismo-pool" not in mounts
             terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             assert terms["nodeSelectorTerms"] == [
                 {"matchExpressions": [{"key": "gismo.io/attached", "operator": "In", "values": ["pool-a"]}]}
@@ -161,8 +183,7 @@ async def test_full_slice_admits_the_pod_without_injection_and_warns(api: kmock.
         admitted = apply_response(pod, await op.admit(pod))
         assert "slice full" in admitted["metadata"]["annotations"]["gismo.io/skipped"]
         assert "gismo.io/region" not in admitted["metadata"]["annotations"]
-        admitted["metadata"]["annotations"].pop("gismo.io/skipped")
-        assert admitted == pod
+        assert without_skip_reason(admitted) == pod
         events = await wait_until_async(lambda: op.events("GismoSliceFull"), "a GismoSliceFull Event")
         assert events[0]["type"] == "Warning"
         assert events[0]["involvedObject"]["kind"] == "RayCluster"
@@ -297,3 +318,125 @@ async def test_a_broken_pool_admits_the_pod_unchanged_returns_the_region_and_war
         assert "gismo-agent" not in str(admitted["spec"])
         assert await regions_of(op) == []  # the skipped pod's reservation was given back
         assert await wait_until_async(lambda: op.events("GismoNotInjected"), "a GismoNotInjected Event")
+
+
+def store_namespace(api: kmock.KubernetesEmulator, labels: dict[str, str]) -> None:
+    """Serve the namespace NS with ``labels``. kmock 0.8 parses /api/v1/namespaces/<name> as a
+    namespace prefix and cannot store or serve namespaces, so the GET is answered by a kmock rule."""
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": labels}}
+    api[f"get /api/v1/namespaces/{NS}"] << body
+
+
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+async def test_hostpath_pool_in_a_namespace_whose_pod_security_forbids_it_is_admitted_without_gismo(
+    api: kmock.KubernetesEmulator, level: str
+) -> None:
+    """PodSecurity runs after the mutating webhooks and would refuse a pod with a hostPath volume:
+    the pod is admitted unchanged but for the reason, never refused, and its region is given back."""
+    store_namespace(api, {"pod-security.kubernetes.io/enforce": level})
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, access="HostPath")
+        pod = kuberay_pod(rc)
+        review = await op.admit(pod)
+        assert review["response"]["allowed"] is True
+        admitted = apply_response(pod, review)
+        reason = admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert f"enforces Pod Security level {level!r}" in reason and "hostPath" in reason
+        assert without_skip_reason(admitted) == pod
+        assert await regions_of(op) == []
+        events = await wait_until_async(lambda: op.events("GismoPodSecurity"), "a GismoPodSecurity Event")
+        assert events[0]["type"] == "Warning" and events[0]["involvedObject"]["kind"] == "RayCluster"
+        assert "starts without Gismo" in events[0]["message"]
+
+
+@pytest.mark.parametrize("labels", [{"pod-security.kubernetes.io/enforce": "privileged"}, {}])
+async def test_hostpath_pool_where_pod_security_allows_it_mounts_the_path(
+    api: kmock.KubernetesEmulator, labels: dict[str, str]
+) -> None:
+    store_namespace(api, labels)  # no label: the cluster default (privileged unless configured)
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, access="HostPath")
+        admitted = apply_response(kuberay_pod(rc), await op.admit(kuberay_pod(rc)))
+        volumes = {v["name"]: v for v in admitted["spec"]["volumes"]}
+        assert volumes["gismo-pool"]["hostPath"] == {"path": "/dev/shm/gismo/pool-a", "type": "File"}
+        agent = admitted["spec"]["initContainers"][-1]
+        for container in (admitted["spec"]["containers"][0], agent):
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts["gismo-pool"] == "/dev/shm/gismo/pool-a"
+            assert "gismo.io/pool-a" not in str(container.get("resources"))
+
+
+async def test_device_plugin_pools_need_no_namespace_check(api: kmock.KubernetesEmulator) -> None:
+    store_namespace(api, {"pod-security.kubernetes.io/enforce": "restricted"})
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op)
+        admitted = apply_response(kuberay_pod(rc), await op.admit(kuberay_pod(rc)))
+        assert "gismo.io/skipped" not in admitted["metadata"]["annotations"]
+        assert admitted["spec"]["containers"][0]["resources"]["limits"]["gismo.io/pool-a"] == "1"
+
+
+async def test_the_redis_cleanup_job_pod_and_other_non_node_pods_get_no_region(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    """KubeRay's Redis cleanup Job pod carries ray.io/is-ray-node=yes and ray.io/cluster, but it is no
+    Ray node: it is left exactly as it is, and takes no region."""
+    async with running_operator(api) as op:
+        rc = await opted_in_cluster(op, sample="ray-cluster.persistent-redis-sidecar.yaml")
+        cleanup = kuberay_sim.redis_cleanup_pod(rc)
+        assert cleanup["metadata"]["labels"]["ray.io/is-ray-node"] == "yes"
+        assert cleanup["metadata"]["labels"]["ray.io/node-type"] == "redis-cleanup"
+        assert apply_response(cleanup, await op.admit(cleanup)) == cleanup
+        other = kuberay_pod(rc)
+        other["metadata"]["labels"]["ray.io/node-type"] = "something-else"
+        assert apply_response(other, await op.admit(other)) == other
+        assert await regions_of(op, rc["metadata"]["name"]) == []
+        # The cluster's head and workers still get theirs.
+        head = apply_response(kuberay_pod(rc, "head"), await op.admit(kuberay_pod(rc, "head")))
+        assert "gismo.io/region" in head["metadata"]["annotations"]
+
+
+async def test_every_sample_shape_is_admitted_with_the_agent(api: kmock.KubernetesEmulator) -> None:
+    """The webhook over HTTPS on the head and each worker group of every KubeRay sample."""
+    async with running_operator(api) as op:
+        await op.client.create(kube.POOLS, pool_body(capacity="256Mi", region_size="1Mi"))
+        for i, path in enumerate(sorted(SAMPLES.glob("*.yaml"))):
+            # Two samples share a name (autoscaler and autoscaler-v2): each gets its own.
+            rc = raycluster_from_sample(path.name)
+            rc["metadata"]["name"] = f"{rc['metadata']['name']}-{i}"
+            await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
+            name = rc["metadata"]["name"]
+            await wait_until_async(lambda name=name: op.slice(name), f"the slice of {name}")
+            groups = rc["spec"].get("workerGroupSpecs") or []
+            pods = [kuberay_pod(rc, "head")] + [kuberay_pod(rc, "worker", i) for i in range(len(groups))]
+            for pod in pods:
+                admitted = apply_response(pod, await op.admit(pod))
+                assert "gismo.io/region" in admitted["metadata"]["annotations"], (
+                    path.name,
+                    admitted["metadata"],
+                )
+                names = [c["name"] for c in admitted["spec"]["initContainers"]]
+                assert names[-1] == "gismo-agent" and names[:-1] == [
+                    c["name"] for c in pod["spec"].get("initContainers", [])
+                ]
+                assert admitted["spec"]["containers"][0]["name"] == pod["spec"]["containers"][0]["name"]
+
+
+async def test_without_a_node_advertising_the_pool_the_pod_starts_without_gismo(
+    api: kmock.KubernetesEmulator,
+) -> None:
+    """A DevicePlugin pool whose nodes run no node component: the resource request would keep the pod
+    Pending for ever, so it is admitted without Gismo, its region given back, and told why."""
+    async with running_operator(api, node_component=False) as op:
+        # A node advertises the resource, but it is not one of the pool's nodes (nodeSelector).
+        await op.client.create(kube.NODES, advertising_node("pool-a", labels={"gismo.io/attached": "other"}))
+        rc = await opted_in_cluster(op)
+        pod = kuberay_pod(rc)
+        admitted = apply_response(pod, await op.admit(pod))
+        reason = admitted["metadata"]["annotations"]["gismo.io/skipped"]
+        assert "no node of GismoPool pool-a advertises gismo.io/pool-a" in reason
+        assert without_skip_reason(admitted) == pod
+        assert await regions_of(op) == []
+        events = await wait_until_async(
+            lambda: op.events("GismoResourceNotAdvertised"), "a GismoResourceNotAdvertised Event"
+        )
+        assert events[0]["type"] == "Warning" and "starts without Gismo" in events[0]["message"]

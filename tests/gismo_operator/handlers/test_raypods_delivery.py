@@ -58,7 +58,8 @@ async def test_kuberay_sample_pods_get_the_delivered_client(api: kmock.Kubernete
         assert ray["image"].startswith("rayproject/ray")  # the stock image, unchanged
 
         worker = kuberay_pod(rc, "worker")
-        worker["metadata"]["annotations"][ANN_DELIVER_CLIENT] = "false"  # from the group's template
+        # KubeRay sends a worker without annotations: this one comes from the group's template.
+        worker["metadata"].setdefault("annotations", {})[ANN_DELIVER_CLIENT] = "false"
         plain = apply_response(worker, await op.admit(worker))
         assert CLIENT_VOLUME not in {v["name"] for v in plain["spec"]["volumes"]}
         assert "PYTHONPATH" not in _env(plain["spec"]["containers"][0])

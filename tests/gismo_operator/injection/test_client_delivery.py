@@ -23,10 +23,11 @@ from gismo_operator.injection.containers import AGENT_DELIVERY_ARGS, with_client
 
 def expand(env: list[dict[str, Any]], resolved: dict[str, str]) -> dict[str, str]:
     """Kubernetes' dependent-variable expansion: ``$(VAR)`` takes VAR's value defined earlier in the
-    list (``valueFrom`` entries resolve to ``resolved[name]``); unknown references stay as written."""
+    list (``valueFrom`` entries resolve to ``resolved[name]``, or stand for themselves: KubeRay's pods
+    carry fieldRef env); unknown references stay as written."""
     out: dict[str, str] = {}
     for entry in env:
-        raw = entry["value"] if "value" in entry else resolved[entry["name"]]
+        raw = entry["value"] if "value" in entry else resolved.get(entry["name"], f"<{entry['name']}>")
         out[entry["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: out.get(m[1], m[0]), raw)
     return out
 

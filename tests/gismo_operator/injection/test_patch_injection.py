@@ -6,9 +6,11 @@ import copy
 from typing import Any
 
 import pytest
+from kuberay_shapes import shape
 
 from gismo.contract import SOCKET_PATH, SOCKET_VOLUME
 from gismo_operator.constants import AGENT_CONTAINER, CLIENT_DIR, CLIENT_VOLUME, POOL_VOLUME
+from gismo_operator.core.models import ACCESS_HOST_PATH
 from gismo_operator.injection import (
     AgentSpec,
     InjectionError,
@@ -19,6 +21,10 @@ from gismo_operator.injection import (
 )
 
 GI = 1 << 30
+
+
+def hostpath_plan(**overrides: Any) -> InjectionPlan:
+    return plan(access=ACCESS_HOST_PATH, **overrides)
 
 
 def plan(**overrides: Any) -> InjectionPlan:
@@ -40,34 +46,11 @@ def plan(**overrides: Any) -> InjectionPlan:
 
 
 def kuberay_pod(**spec_extra: Any) -> dict[str, Any]:
-    """A worker pod as KubeRay creates it: generateName, its labels, containers[0] = Ray, shared-mem."""
-    spec: dict[str, Any] = {
-        "containers": [
-            {
-                "name": "ray-worker",
-                "image": "rayproject/ray:2.52.0",
-                "env": [{"name": "RAY_CLUSTER_NAME", "value": "raycluster-kuberay"}],
-                "volumeMounts": [{"name": "shared-mem", "mountPath": "/dev/shm"}],
-            }
-        ],
-        "volumes": [{"name": "shared-mem", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}],
-    }
-    spec.update(spec_extra)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "generateName": "raycluster-kuberay-workergroup-worker-",
-            "namespace": "default",
-            "labels": {
-                "ray.io/is-ray-node": "yes",
-                "ray.io/cluster": "raycluster-kuberay",
-                "ray.io/node-type": "worker",
-                "ray.io/group": "workergroup",
-            },
-        },
-        "spec": spec,
-    }
+    """The worker pod KubeRay v1.7 builds for its sample cluster (kuberay_shapes), as the webhook
+    receives it; ``spec_extra`` replaces fields of its spec."""
+    pod = shape("sample/workergroup")
+    pod["spec"].update(spec_extra)
+    return pod
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
@@ -79,10 +62,11 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
 
 
 def test_native_sidecar_is_appended_after_existing_init_containers() -> None:
-    pod = kuberay_pod(initContainers=[{"name": "wait-gcs-ready", "image": "busybox"}])
+    pod = kuberay_pod()  # KubeRay's worker: wait-gcs-ready first (the agent starts once the GCS is up)
     out = inject_pod(pod, plan())
     inits = out["spec"]["initContainers"]
     assert [c["name"] for c in inits] == ["wait-gcs-ready", AGENT_CONTAINER]
+    assert inits[0] == pod["spec"]["initContainers"][0]
     assert inits[1]["restartPolicy"] == "Always"
     assert [c["name"] for c in out["spec"]["containers"]] == ["ray-worker"]
 
@@ -94,16 +78,20 @@ def test_without_native_sidecars_the_agent_is_the_last_container_never_the_first
     names = [c["name"] for c in out["spec"]["containers"]]
     assert names == ["ray-worker", "fluentbit", AGENT_CONTAINER]
     assert "restartPolicy" not in out["spec"]["containers"][-1]
-    assert "initContainers" not in out["spec"]
+    assert out["spec"]["initContainers"] == pod["spec"]["initContainers"]  # KubeRay's wait-gcs-ready only
 
 
 def test_ray_container_gets_env_and_mounts_other_containers_do_not() -> None:
     pod = kuberay_pod()
     pod["spec"]["containers"].append({"name": "sidecar", "image": "x"})
-    out = inject_pod(pod, plan())
+    before = copy.deepcopy(pod["spec"]["containers"][0])
+    out = inject_pod(pod, hostpath_plan())
     ray, other = out["spec"]["containers"]
     env = env_of(ray)
-    assert env["RAY_CLUSTER_NAME"] == "raycluster-kuberay"  # kept
+    assert env["RAY_CLUSTER_NAME"] == "fieldRef:metadata.labels['ray.io/cluster']"  # KubeRay's, kept
+    assert [
+        e for e in ray["env"] if not e["name"].startswith("GISMO_") and e["name"] != "PYTHONPATH"
+    ] == before["env"]  # KubeRay's, kept (PYTHONPATH: the delivered client, see test_client_delivery)
     assert env["GISMO_POOL"] == "pool-a"
     assert env["GISMO_BACKEND"] == "devdax"
     assert env["GISMO_DEVICE"] == "/dev/dax0.0"
@@ -115,9 +103,11 @@ def test_ray_container_gets_env_and_mounts_other_containers_do_not() -> None:
     assert env["GISMO_SOCKET"] == SOCKET_PATH
     mounts = {m["name"]: m["mountPath"] for m in ray["volumeMounts"]}
     assert mounts == {
-        "shared-mem": "/dev/shm", POOL_VOLUME: "/dev/dax0.0", SOCKET_VOLUME: "/run/gismo",
+        **{m["name"]: m["mountPath"] for m in before["volumeMounts"]},  # shared-mem, the SA token
+        POOL_VOLUME: "/dev/dax0.0",
+        SOCKET_VOLUME: "/run/gismo",
         CLIENT_VOLUME: CLIENT_DIR,
-    }  # fmt: skip
+    }
     assert other == {"name": "sidecar", "image": "x"}
     agent = out["spec"]["initContainers"][-1]
     assert env_of(agent) == {
@@ -125,8 +115,41 @@ def test_ray_container_gets_env_and_mounts_other_containers_do_not() -> None:
         "GISMO_OWNER": "fieldRef:metadata.uid",  # the pod, never the host (hostNetwork shares it)
     }
     assert {m["name"] for m in agent["volumeMounts"]} == {POOL_VOLUME, SOCKET_VOLUME, CLIENT_VOLUME}
-    # The native sidecar's startup probe holds the Ray container back until the agent serves.
-    assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health"]
+    # The startup probe passes once the agent answers, serving or degraded (Ray never waits for Gismo).
+    assert agent["startupProbe"]["exec"]["command"] == ["gismo", "health", "--answering"]
+    # hostPath access asks the kubelet for nothing.
+    assert "gismo.io/pool-a" not in str(ray.get("resources")) + str(agent.get("resources"))
+
+
+def test_with_the_device_plugin_containers_ask_for_the_pool_resource_and_mount_no_pool() -> None:
+    pod = kuberay_pod()
+    before = copy.deepcopy(pod["spec"]["containers"][0])
+    out = inject_pod(pod, plan(agent=AgentSpec(image="a", resources={"requests": {"cpu": "1"}})))
+    ray, agent = out["spec"]["containers"][0], out["spec"]["initContainers"][-1]
+    for container in (ray, agent):
+        assert container["resources"]["requests"]["gismo.io/pool-a"] == "1"
+        assert container["resources"]["limits"]["gismo.io/pool-a"] == "1"
+        assert POOL_VOLUME not in {m["name"] for m in container["volumeMounts"]}
+    # The Ray container's own resources are kept; the agent's come from the plan.
+    for part in ("requests", "limits"):
+        assert {k: v for k, v in ray["resources"][part].items() if k != "gismo.io/pool-a"} == before[
+            "resources"
+        ][part]
+    assert agent["resources"] == {
+        "requests": {"cpu": "1", "gismo.io/pool-a": "1"},
+        "limits": {"gismo.io/pool-a": "1"},
+    }
+    assert POOL_VOLUME not in {v["name"] for v in out["spec"]["volumes"]}
+    assert not [v for v in out["spec"]["volumes"] if "hostPath" in v]
+    # GISMO_DEVICE is the path the kubelet puts the device or file at (the node component uses the
+    # host path inside the container too).
+    assert env_of(ray)["GISMO_DEVICE"] == "/dev/dax0.0"
+
+
+def test_a_pool_name_the_resource_cannot_carry_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="access: DevicePlugin needs a pool name"):
+        plan(pool="p" * 64)
+    hostpath_plan(pool="p" * 64)  # hostPath access has no such limit
 
 
 def test_stale_gismo_env_in_the_ray_container_is_replaced_not_duplicated() -> None:
@@ -143,11 +166,11 @@ def test_stale_gismo_env_in_the_ray_container_is_replaced_not_duplicated() -> No
     [("devdax", "/dev/dax0.0", "CharDevice"), ("shm", "/dev/shm/gismo/pool0", "File")],
 )
 def test_volumes_are_added_next_to_kuberays_shared_mem(backend: str, path: str, kind: str) -> None:
-    out = inject_pod(kuberay_pod(), plan(backend=backend, device_path=path))
+    out = inject_pod(kuberay_pod(), hostpath_plan(backend=backend, device_path=path))
     volumes = {v["name"]: v for v in out["spec"]["volumes"]}
     assert volumes["shared-mem"] == {
         "name": "shared-mem",
-        "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"},
+        "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"},  # KubeRay: the Ray container's memory limit
     }
     assert volumes[POOL_VOLUME]["hostPath"] == {"path": path, "type": kind}
     assert volumes[SOCKET_VOLUME] == {"name": SOCKET_VOLUME, "emptyDir": {}}
@@ -157,7 +180,7 @@ def test_volume_name_clash_is_a_clear_error() -> None:
     pod = kuberay_pod()
     pod["spec"]["volumes"].append({"name": POOL_VOLUME, "emptyDir": {}})
     with pytest.raises(InjectionError, match=r"spec\.volumes: .*'gismo-pool'"):
-        inject_pod(pod, plan())
+        inject_pod(pod, hostpath_plan())
 
 
 def test_mount_path_clash_is_a_clear_error() -> None:

@@ -45,7 +45,7 @@ from typing import Any
 import kmock
 import kopf
 import pytest
-from _ray_fixtures import kuberay_pod, pool_body, raycluster_from_sample
+from _ray_fixtures import advertising_node, kuberay_pod, pool_body, raycluster_from_sample
 from operator_harness import GISMO_CRDS, KUBERAY_CRD, VERBS, Cluster, OperatorHandle, _load_yaml
 
 from gismo_operator import context as context_module
@@ -266,6 +266,9 @@ async def run_scenario(
         "kind": "Namespace",
         "metadata": {"name": NS, "labels": {"gismo": "yes"}},
     }
+
+    # The node component advertises the pool's resource on a node of the pool (the webhook lists nodes).
+    await tester.create(kube.NODES, advertising_node(POOL))
 
     # A pool, created then updated (a spec change: generation 2).
     await tester.create(

@@ -13,8 +13,9 @@ ever writes over it. A reader finds it from the file size alone (the last page),
 component nor an agent needs to know the capacity in advance to tell a Gismo pool file from
 anything else. Devices carry no marker: Gismo never writes to a device it did not format.
 
-The magic shares its first six bytes with the region header's (``layout.MAGIC = b"GISMO\\x00R1"``):
-``b"GISMO\\x00P1"`` is "Gismo, pool file, version 1". The marker's fields are covered by a CRC32.
+The bytes are defined in ``memory/layout.py`` with the region format (``POOL_MAGIC`` =
+``b"GISMO\\x00P1"``, "Gismo, pool file, version 1", sharing its first six bytes with the region
+header's ``MAGIC``), covered by a CRC32; this module is the file-level rule built on them.
 
 Pure standard library, importable on every Python that Ray supports (3.10+).
 """
@@ -24,21 +25,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
-import struct
-import zlib
 from typing import Final
 
-from .contract import PAGE
+from . import layout
 
-MARKER_MAGIC: Final = b"GISMO\x00P1"
-MARKER_VERSION: Final = 1
-#: The marker's size: one page at the end of the file.
-MARKER_SIZE: Final = PAGE
-#: magic, version, marker size, capacity, pool name (NUL padded); then crc32 of those bytes.
-_MARKER = struct.Struct("<8sIIQ64s")
-_CRC = struct.Struct("<I")
-#: Pool names are Kubernetes object names (at most 63 characters of a DNS label here).
-MAX_POOL_NAME: Final = 64
+#: Re-exported from the one definition of the format (memory/layout.py).
+MARKER_MAGIC: Final = layout.POOL_MAGIC
+MARKER_SIZE: Final = layout.POOL_MARKER_SIZE
 
 
 class PoolFileError(Exception):
@@ -53,34 +46,14 @@ class PoolFileMarker:
     capacity: int
 
     def pack(self) -> bytes:
-        """The marker page: fields, CRC, zero padding to ``MARKER_SIZE``."""
-        name = self.pool.encode()
-        if not name or len(name) > MAX_POOL_NAME or b"\0" in name:
-            raise ValueError(f"pool name {self.pool!r}: must be 1-{MAX_POOL_NAME} bytes without NUL")
-        if self.capacity <= 0 or self.capacity % PAGE:
-            raise ValueError(f"capacity {self.capacity}: must be a positive multiple of {PAGE}")
-        body = _MARKER.pack(MARKER_MAGIC, MARKER_VERSION, MARKER_SIZE, self.capacity, name)
-        raw = body + _CRC.pack(zlib.crc32(body))
-        return raw + b"\0" * (MARKER_SIZE - len(raw))
+        """The marker page (fields, CRC, zero padding to ``MARKER_SIZE``)."""
+        return layout.pack_pool_marker(self.pool, self.capacity)
 
     @classmethod
     def unpack(cls, page: bytes) -> PoolFileMarker | None:
         """The marker in ``page``, or None when the page is not a valid Gismo marker."""
-        need = _MARKER.size + _CRC.size
-        if len(page) < need:
-            return None
-        body = page[: _MARKER.size]
-        (crc,) = _CRC.unpack_from(page, _MARKER.size)
-        magic, version, size, capacity, name = _MARKER.unpack(body)
-        if magic != MARKER_MAGIC or version != MARKER_VERSION or size != MARKER_SIZE:
-            return None
-        if zlib.crc32(body) != crc:
-            return None
-        try:
-            pool = name.rstrip(b"\0").decode()
-        except UnicodeDecodeError:
-            return None
-        return cls(pool, capacity)
+        fields = layout.unpack_pool_marker(page)
+        return None if fields is None else cls(*fields)
 
 
 def file_size(capacity: int) -> int:
