@@ -110,7 +110,6 @@ def test_node_prep_matches_the_example_pool() -> None:
     assert int(env["POOL_SIZE"]) == pool.spec.capacity
 
 
-
 def test_node_prep_script_makes_a_pool_file_the_agent_accepts(tmp_path: Path) -> None:
     """The DaemonSet's script, run against a folder standing in for the host: a Gismo pool file of the
     example pool; run again, it keeps it; a foreign file at the path is refused, untouched."""

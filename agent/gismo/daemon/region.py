@@ -32,11 +32,10 @@ from typing import Any
 import numpy as np
 
 from .. import crashpoints
-from ..memory import poolfile
 from ..config import Config
 from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
-from ..memory import coherence, layout
+from ..memory import coherence, layout, poolfile
 from ..memory.layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
 from ..memory.mapping import SliceMapping
 from . import holders

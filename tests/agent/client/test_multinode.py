@@ -14,8 +14,8 @@ from storefix import MiB, Pool
 
 import gismo
 from gismo.memory import layout
-from gismo.memory.serialize import _HDR
 from gismo.memory.poolfile import file_size
+from gismo.memory.serialize import _HDR
 from gismo.testing import wait_until
 
 

@@ -80,7 +80,10 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
         event = json.loads(proc.stdout.readline())
         assert event["event"] == "refused" and "GISMO_REGION=9" in event["reason"]
         probe = subprocess.run(  # the sidecar's startup probe passes: Ray starts
-            [sys.executable, "-m", "gismo.cli", "health", "--answering"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "gismo.cli", "health", "--answering"],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         assert probe.returncode == 0, probe.stderr
         health = subprocess.run(  # but the agent does not serve its region, and says why
