@@ -30,7 +30,7 @@ from typing import Any
 
 from ..config import Config, ConfigError
 from ..contract import AGENT_GID
-from ..errors import AgentUnavailable, GismoError, ProtocolError, StaleRef, StoreFull
+from ..errors import GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
 from . import holders, protocol
 from .conn import Conn
@@ -477,82 +477,32 @@ def _restrict(path: str, mode: int) -> None:
             os.chown(path, -1, AGENT_GID)
 
 
-class RefusingAgent(Agent):
-    """An agent that refused its region (a path that is not a Gismo pool file, a missing device, a
-    pool that breaks the pool rule) but still serves its socket, with bounds, so that:
-    the startup probe (``gismo health --answering``) passes and Ray starts; every client's HELLO is
-    refused with the reason, so clients fall back to Ray's own store at once; ``gismo health`` and
-    ``gismo stats`` say why. It maps nothing and writes nothing."""
-
-    has_region = False
-
-    def __init__(self, cfg: Config, reason: str) -> None:  # no RegionOwner: nothing is mapped
-        self.cfg = cfg
-        self.reason = reason
-        self.region = cfg.region
-        self.conns = {}
-        self.started = time.time()
-        self._next_due = float("inf")
-        self._init_server()
-
-    def _maintain(self, now: float) -> None:
-        self._next_due = float("inf")
-
-    def dispatch(self, c: Conn, op: int, body: memoryview) -> bytes:
-        if op == protocol.HEALTH:
-            return protocol.json_body(
-                {"ok": False, "ready": False, "region": self.region, "refused": self.reason,
-                 "degraded": self.reason}
-            )  # fmt: skip
-        if op == protocol.STATS:
-            return protocol.json_body({
-                "region": self.region, "pool": self.cfg.pool, "refused": self.reason,
-                "clients": len(self.conns), "dropped": self.dropped,
-                "uptime_s": round(time.time() - self.started, 3),
-            })  # fmt: skip
-        if op == protocol.HELLO:
-            c.greeted = True
-        raise AgentUnavailable(f"the Gismo agent refuses to serve: {self.reason}")
-
-
-def _serve_refusing(cfg: Config, reason: str) -> int:
-    log.error(
-        "agent refuses to serve region %d: %s (Ray pods use Ray's own object store)", cfg.region, reason
-    )
-    try:
-        cfg._validate_bounds()
-    except ConfigError:
-        cfg = Config(socket=cfg.socket, pool=cfg.pool, region=cfg.region)  # safe bounds
-    agent = RefusingAgent(cfg, reason)
-    try:
-        agent.listen()
-    except (GismoError, OSError) as exc:
-        log.error("agent cannot serve %s either: %s", cfg.socket, exc)
-        return 2
-    print(json.dumps({"event": "refused", "region": cfg.region, "socket": cfg.socket, "reason": reason}),
-          flush=True)  # fmt: skip
-    agent.serve()
-    return 0
+def _serve_refusing(cfg: Config, reason: str, retry_after_s: float) -> int:
+    """A region the agent refuses (the pool rule, a path that is not this pool's pool file) is served
+    degraded, like any other start failure: the startup probe passes and Ray starts, every client is
+    refused with the reason and falls back to Ray's own store, ``gismo health`` says why, and after
+    ``retry_after_s`` the agent exits so the kubelet retries (a device that appears later is used)."""
+    log.error("agent refuses to serve region %d (Ray pods use Ray's own object store)", cfg.region)
+    return serve_degraded(cfg.socket, reason, retry_after_s)
 
 
 def run(cfg: Config, *, force_format: bool = False, degraded_retry_s: float = DEFAULT_RETRY_AFTER_S) -> int:
     """Entry point used by ``gismo agent``: build, optionally serve metrics, serve until SIGTERM.
 
     A region the agent refuses (a configuration or pool the pool rule refuses, a path that is not
-    this pool's Gismo pool file: see RegionOwner._check_target) is served by a RefusingAgent, so Ray
-    still starts and the reason is one ``gismo health`` away. An agent that cannot start for any
-    other reason (its socket, a bug) serves degraded for ``degraded_retry_s`` seconds (see
-    :mod:`gismo.daemon.degraded`) and then exits, so the kubelet retries it while Ray runs on its own
-    object store.
+    this pool's Gismo pool file: see RegionOwner._check_target), and any other start failure (its
+    socket, a bug), is served degraded for ``degraded_retry_s`` seconds (see
+    :mod:`gismo.daemon.degraded`): Ray starts on its own object store, the reason is one
+    ``gismo health`` away, and the agent then exits so the kubelet retries it.
     """
     try:
         cfg.validate()
     except ConfigError as exc:
-        return _serve_refusing(cfg, str(exc))
+        return _serve_refusing(cfg, str(exc), degraded_retry_s)
     try:
         agent = Agent(cfg, force_format=force_format)
     except RegionRefused as exc:
-        return _serve_refusing(cfg, str(exc))
+        return _serve_refusing(cfg, str(exc), degraded_retry_s)
     except GismoError as exc:  # e.g. the region is served by another agent: exit, a restart retries
         log.error("%s", exc)
         return 2

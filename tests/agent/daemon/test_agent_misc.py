@@ -71,14 +71,14 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
     env.update(pool.env(0))
     env["GISMO_REGION"] = "9"
     # A configuration the agent refuses is not an exit (Ray would then wait on the sidecar): the agent
-    # serves its socket, refuses every client with the reason, and `gismo health` says why.
+    # answers degraded, refuses every client with the reason, and `gismo health` says why.
     proc = subprocess.Popen(
         [sys.executable, "-m", "gismo.cli", "agent"], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
         assert proc.stdout is not None
         event = json.loads(proc.stdout.readline())
-        assert event["event"] == "refused" and "GISMO_REGION=9" in event["reason"]
+        assert event["event"] == "degraded" and "GISMO_REGION=9" in event["reason"]
         probe = subprocess.run(  # the sidecar's startup probe passes: Ray starts
             [sys.executable, "-m", "gismo.cli", "health", "--answering"],
             env=env,
@@ -90,8 +90,8 @@ def test_config_errors_name_the_variable(pool: Pool) -> None:
             [sys.executable, "-m", "gismo.cli", "health"], env=env, capture_output=True, text=True
         )
         assert health.returncode == 1
-        assert json.loads(health.stdout)["refused"] == event["reason"]
-        with pytest.raises(gismo.AgentUnavailable, match=r"refuses to serve.*GISMO_REGION=9"):
+        assert json.loads(health.stdout)["degraded"] == event["reason"]
+        with pytest.raises(gismo.AgentUnavailable, match=r"agent degraded: .*GISMO_REGION=9"):
             gismo.connect(env["GISMO_SOCKET"])
     finally:
         proc.terminate()

@@ -58,10 +58,12 @@ def _probe(socket: str) -> subprocess.CompletedProcess[str]:
 
 
 FAILURES: list[tuple[str, dict[str, str], str]] = [
-    ("bad configuration", {"GISMO_REGION_SIZE": "1000"}, "GISMO_REGION_SIZE must be a positive multiple"),
-    ("pool path is a folder", {"GISMO_DEVICE": "/tmp"}, "cannot open /tmp"),
+    ("bad configuration", {"GISMO_REGION_SIZE": "1000"},
+     "GISMO_REGION_SIZE: 1000 bytes is not a region the agent can serve"),
+    ("pool path outside the allowed folders", {"GISMO_DEVICE": "/tmp"},
+     "a file backend must lie under one of the allowed folders"),
     ("region too small for its tables", {"GISMO_REGION_SIZE": "4096", "GISMO_SLICE_SIZE": "16384"},
-     "too small"),
+     "the agent's tables plus one data page"),
 ]  # fmt: skip
 
 
