@@ -102,7 +102,9 @@ class NodeCache:
                 fd, region_size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=self.own_lo
             )
         finally:
-            os.close(fd)  # the flock goes with the last fd of this open file description
+            # Unlock explicitly: each mmap keeps a dup of fd, so closing fd would not drop the flock.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     def _load_own(self) -> None:
         """A cold cache: the own region as the pool holds it (all-zero chunks stay sparse)."""
