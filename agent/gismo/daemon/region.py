@@ -37,7 +37,7 @@ from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
 from ..memory.layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
-from ..memory.mapping import SliceMapping
+from ..memory.mapping import OPEN_HINT, SliceMapping
 from . import holders
 from .alloc import Allocator
 from .conn import Conn
@@ -143,7 +143,7 @@ class RegionOwner:
         try:
             fd = os.open(cfg.device, os.O_RDWR | os.O_NOFOLLOW)  # never creates: see _check_target
         except OSError as exc:
-            raise GismoError(f"cannot open {cfg.device}: {exc.strerror}") from exc
+            raise GismoError(f"cannot open {cfg.device}: {exc.strerror}{OPEN_HINT.get(cfg.backend, '')}") from exc
         start = cfg.slice_offset + cfg.region * cfg.region_size
         try:
             # An open-file-description lock: unlike lockf(), closing another fd of the same file
@@ -320,7 +320,7 @@ class RegionOwner:
         # Who holds it, for the next agent: a lease outlives this agent, never its holder.
         cpos = self.geom.counter_pos(i)
         layout.write_holder(self.rw, cpos, c.peer_pid, c.peer_start)
-        coherence.flush(self.rw, cpos, layout.COUNTER_SIZE)
+        self.map.flush(cpos, layout.COUNTER_SIZE)
         return i * LEASE, i
 
     def _reap_held_leases(self) -> int:

@@ -32,7 +32,12 @@ from .devdax import DAX_ALIGN
 
 MADV_POPULATE_READ = 22  # Linux ≥ 5.14; pre-faults page tables without touching contents
 MADV_POPULATE_WRITE = 23
-__all__ = ["DAX_ALIGN", "MappingError", "SliceMapping"]
+__all__ = ["DAX_ALIGN", "OPEN_HINT", "MappingError", "SliceMapping"]
+#: What to say when the path of a backend that Gismo never creates cannot be opened.
+OPEN_HINT = {
+    BACKEND_FAMFS: " (famfs: the pool file must exist on every attached node)",
+    BACKEND_DEVDAX: " (devdax: the device must exist on every attached node)",
+}
 
 
 def _with_rdev(rdev: int) -> Any:
@@ -100,9 +105,7 @@ class SliceMapping:
         try:
             fd = os.open(device, flags)
         except OSError as exc:
-            hint = {BACKEND_FAMFS: " (famfs: the pool file must exist on every attached node)",
-                    BACKEND_DEVDAX: " (devdax: the device must exist on every attached node)"}  # fmt: skip
-            raise MappingError(f"cannot open {device}: {exc.strerror}{hint.get(backend, '')}") from exc
+            raise MappingError(f"cannot open {device}: {exc.strerror}{OPEN_HINT.get(backend, '')}") from exc
         self._cache: model.NodeCache | None = None
         try:
             self._check_backend(fd, allocate and backend == BACKEND_SHM, sysfs_root, dax_rdev)

@@ -121,7 +121,7 @@ class NodeCache:
         """Copy the own region's lines covering ``[offset, offset+size)`` to the pool."""
         if size <= 0 or self._pool_rw is None:
             return
-        a = offset & ~(LINE - 1)
+        a = max(offset & ~(LINE - 1), 0)
         b = min(-(-(offset + size) // LINE) * LINE, self.region_size)
         base = self.own_lo
         self._pool_rw[a:b] = self._cache[base + a : base + b]
