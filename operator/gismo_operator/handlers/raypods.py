@@ -91,6 +91,7 @@ def build_plan(
         node_selector=dict(spec.node_selector),
         reservation=reservation.token,
         file_prefixes=file_prefixes,
+        coherence=spec.backend.effective_coherence,
     )
 
 

@@ -20,8 +20,12 @@ from gismo.contract import (
     ANN_REGION_SIZE,
     ANN_RESERVATION,
     BACKEND_DEVDAX,
+    BACKEND_FAMFS,
     BACKEND_SHM,
+    COHERENCE_MODES,
+    DEFAULT_COHERENCE,
     ENV_BACKEND,
+    ENV_COHERENCE,
     ENV_DEVICE,
     ENV_FILE_PREFIXES,
     ENV_POOL,
@@ -37,10 +41,11 @@ from gismo.contract import (
 # The names the injected objects carry live in gismo.contract (shared with the agent) and
 # gismo_operator.constants (the operator's own); none is defined here.
 
-BackendType = Literal["shm", "devdax"]
+BackendType = Literal["shm", "devdax", "famfs"]
 
 #: hostPath type per backend: a CXL devdax device is a character device; emulation is a plain file.
-HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File"}
+#: A famfs pool is a file too (on the node's famfs mount), never created by Gismo.
+HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File", BACKEND_FAMFS: "File"}
 
 
 @dataclass(frozen=True)
@@ -73,10 +78,13 @@ class InjectionPlan:
     reservation: str = ""
     #: Folders file backends may live under (the operator's FILE_BACKEND_PREFIXES setting).
     file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
+    coherence: str = ""  # empty: the backend's default (gismo.contract.DEFAULT_COHERENCE)
 
     def __post_init__(self) -> None:
         if self.backend not in HOSTPATH_TYPES:
             raise ValueError(f"backend.type: expected one of {sorted(HOSTPATH_TYPES)}, got {self.backend!r}")
+        if self.coherence and self.coherence not in COHERENCE_MODES:
+            raise ValueError(f"backend.coherence: expected one of {COHERENCE_MODES}, got {self.coherence!r}")
         if not self.agent.image:
             raise ValueError("agent.image: no agent image (set it on the pool or DEFAULT_AGENT_IMAGE)")
         for name in ("slice_offset", "slice_size", "region_index", "region_offset", "region_size"):
@@ -109,6 +117,7 @@ class InjectionPlan:
             ENV_REGION_OFFSET: str(self.region_offset),
             ENV_REGION_SIZE: str(self.region_size),
             ENV_SOCKET: SOCKET_PATH,
+            ENV_COHERENCE: self.coherence or DEFAULT_COHERENCE[self.backend],
         }
         if self.file_prefixes != poolrules.DEFAULT_FILE_PREFIXES:
             values[ENV_FILE_PREFIXES] = ",".join(self.file_prefixes)
