@@ -163,7 +163,12 @@ def flush_cost(socks: list[str], max_size: int) -> dict[str, Any]:
             c.delete(ref)
             pm = statistics.median(puts)
             gm = statistics.median(gets)
-            row = {"size": size, "put_Bps": size / pm, "get_read_Bps": size / (gm + read_s), "get_median_s": gm}
+            row = {
+                "size": size,
+                "put_Bps": size / pm,
+                "get_read_Bps": size / (gm + read_s),
+                "get_median_s": gm,
+            }
             rows.append(row)
             print(f"{name:>16} {human(size):>8} {size / pm / 1e9:>9.2f} {row['get_read_Bps'] / 1e9:>14.2f}",
                   flush=True)  # fmt: skip
@@ -301,8 +306,8 @@ def main() -> int:
         }
         # Flushing must not halve large puts (CLWB of lines just written back-to-back with the copy).
         fc = results["flush_cost"]
-        pairs = [(h["put_Bps"], f["put_Bps"]) for h, f in zip(fc["hardware"]["sizes"], fc["flush"]["sizes"],
-                                                               strict=True) if h["size"] >= 16 * MiB]  # fmt: skip
+        both = zip(fc["hardware"]["sizes"], fc["flush"]["sizes"], strict=True)
+        pairs = [(h["put_Bps"], f["put_Bps"]) for h, f in both if h["size"] >= 16 * MiB]
         if pairs:
             ratio = min(f / h for h, f in pairs)
             results["targets"]["flush_put_ge_16MiB_vs_hardware"] = {

@@ -49,8 +49,9 @@ def run_without(root: str, rel: str, lineno: int) -> str:
         f.writelines(text)
     try:
         env = dict(os.environ, PYTHONPATH=os.path.join(root, "agent"))
+        pytest = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
         r = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-k", "noncoherent", *TESTS],
+            [*pytest, "-k", "noncoherent", *TESTS],
             cwd=root, env=env, capture_output=True, text=True, timeout=1800,
         )  # fmt: skip
         failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", r.stdout, re.M)

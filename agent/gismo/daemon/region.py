@@ -143,7 +143,9 @@ class RegionOwner:
         try:
             fd = os.open(cfg.device, os.O_RDWR | os.O_NOFOLLOW)  # never creates: see _check_target
         except OSError as exc:
-            raise GismoError(f"cannot open {cfg.device}: {exc.strerror}{OPEN_HINT.get(cfg.backend, '')}") from exc
+            raise GismoError(
+                f"cannot open {cfg.device}: {exc.strerror}{OPEN_HINT.get(cfg.backend, '')}"
+            ) from exc
         start = cfg.slice_offset + cfg.region * cfg.region_size
         try:
             # An open-file-description lock: unlike lockf(), closing another fd of the same file

@@ -146,7 +146,9 @@ def test_recovery_publishes_an_interrupted_delete(pool: Pool) -> None:
         with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mm:
             seq = layout.read_seq(mm, pos)
             layout.SLOT_SEQ.pack_into(mm, pos, seq + 1)
-            mm[pos + layout.SLOT_STATE_OFF : pos + layout.SLOT_STATE_OFF + 4] = layout.DELETING.to_bytes(4, "little")
+            mm[pos + layout.SLOT_STATE_OFF : pos + layout.SLOT_STATE_OFF + 4] = layout.DELETING.to_bytes(
+                4, "little"
+            )
         pool.agents[0].start()
         assert pool.agents[0].stats()["recovered"]["deleting"] == 1
         with pytest.raises(gismo.StaleRef):

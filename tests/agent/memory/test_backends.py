@@ -65,7 +65,9 @@ def test_devdax_slice_past_the_device_end_is_refused(tmp_path: Path) -> None:
     [(4096, 4 * MiB, 2 * MiB, "slice offset"), (0, 3 * MiB, 3 * MiB // 2, "slice size"),
      (0, 4 * MiB, 1 * MiB, "region size")],
 )  # fmt: skip
-def test_devdax_mappings_are_2mib_aligned(tmp_path: Path, offset: int, size: int, region: int, what: str) -> None:
+def test_devdax_mappings_are_2mib_aligned(
+    tmp_path: Path, offset: int, size: int, region: int, what: str
+) -> None:
     sysfs = fake_sysfs(tmp_path / "sys", 8 * MiB)
     dev = stand_in(tmp_path)
     with pytest.raises(devdax.DaxError, match=f"devdax {what} .* not a multiple of 2 MiB"):
@@ -77,7 +79,7 @@ def test_devdax_wrong_or_missing_device(tmp_path: Path) -> None:
     dev = stand_in(tmp_path)
     with pytest.raises(devdax.DaxError, match="needs a character device"):
         SliceMapping(dev, 0, 4 * MiB, 2 * MiB, 0, backend="devdax", sysfs_root=sysfs)  # no seam: a file
-    with pytest.raises(MappingError, match="cannot open .*devdax: the device must exist"):
+    with pytest.raises(MappingError, match=r"cannot open .*devdax: the device must exist"):
         SliceMapping(str(tmp_path / "dax9.9"), 0, 4 * MiB, 2 * MiB, 0, backend="devdax", sysfs_root=sysfs)
     assert not (tmp_path / "dax9.9").exists()
     other = fake_sysfs(tmp_path / "sys2", 8 * MiB, subsystem="mem")

@@ -119,7 +119,9 @@ def test_strategy_follows_the_pools_coherence(pool_file: str, monkeypatch: pytes
         SliceMapping(pool_file, 0, 3 * RS, RS, 0, coherence="magic")
 
 
-def test_without_the_extension_flush_is_a_reported_noop(pool_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_the_extension_flush_is_a_reported_noop(
+    pool_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The pure-Python client (copied into a Ray image) works and says what it does."""
     monkeypatch.delenv(ENV_TEST_MEMORY, raising=False)
     monkeypatch.setattr(coherence, "_cacheflush", None)

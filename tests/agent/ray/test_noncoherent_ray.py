@@ -97,5 +97,7 @@ def test_shuffle_across_nodes(cluster_nc: LocalCluster) -> None:
         map_strategy=lambda i: cluster_nc.on_node(i % 3),
         reduce_strategy=lambda j: cluster_nc.on_node((j + 1) % 3),
     )  # fmt: skip
-    assert res.results == [[(i * 16 + j) * 1_000_000 + 64 * 1024 + j for i in range(maps)] for j in range(reducers)]
+    assert res.results == [
+        [(i * 16 + j) * 1_000_000 + 64 * 1024 + j for i in range(maps)] for j in range(reducers)
+    ]
     assert res.in_gismo == maps * reducers == res.freed

@@ -61,7 +61,12 @@ def test_example_pool_parses() -> None:
 
 @pytest.mark.parametrize(
     ("backend", "given", "effective"),
-    [("shm", None, "hardware"), ("devdax", None, "flush"), ("famfs", None, "flush"), ("famfs", "hardware", "hardware")],
+    [
+        ("shm", None, "hardware"),
+        ("devdax", None, "flush"),
+        ("famfs", None, "flush"),
+        ("famfs", "hardware", "hardware"),
+    ],
 )
 def test_coherence_defaults_by_backend(backend: str, given: str | None, effective: str) -> None:
     body = pool_body(capacity=8 << 30)

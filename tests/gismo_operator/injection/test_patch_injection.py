@@ -309,5 +309,5 @@ def test_backend_and_coherence_reach_both_containers(
     agent = next(c for c in containers if c["name"] == AGENT_CONTAINER)
     for c in (out["spec"]["containers"][0], agent):
         assert env_of(c)[ENV_COHERENCE] == env and env_of(c)[ENV_BACKEND] == backend
-    with pytest.raises(ValueError, match="backend.coherence"):
+    with pytest.raises(ValueError, match=r"backend\.coherence"):
         plan(coherence="sometimes")
