@@ -162,9 +162,11 @@ class AgentProc:
         return stats_of(self.socket)
 
     def slots(self) -> dict[str, list[list[int]]]:
-        """This agent's region as its slot table in memory says (see slots_in_memory)."""
+        """This agent's region as its slot table in memory says (see slots_in_memory): its node's
+        memory, which under the non-coherent model holds stores not yet flushed to the pool."""
         p = self.pool
-        return slots_in_memory(p.path, self.region, p.region_size, p.slice_offset)
+        path, start = p.node_memory(self.region)
+        return slots_in_memory(path, self.region, p.region_size, start)
 
 
 class Node:
