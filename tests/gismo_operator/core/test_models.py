@@ -70,7 +70,8 @@ def test_example_pool_parses() -> None:
 )
 def test_coherence_defaults_by_backend(backend: str, given: str | None, effective: str) -> None:
     body = pool_body(capacity=8 << 30)
-    body["spec"]["backend"] = {"type": backend, "path": "/x/pool", **({"coherence": given} if given else {})}
+    path = "/dev/dax0.0" if backend == "devdax" else "/dev/shm/gismo/pool0"
+    body["spec"]["backend"] = {"type": backend, "path": path, **({"coherence": given} if given else {})}
     assert GismoPool.model_validate(body).spec.backend.effective_coherence == effective
 
 

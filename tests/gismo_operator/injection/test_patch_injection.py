@@ -295,7 +295,7 @@ def test_bad_plans_name_the_field(overrides: dict[str, Any], field: str) -> None
     [
         ("shm", "/dev/shm/gismo/pool0", "", "File", "hardware"),
         ("devdax", "/dev/dax0.0", "", "CharDevice", "flush"),
-        ("famfs", "/mnt/famfs/pool0", "", "File", "flush"),
+        ("famfs", "/dev/shm/famfs/pool0", "", "File", "flush"),  # famfs files: under an allowed folder
         ("devdax", "/dev/dax0.0", "hardware", "CharDevice", "hardware"),
     ],
 )
