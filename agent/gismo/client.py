@@ -42,7 +42,7 @@ from .errors import (
     StoreFull,
     error_from_code,
 )
-from .memory import coherence, layout
+from .memory import layout
 from .memory.layout import LEASE, SEALED, Geometry
 from .memory.mapping import SliceMapping
 from .memory.serialize import BYTES, Encoded, decode, encode, plan_array, write, write_header
@@ -195,9 +195,12 @@ class Client:
         self.epoch: int = int(info["epoch"])
         device = cfg.device or str(info["device"])
         try:
+            # The agent says what the memory is and needs (its GISMO_* came from the same webhook);
+            # the client's own GISMO_COHERENCE, when set, wins.
             self.map = SliceMapping(
                 device, int(info["slice_offset"]), int(info["slice_size"]), int(info["region_size"]),
-                self.region, prefault=True,
+                self.region, prefault=True, backend=str(info.get("backend") or cfg.backend),
+                coherence=cfg.coherence or str(info.get("coherence") or ""),
             )  # fmt: skip
         except BaseException:
             self._sock.close()
@@ -361,12 +364,12 @@ class Client:
     def _seal_slot(self, slot: int, gen: int, off: int, n: int) -> None:
         """Seal a written reservation in shared memory (the caller aborts if this raises)."""
         rw = self._rw
-        coherence.flush(rw, off, n)
+        self.map.flush(off, n)  # the data is in shared memory before the seal can be
         if layout.read_run(rw, 0)[0] != self.epoch:
             raise AgentUnavailable("agent restarted during put; object discarded")
         pos = self.geom.slot_off + slot * layout.SLOT_SIZE
         layout.write_seal(rw, pos, n)
-        coherence.flush(rw, pos, layout.SLOT_SIZE)
+        self.map.flush(pos, layout.SLOT_SIZE)
 
     def _queue_seal(self, slot: int, gen: int) -> None:
         """Queue the seal notice; it leaves with this client's next message (batched)."""
@@ -465,7 +468,7 @@ class Client:
             if not 0 <= region < self.map.regions:
                 raise ObjectNotFound(f"region {region} is outside this slice ({self.map.regions} regions)")
             base = self.map.region_base(region)
-            coherence.invalidate(self._ro, base, layout.HEADER_SIZE)
+            self.map.invalidate(base, layout.HEADER_SIZE)
             g = Geometry.unpack_header(self._ro, base, region, self.region_size)
             self._geoms[region] = g
         return g
@@ -491,7 +494,9 @@ class Client:
         This is the first half of the seqlock: the caller re-reads seq after pinning and accepts the
         fields only if it is unchanged, so a torn read here is caught there.
         """
+        invalidate = self.map.invalidate
         for _ in range(10000):
+            invalidate(pos, layout.SLOT_SIZE)
             seq, sgen, state, _f, soff, slen, _t = _SLOT.unpack_from(self._ro, pos)
             if not seq & 1:
                 break
@@ -521,6 +526,7 @@ class Client:
             # Re-check after the pin is published: an unchanged, even seq means the fields we checked
             # were consistent and the owner had not started deleting when we pinned, so it will see
             # our pin before it reclaims anything (see daemon/region.py, "Delete protocol").
+            self.map.invalidate(pos, layout.SLOT_SIZE)
             if _SEQ.unpack_from(self._ro, pos)[0] == seq:
                 break
             self._unpin(key)
@@ -529,7 +535,7 @@ class Client:
         release = _Release(self, key)
         try:
             base = region * self.region_size + off
-            coherence.invalidate(self._ro, base, size)
+            self.map.invalidate(base, size)
             obj = decode(self._ro, self._addr, base, size, self._keep, release)
         except BaseException:
             release()
@@ -548,8 +554,9 @@ class Client:
         """
         seq = self._check(pos, region, slot, gen, off, size)
         base = region * self.region_size + off
-        coherence.invalidate(self._ro, base, size)
+        self.map.invalidate(base, size)
         data = np.frombuffer(self._ro, np.uint8, size, base).copy()
+        self.map.invalidate(pos, layout.SLOT_SIZE)
         if _SEQ.unpack_from(self._ro, pos)[0] != seq:
             with self._lock:
                 self._copy_rejections += 1
@@ -591,7 +598,7 @@ class Client:
             entry = self._free_pins.pop()
             pos = self._pin_off + entry * layout.PIN_SIZE
             _write_pin(self._rw, pos, key[0], key[1], key[2])
-            coherence.flush(self._rw, pos, layout.PIN_SIZE)
+            self.map.flush(pos, layout.PIN_SIZE)
             self._pinned[key] = [entry, 1]
 
     def _unpin(self, key: tuple[int, int, int]) -> None:
@@ -608,7 +615,7 @@ class Client:
                 _clear_pin(self._rw, pos)
             except (ValueError, TypeError):  # mapping already released at interpreter exit
                 return
-            coherence.flush(self._rw, pos, layout.PIN_SIZE)
+            self.map.flush(pos, layout.PIN_SIZE)
             self._free_pins.append(e[0])
             if self._closed and not self._pinned:
                 self._finish_close()
@@ -673,6 +680,7 @@ class Client:
         st["client"] = {
             "pins": len(self._pinned), "gets": self._gets, "pid": os.getpid(),
             "copy_rejections": self._copy_rejections,
+            "coherence": self.map.coherence,
         }  # fmt: skip
         return st
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import poolrules
-from .contract import BACKENDS, ENV_PREFIX, OPERATOR_ENV_PREFIX, SOCKET_PATH
+from .contract import BACKENDS, COHERENCE_MODES, ENV_PREFIX, OPERATOR_ENV_PREFIX, SOCKET_PATH
 from .errors import GismoError
 
 
@@ -53,6 +53,7 @@ class Config:
     region_size: int = 0
     region_offset: int = -1
     socket: str = SOCKET_PATH
+    coherence: str = ""  # GISMO_COHERENCE: hardware | flush; empty: the backend's default (contract)
     # Agent tuning (not in CONTRACTS: agent-only, with safe defaults).
     slots: int = 0  # 0: derived from the region size
     pin_entries: int = 0  # 0: derived from the slot count
@@ -91,7 +92,11 @@ class Config:
         if not self.device:
             raise ConfigError("GISMO_DEVICE is not set (path of the shm file or DAX device)")
         if self.backend not in BACKENDS:
-            raise ConfigError(f"GISMO_BACKEND must be shm or devdax, not {self.backend!r}")
+            raise ConfigError(f"GISMO_BACKEND must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.coherence and self.coherence not in COHERENCE_MODES:
+            raise ConfigError(
+                f"GISMO_COHERENCE must be one of {', '.join(COHERENCE_MODES)}, not {self.coherence!r}"
+            )
         if self.slice_size <= 0:
             raise ConfigError("GISMO_SLICE_SIZE must be a positive byte count")
         align = poolrules.region_alignment(self.backend)

@@ -18,7 +18,23 @@ PAGE: Final = 4096
 #: Memory backends a GismoPool may name.
 BACKEND_SHM: Final = "shm"
 BACKEND_DEVDAX: Final = "devdax"
-BACKENDS: Final = (BACKEND_SHM, BACKEND_DEVDAX)
+#: A famfs file of fixed size, present on every attached node (never created or resized by Gismo).
+BACKEND_FAMFS: Final = "famfs"
+BACKENDS: Final = (BACKEND_SHM, BACKEND_DEVDAX, BACKEND_FAMFS)
+
+#: What the pool's memory needs for one node to see another's stores (GismoPool
+#: ``spec.backend.coherence``): ``hardware`` = nothing (one host's tmpfs, CXL 3.x coherence),
+#: ``flush`` = write back / invalidate cache lines (CXL memory shared by hosts without coherence).
+COHERENCE_HARDWARE: Final = "hardware"
+COHERENCE_FLUSH: Final = "flush"
+COHERENCE_MODES: Final = (COHERENCE_HARDWARE, COHERENCE_FLUSH)
+#: The default per backend: shm is one host's tmpfs; devdax and famfs are CXL memory, which is not
+#: coherent between hosts unless the hardware says so (then set ``coherence: hardware``).
+DEFAULT_COHERENCE: Final = {
+    BACKEND_SHM: COHERENCE_HARDWARE,
+    BACKEND_DEVDAX: COHERENCE_FLUSH,
+    BACKEND_FAMFS: COHERENCE_FLUSH,
+}
 
 # --- Environment of the agent and the Ray container (written by the webhook, read by gismo.config) ---
 ENV_PREFIX: Final = "GISMO_"
@@ -34,6 +50,7 @@ ENV_SOCKET: Final = "GISMO_SOCKET"
 #: Folders a file-backed pool may live under (comma separated; default /dev/shm). Set by the
 #: webhook only when the chart allows more than the default (gismo.poolrules).
 ENV_FILE_PREFIXES: Final = "GISMO_FILE_PREFIXES"
+ENV_COHERENCE: Final = "GISMO_COHERENCE"
 #: Every variable the webhook sets, in the order it writes them.
 REGION_ENV: Final = (
     ENV_POOL,
@@ -45,9 +62,13 @@ REGION_ENV: Final = (
     ENV_REGION_OFFSET,
     ENV_REGION_SIZE,
     ENV_SOCKET,
+    ENV_COHERENCE,
 )
 #: The operator's own settings share the prefix but are not the store's.
 OPERATOR_ENV_PREFIX: Final = "GISMO_OPERATOR_"
+#: Tests only: ``noncoherent`` maps every node's view of the slice as a private write-back cache
+#: (gismo.memory.model); read once when a process maps the slice. Never set by the operator.
+ENV_TEST_MEMORY: Final = "GISMO_TEST_MEMORY"
 
 # --- The agent's socket: a pod-private emptyDir shared by the agent sidecar and the Ray container ---
 SOCKET_VOLUME: Final = "gismo-socket"

@@ -27,13 +27,19 @@ from typing import Any
 import pytest
 import store_node
 
+from gismo.contract import ENV_TEST_MEMORY
 from gismo.daemon import protocol
-from gismo.memory import layout
+from gismo.memory import layout, model
 from gismo.testing import wait_until
 from gismo.testing.poolfile import create_pool_file
 
 MiB = 1 << 20
 SHM = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+#: The memory models the cross-node tests run under (gismo.memory.model): one host's coherent tmpfs,
+#: and every node a write-back cache without coherence.
+MEMORY_MODELS = ("coherent", model.NONCOHERENT)
+#: Mark for tests (or modules: ``pytestmark = both_memories``) that cross nodes: run them under both.
+both_memories = pytest.mark.parametrize("pool", MEMORY_MODELS, indirect=True)
 
 
 def ask(sock_path: str, op: int, body: bytes = b"") -> tuple[int, bytes]:
@@ -156,9 +162,11 @@ class AgentProc:
         return stats_of(self.socket)
 
     def slots(self) -> dict[str, list[list[int]]]:
-        """This agent's region as its slot table in memory says (see slots_in_memory)."""
+        """This agent's region as its slot table in memory says (see slots_in_memory): its node's
+        memory, which under the non-coherent model holds stores not yet flushed to the pool."""
         p = self.pool
-        return slots_in_memory(p.path, self.region, p.region_size, p.slice_offset)
+        path, start = p.node_memory(self.region)
+        return slots_in_memory(path, self.region, p.region_size, start)
 
 
 class Node:
@@ -195,7 +203,10 @@ class Node:
 class Pool:
     """A pool file on /dev/shm holding one slice of ``regions`` regions, plus what runs on it."""
 
-    def __init__(self, regions: int = 4, region_size: int = 32 * MiB, slice_offset: int = 0) -> None:
+    def __init__(
+        self, regions: int = 4, region_size: int = 32 * MiB, slice_offset: int = 0, memory: str = "coherent"
+    ) -> None:
+        self.memory = memory
         self.dir = tempfile.mkdtemp(prefix="gsm-", dir="/tmp")  # short: AF_UNIX paths are ≤ 107 bytes
         self.path = os.path.join(SHM, f"gismo-test-{uuid.uuid4().hex[:12]}.pool")
         self.regions = regions
@@ -213,6 +224,7 @@ class Pool:
             "GISMO_REGION": str(region), "GISMO_REGION_SIZE": str(self.region_size),
             "GISMO_REGION_OFFSET": str(self.slice_offset + region * self.region_size),
             "GISMO_SOCKET": os.path.join(self.dir, f"a{region}.sock"), "GISMO_GRACE_MS": "5",
+            ENV_TEST_MEMORY: self.memory,
         }  # fmt: skip
         env.update({f"GISMO_{k.upper()}": str(v) for k, v in extra.items()})
         return env
@@ -227,19 +239,34 @@ class Pool:
         self.nodes.append(n)
         return n
 
+    def node_memory(self, region: int) -> tuple[str, int]:
+        """(file, offset of the slice in it) holding what the processes of ``region``'s node see.
+
+        Coherent: the pool file itself. Non-coherent model: that node's cache file, where its own
+        unflushed stores live (a test writes there to play the node's CPU, e.g. a crashed store).
+        """
+        if self.memory == model.NONCOHERENT:
+            return model.cache_path(self.path, region), 0
+        return self.path, self.slice_offset
+
     def close(self) -> None:
         for n in self.nodes:
             n.close()
         for a in self.agents.values():
             a.stop()
-        if os.path.exists(self.path):
-            os.unlink(self.path)
+        for path in [self.path, *model.cache_files(self.path)]:
+            if os.path.exists(path):
+                os.unlink(path)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
-def pool() -> Iterator[Pool]:
-    p = Pool()
+def pool(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pool]:
+    """A pool of 4 regions; ``both_memories`` runs the test under each memory model. The test
+    process and the nodes it spawns map the slice under the same model as the agents."""
+    memory = getattr(request, "param", "coherent")
+    monkeypatch.setenv(ENV_TEST_MEMORY, memory)
+    p = Pool(memory=memory)
     try:
         yield p
     finally:

@@ -50,6 +50,12 @@ class AgentCollector(Collector):
         yield gauge("gismo_pending_deletes", "Deleted objects waiting for pins to drop", s["pending_deletes"])
         yield gauge("gismo_clients", "Connected client processes", s["clients"])
         yield gauge("gismo_ready", "1 when the agent serves requests", 1.0 if self.agent.ready else 0.0)
+        info = GaugeMetricFamily(
+            "gismo_coherence_info", "1, labelled with the cache-coherence strategy in use (flush-noop: "
+            "flushes were asked for but are not built)", labels=["region", "mode"],
+        )  # fmt: skip
+        info.add_metric([*labels, str(s["coherence"])], 1.0)
+        yield info
         yield counter("gismo_puts", "Objects sealed", s["puts"])
         yield counter("gismo_gets", "Objects read by this pod's clients (any region)", s["gets"])
         yield counter("gismo_deletes", "Objects deleted", s["deletes"])

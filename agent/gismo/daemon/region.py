@@ -35,9 +35,9 @@ from .. import crashpoints
 from ..config import Config
 from ..contract import BACKEND_DEVDAX
 from ..errors import CorruptRegion, GismoError, ObjectNotFound, ProtocolError, StaleRef, StoreFull
-from ..memory import coherence, layout, poolfile
+from ..memory import layout, poolfile
 from ..memory.layout import DELETING, FREE, LEASE, RESERVED, SEALED, Geometry
-from ..memory.mapping import SliceMapping
+from ..memory.mapping import OPEN_HINT, SliceMapping
 from . import holders
 from .alloc import Allocator
 from .conn import Conn
@@ -63,8 +63,9 @@ class RegionOwner:
         self._may_format = self._check_target()
         self._lock_fd = self._lock_region()
         self.map = SliceMapping(
-            cfg.device, cfg.slice_offset, cfg.slice_size, cfg.region_size, cfg.region, allocate=True
-        )
+            cfg.device, cfg.slice_offset, cfg.slice_size, cfg.region_size, cfg.region, allocate=True,
+            backend=cfg.backend, coherence=cfg.coherence,
+        )  # fmt: skip
         assert self.map.rw_view is not None
         self.rw = self.map.rw_view
         self.started = time.time()
@@ -142,7 +143,9 @@ class RegionOwner:
         try:
             fd = os.open(cfg.device, os.O_RDWR | os.O_NOFOLLOW)  # never creates: see _check_target
         except OSError as exc:
-            raise GismoError(f"cannot open {cfg.device}: {exc.strerror}") from exc
+            raise GismoError(
+                f"cannot open {cfg.device}: {exc.strerror}{OPEN_HINT.get(cfg.backend, '')}"
+            ) from exc
         start = cfg.slice_offset + cfg.region * cfg.region_size
         try:
             # An open-file-description lock: unlike lockf(), closing another fd of the same file
@@ -197,10 +200,12 @@ class RegionOwner:
                 if r == self.region:
                     continue
                 base = self.map.region_base(r)
+                self.map.invalidate(base, layout.HEADER_SIZE)
                 try:
                     g = Geometry.unpack_header(self.map.ro, base, r, self.cfg.region_size)
                 except CorruptRegion:
                     continue
+                self.map.invalidate(base + g.pin_off, g.pins * layout.PIN_SIZE)
                 t = np.frombuffer(self.map.ro, layout.pin_dtype(), g.pins, base + g.pin_off)
                 n += int(np.count_nonzero(t["region"] == me))
             if not n:
@@ -229,7 +234,7 @@ class RegionOwner:
         np.frombuffer(rw, np.uint8, g.data_off - g.pin_off, g.pin_off)[:] = 0
         layout.write_run(rw, 0, 1, os.getpid(), 0)
         rw[0 : len(g.pack_header())] = g.pack_header()
-        coherence.flush(rw, 0, g.data_off)
+        self.map.flush(0, g.data_off)
         self.alloc = Allocator(g.data_off, g.data_size)
         self.free_slots = list(range(g.slots - 1, -1, -1))
         self.free_leases = list(range(g.leases - 1, -1, -1))
@@ -289,6 +294,9 @@ class RegionOwner:
             good.append((off, taken))
             end = off + taken
         self.alloc = Allocator.from_used(g.data_off, g.data_size, good)
+        # Publish the slots rewritten above (an interrupted delete that other nodes may still see
+        # SEALED, damaged slots now FREE): one flush of the slot table, once per start.
+        self.map.flush(g.slot_off, g.slots * layout.SLOT_SIZE)
         in_use = {s for _o, _t, s in used}
         states = slots["state"]
         self.free_slots = [s for s in range(g.slots - 1, -1, -1) if s not in in_use and states[s] == FREE]
@@ -314,7 +322,7 @@ class RegionOwner:
         # Who holds it, for the next agent: a lease outlives this agent, never its holder.
         cpos = self.geom.counter_pos(i)
         layout.write_holder(self.rw, cpos, c.peer_pid, c.peer_start)
-        coherence.flush(self.rw, cpos, layout.COUNTER_SIZE)
+        self.map.flush(cpos, layout.COUNTER_SIZE)
         return i * LEASE, i
 
     def _reap_held_leases(self) -> int:
@@ -348,7 +356,7 @@ class RegionOwner:
         gets, _fb = layout.read_counters(self.rw, cpos)
         self.closed_gets += gets
         self.rw[cpos : cpos + layout.COUNTER_SIZE] = bytes(layout.COUNTER_SIZE)
-        coherence.flush(self.rw, pos, LEASE * layout.PIN_SIZE)
+        self.map.flush(pos, LEASE * layout.PIN_SIZE)
         self.free_leases.append(i)
 
     def create(self, c: Conn, n: int) -> tuple[int, int, int]:
@@ -382,8 +390,9 @@ class RegionOwner:
         pos = self.geom.slot_pos(slot)
         gen = layout.read_generation(self.rw, pos) + 1
         off, taken = ext
+        # Not flushed: readers on other nodes refuse a RESERVED slot as they refuse the FREE one
+        # they may still see, and the seal flushes this whole slot line (coherence.py).
         layout.write_slot(self.rw, pos, gen, RESERVED, 0, off, n, taken)
-        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         if _CRASH:
             crashpoints.reached("agent-create")
         self.reserved[slot] = (c.cid, gen, off, taken)
@@ -426,8 +435,7 @@ class RegionOwner:
         t["offset"][idx] = offs
         t["length"][idx] = n
         t["alloc"][idx] = each
-        t["seq"][idx] = odd + np.uint64(1)
-        coherence.flush(self.rw, self.geom.slot_off, self.geom.slots * layout.SLOT_SIZE)
+        t["seq"][idx] = odd + np.uint64(1)  # not flushed: see create
         out = []
         for slot, gen, off in zip(slots, gens.tolist(), offs.tolist(), strict=True):
             self.reserved[slot] = (c.cid, gen, off, each)
@@ -454,7 +462,7 @@ class RegionOwner:
             raise ProtocolError(f"slot {slot} was sealed with an extent the agent did not hand out")
         if state == RESERVED:
             layout.write_state(self.rw, pos, SEALED)
-            coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+            self.map.flush(pos, layout.SLOT_SIZE)
         del self.reserved[slot]
         self.reserved_bytes -= taken
         self.sealed += 1
@@ -496,8 +504,8 @@ class RegionOwner:
         _seq, gen, _st, _f, moff, _n, mtaken = layout.read_slot_raw(self.rw, pos)
         if off is None or taken is None:
             off, taken = moff, mtaken
+        # Not flushed: other nodes already refuse the DELETING (or RESERVED) state this replaces.
         layout.write_slot(self.rw, pos, gen, FREE, 0, 0, 0, 0)
-        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
         if taken:
             self.alloc.free(off, taken)
         self.free_slots.append(slot)
@@ -520,7 +528,7 @@ class RegionOwner:
             if slot in self.reserved or self._slot_state(slot) != SEALED:
                 raise StaleRef(f"object r{region}/s{slot}@g{gen} no longer exists")
         layout.write_state(self.rw, pos, DELETING)
-        coherence.flush(self.rw, pos, layout.SLOT_SIZE)
+        self.map.flush(pos, layout.SLOT_SIZE)
         if _CRASH:
             crashpoints.reached("agent-delete")
         self.sealed -= 1
@@ -616,11 +624,12 @@ class RegionOwner:
         ro = self.map.ro
         for r in range(self.map.regions):
             base = self.map.region_base(r)
+            self.map.invalidate(base, layout.HEADER_SIZE)
             try:
                 g = Geometry.unpack_header(ro, base, r, self.cfg.region_size)
             except CorruptRegion:
                 continue
-            coherence.invalidate(ro, base + g.pin_off, g.pins * layout.PIN_SIZE)
+            self.map.invalidate(base + g.pin_off, g.pins * layout.PIN_SIZE)
             t = np.frombuffer(ro, layout.pin_dtype(), g.pins, base + g.pin_off)
             m = t["region"] == me
             if m.any():
@@ -647,6 +656,7 @@ class RegionOwner:
             "tied_reclaimed": self.tied_reclaimed,
             "clients": len(self.conns), "leases_free": len(self.free_leases), "recovered": self.recovered,
             "lease_recovery": self.lease_recovery,
+            "coherence": self.map.coherence,
             "uptime_s": round(time.time() - self.started, 3),
         }  # fmt: skip
 

@@ -32,6 +32,7 @@ from ..config import Config, ConfigError
 from ..contract import AGENT_GID
 from ..errors import GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
+from ..memory.coherence import resolve_mode
 from . import holders, protocol
 from .conn import Conn
 from .degraded import DEFAULT_RETRY_AFTER_S, DegradedAgent
@@ -463,6 +464,7 @@ class Agent(RegionOwner):
             "slice_offset": cfg.slice_offset, "slice_size": cfg.slice_size, "region": self.region,
             "region_size": cfg.region_size, "epoch": self.epoch, "lease": lease,
             "format_id": self.geom.format_id,
+            "coherence": resolve_mode(cfg.coherence, cfg.backend),
         }  # fmt: skip
 
 

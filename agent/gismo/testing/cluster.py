@@ -54,6 +54,7 @@ from types import TracebackType
 from typing import Any
 
 from gismo import contract as c
+from gismo.memory import model as _model
 from gismo.poolrules import DEFAULT_FILE_PREFIXES
 from gismo.testing.poolfile import create_pool_file
 
@@ -153,6 +154,8 @@ class LocalCluster:
         agent_start_timeout: seconds to wait for each agent's socket to accept a client.
         connect: `ray.init` the driver to the cluster on start.
         ray_env: extra environment for every raylet (e.g. Ray system config overrides).
+        memory: ``"noncoherent"`` runs every agent, raylet, worker and the driver under the
+            non-coherent memory model (gismo.memory.model); empty: one coherent file.
         layout: the ``GISMO_*`` environment of each node's region, as the operator's webhook gives
             it to a Ray pod (slice offset/size, region index/offset/size); ``nodes`` and
             ``region_bytes`` then follow from it. Default: node i owns region i of a slice of
@@ -173,6 +176,7 @@ class LocalCluster:
         agent_start_timeout: float = 30.0,
         connect: bool = True,
         ray_env: dict[str, str] | None = None,
+        memory: str = "",
         layout: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
         if layout is not None:
@@ -192,6 +196,7 @@ class LocalCluster:
         self.agent_start_timeout = agent_start_timeout
         self.connect = connect
         self.ray_env = dict(ray_env or {})
+        self.memory = memory
         self.tmpdir = ""
         self.slice_path = ""
         self.marker = ""
@@ -246,7 +251,7 @@ class LocalCluster:
             self.slice_path = os.path.join(self.shm_dir, f"gismo-{self.marker}.slice")
         self._start_janitor()
         # The driver's env: no inherited GISMO_* (raylets inherit ours), Ray's temp dir inside ours.
-        for key in (*GISMO_ENV_KEYS, "RAY_TMPDIR", MARKER_ENV):
+        for key in (*GISMO_ENV_KEYS, c.ENV_TEST_MEMORY, "RAY_TMPDIR", MARKER_ENV):
             if key in self._saved_env:
                 continue
             self._saved_env[key] = os.environ.pop(key, None)
@@ -309,6 +314,8 @@ class LocalCluster:
             env = {c.ENV_POOL: pool, **region, c.ENV_DEVICE: self.slice_path, c.ENV_SOCKET: sock}
             if not any(self.slice_path.startswith(p + "/") for p in DEFAULT_FILE_PREFIXES):
                 env[c.ENV_FILE_PREFIXES] = os.path.dirname(self.slice_path)
+            if self.memory:
+                env[c.ENV_TEST_MEMORY] = self.memory  # agents, raylets, workers and the driver alike
             agent = AgentProcess(
                 i,
                 env,
@@ -336,6 +343,8 @@ class LocalCluster:
         """A watchdog that cleans up if this process dies without `close()` (see janitor.py)."""
         env = {k: v for k, v in os.environ.items() if k != MARKER_ENV}
         paths = [p for p in (self.slice_path, self.tmpdir) if p]
+        if self.slice_path and self.memory:
+            paths += [_model.cache_path(self.slice_path, i) for i in range(self.nodes)]
         self._janitor = subprocess.Popen(
             [sys.executable, "-m", "gismo.testing.janitor", self.marker, *paths],
             stdin=subprocess.PIPE,
@@ -406,8 +415,9 @@ class LocalCluster:
                     os.kill(pid, signal.SIGKILL)
             _wait_gone(self.marker, timeout=10.0)
         if self.slice_path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.slice_path)
+            for path in [self.slice_path, *_model.cache_files(self.slice_path)]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         if self.tmpdir:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
         for key, value in self._saved_env.items():

@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from gismo import poolrules
+from gismo.contract import DEFAULT_COHERENCE
 from gismo_operator.core.quantity import QUANTITY_PATTERN, QuantityError, parse_bytes
 
 GROUP: Final = "gismo.io"
@@ -207,15 +208,28 @@ class Condition(_Tolerant):
 class Backend(_Model):
     """Where the pool's bytes live on every attached node."""
 
-    type: Literal["shm", "devdax"] = Field(
-        description="shm: a file of `capacity` bytes on a shared tmpfs (emulation); devdax: a CXL device."
+    type: Literal["shm", "devdax", "famfs"] = Field(
+        description="shm: a file of `capacity` bytes on a shared tmpfs (emulation); devdax: a CXL device; "
+        "famfs: a famfs file of fixed size on shared CXL memory, present on every attached node."
     )
     path: str = Field(
         # In the schema only: the model's own check (below) gives the rule's message, not a regex.
         json_schema_extra={"pattern": poolrules.NORMAL_PATH_PATTERN, "maxLength": poolrules.MAX_PATH},
         description="Absolute, normalized path on the node: the shm pool file, under a folder the chart "
-        "allows (default /dev/shm, e.g. /dev/shm/gismo/pool0), or the DAX device (/dev/daxN.M).",
+        "allows (default /dev/shm, e.g. /dev/shm/gismo/pool0), the DAX device (/dev/daxN.M), or the "
+        "famfs file (e.g. /mnt/famfs/gismo-pool0, also under an allowed folder).",
     )
+    coherence: Literal["hardware", "flush"] | None = Field(
+        default=None,
+        description="What the memory needs for one node to see another's stores: hardware (nothing; "
+        "one host's tmpfs, CXL 3.x coherence) or flush (cache-line write-back and invalidate). "
+        "Default: hardware for shm, flush for devdax and famfs.",
+    )
+
+    @property
+    def effective_coherence(self) -> str:
+        """``coherence``, or the backend's default (gismo.contract.DEFAULT_COHERENCE)."""
+        return self.coherence or DEFAULT_COHERENCE[self.type]
 
     @model_validator(mode="after")
     def _path_fits_backend(self) -> Backend:

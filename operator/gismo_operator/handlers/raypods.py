@@ -111,6 +111,7 @@ def build_plan(
         reservation=reservation.token,
         file_prefixes=settings.file_backend_prefixes,
         access=spec.access,
+        coherence=spec.backend.effective_coherence,
     )
 
 

@@ -21,8 +21,12 @@ from gismo.contract import (
     ANN_REGION_SIZE,
     ANN_RESERVATION,
     BACKEND_DEVDAX,
+    BACKEND_FAMFS,
     BACKEND_SHM,
+    COHERENCE_MODES,
+    DEFAULT_COHERENCE,
     ENV_BACKEND,
+    ENV_COHERENCE,
     ENV_DEVICE,
     ENV_FILE_PREFIXES,
     ENV_POOL,
@@ -40,13 +44,14 @@ from gismo_operator.core.models import ACCESS_DEVICE_PLUGIN, ACCESS_HOST_PATH
 # The names the injected objects carry live in gismo.contract (shared with the agent) and
 # gismo_operator.constants (the operator's own); none is defined here.
 
-BackendType = Literal["shm", "devdax"]
+BackendType = Literal["shm", "devdax", "famfs"]
 ACCESS_MODES = (ACCESS_DEVICE_PLUGIN, ACCESS_HOST_PATH)
 #: The name part of an extended resource (after "gismo.io/"): a qualified name, at most 63 characters.
 _RESOURCE_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 #: hostPath type per backend: a CXL devdax device is a character device; emulation is a plain file.
-HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File"}
+#: A famfs pool is a file too (on the node's famfs mount), never created by Gismo.
+HOSTPATH_TYPES: Mapping[str, str] = {BACKEND_DEVDAX: "CharDevice", BACKEND_SHM: "File", BACKEND_FAMFS: "File"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class InjectionPlan:
     reservation: str = ""
     #: Folders file backends may live under (the operator's FILE_BACKEND_PREFIXES setting).
     file_prefixes: tuple[str, ...] = poolrules.DEFAULT_FILE_PREFIXES
+    coherence: str = ""  # empty: the backend's default (gismo.contract.DEFAULT_COHERENCE)
     #: How the containers reach the pool: the device-plugin resource, or a hostPath volume.
     access: str = ACCESS_DEVICE_PLUGIN
 
@@ -101,6 +107,8 @@ class InjectionPlan:
             )
         if self.backend not in HOSTPATH_TYPES:
             raise ValueError(f"backend.type: expected one of {sorted(HOSTPATH_TYPES)}, got {self.backend!r}")
+        if self.coherence and self.coherence not in COHERENCE_MODES:
+            raise ValueError(f"backend.coherence: expected one of {COHERENCE_MODES}, got {self.coherence!r}")
         if not self.agent.image:
             raise ValueError("agent.image: no agent image (set it on the pool or DEFAULT_AGENT_IMAGE)")
         for name in ("slice_offset", "slice_size", "region_index", "region_offset", "region_size"):
@@ -133,6 +141,7 @@ class InjectionPlan:
             ENV_REGION_OFFSET: str(self.region_offset),
             ENV_REGION_SIZE: str(self.region_size),
             ENV_SOCKET: SOCKET_PATH,
+            ENV_COHERENCE: self.coherence or DEFAULT_COHERENCE[self.backend],
         }
         if self.file_prefixes != poolrules.DEFAULT_FILE_PREFIXES:
             values[ENV_FILE_PREFIXES] = ",".join(self.file_prefixes)

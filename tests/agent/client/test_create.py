@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from store_node import pattern
-from storefix import MiB, Pool
+from storefix import MiB, Pool, both_memories
 
 import gismo
 from gismo.memory.serialize import _HDR, NDARRAY
@@ -24,6 +24,7 @@ def expected(shape: tuple[int, ...], dtype: str, seed: int) -> np.ndarray:
     return pattern(n, seed).view(dtype).reshape(shape)
 
 
+@both_memories
 @pytest.mark.parametrize(
     ("shape", "dtype"),
     [((3 * MiB + 5,), "uint8"), ((256, 1024), "<f8"), ((7, 3), ">i4"), ((100,), "M8[s]"), ((0,), "f4")],
@@ -93,6 +94,7 @@ def test_exception_inside_the_context_manager_aborts(two: tuple[Pool, list]) -> 
     assert pool.agents[0].stats()["objects"] == 0
 
 
+@both_memories
 def test_unsealed_is_never_readable_by_another_process(two: tuple[Pool, list]) -> None:
     pool, (a, b) = two
     a2 = pool.node(0)  # another worker of the same node

@@ -10,13 +10,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from store_node import pattern
-from storefix import MiB, Pool
+from storefix import MiB, Pool, both_memories
 
 import gismo
 from gismo.memory import layout
 from gismo.memory.poolfile import file_size
 from gismo.memory.serialize import _HDR
 from gismo.testing import wait_until
+
+pytestmark = both_memories
 
 
 @pytest.fixture
@@ -37,14 +39,15 @@ def test_put_in_a_get_in_b_and_c_is_a_view_of_the_mapping(three: tuple[Pool, lis
         rep = node.call("view_report", ref)
         assert rep["shares_memory"] and rep["in_mapping"], rep
         assert not rep["writeable"] and not rep["owndata"], rep
-    # Hold the view in B, then change the bytes through a raw mapping of the file: B sees the change,
-    # so what get returned is the shared memory itself, not a copy.
+    # Hold the view in B, then change the bytes through a raw mapping of B's memory: B sees the
+    # change, so what get returned is that memory itself, not a copy.
     b.call("hold", "x", ref)
     rep = b.call("view_report", ref)
-    with open(pool.path, "r+b") as f:
+    path, start = pool.node_memory(1)
+    with open(path, "r+b") as f:
         mm = mmap.mmap(f.fileno(), 0)
         try:
-            pos = pool.slice_offset + rep["slice_offset"]
+            pos = start + rep["slice_offset"]
             assert mm[pos : pos + 4] == bytes(pattern(4, 7))
             mm[pos : pos + 4] = b"\xfe\xfd\xfc\xfb"
             assert b.call("held_bytes", "x", 0, 4) == b"\xfe\xfd\xfc\xfb"

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from storefix import Pool
+from storefix import Pool, both_memories
 from writer_record import Record, start_writer
 
 import gismo
@@ -15,6 +15,7 @@ from gismo.memory import layout
 from gismo.testing import wait_until
 
 
+@both_memories
 def test_kill9_mid_puts_then_restart_recovers(pool: Pool) -> None:
     """kill -9 of the agent at whatever moment the writer is at (test_crash_points.py covers each
     boundary deterministically); every check is exact against the writer's side file and memory."""
@@ -110,6 +111,7 @@ def test_sigterm_is_clean_and_restart_keeps_objects(pool: Pool) -> None:
         c.close()
 
 
+@both_memories
 def test_new_owner_waits_for_readers_then_reformats(pool: Pool) -> None:
     a = pool.agent(0, owner="pod-1")
     pool.agent(1)

@@ -59,6 +59,22 @@ def test_example_pool_parses() -> None:
     assert pool.spec.region_count == 64
 
 
+@pytest.mark.parametrize(
+    ("backend", "given", "effective"),
+    [
+        ("shm", None, "hardware"),
+        ("devdax", None, "flush"),
+        ("famfs", None, "flush"),
+        ("famfs", "hardware", "hardware"),
+    ],
+)
+def test_coherence_defaults_by_backend(backend: str, given: str | None, effective: str) -> None:
+    body = pool_body(capacity=8 << 30)
+    path = "/dev/dax0.0" if backend == "devdax" else "/dev/shm/gismo/pool0"
+    body["spec"]["backend"] = {"type": backend, "path": path, **({"coherence": given} if given else {})}
+    assert GismoPool.model_validate(body).spec.backend.effective_coherence == effective
+
+
 def test_defaults_and_wire_names() -> None:
     pool = GismoPool.model_validate(pool_body(capacity=8 << 30))
     assert pool.spec.agent.native_sidecar is True

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kuberay_shapes import shape
 
-from gismo.contract import SOCKET_PATH, SOCKET_VOLUME
+from gismo.contract import ENV_BACKEND, ENV_COHERENCE, SOCKET_PATH, SOCKET_VOLUME
 from gismo_operator.constants import AGENT_CONTAINER, CLIENT_DIR, CLIENT_VOLUME, POOL_VOLUME
 from gismo_operator.core.models import ACCESS_HOST_PATH
 from gismo_operator.injection import (
@@ -311,3 +311,26 @@ def test_skipped_pod_only_gets_the_reason() -> None:
 def test_bad_plans_name_the_field(overrides: dict[str, Any], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         plan(**overrides)
+
+
+@pytest.mark.parametrize(
+    ("backend", "path", "coherence", "kind", "env"),
+    [
+        ("shm", "/dev/shm/gismo/pool0", "", "File", "hardware"),
+        ("devdax", "/dev/dax0.0", "", "CharDevice", "flush"),
+        ("famfs", "/dev/shm/famfs/pool0", "", "File", "flush"),  # famfs files: under an allowed folder
+        ("devdax", "/dev/dax0.0", "hardware", "CharDevice", "hardware"),
+    ],
+)
+def test_backend_and_coherence_reach_both_containers(
+    backend: str, path: str, coherence: str, kind: str, env: str
+) -> None:
+    out = inject_pod(kuberay_pod(), plan(backend=backend, device_path=path, coherence=coherence))
+    volumes = {v["name"]: v for v in out["spec"]["volumes"]}
+    assert volumes[POOL_VOLUME]["hostPath"] == {"path": path, "type": kind}
+    containers = [*out["spec"]["containers"], *out["spec"].get("initContainers", [])]
+    agent = next(c for c in containers if c["name"] == AGENT_CONTAINER)
+    for c in (out["spec"]["containers"][0], agent):
+        assert env_of(c)[ENV_COHERENCE] == env and env_of(c)[ENV_BACKEND] == backend
+    with pytest.raises(ValueError, match=r"backend\.coherence"):
+        plan(coherence="sometimes")
