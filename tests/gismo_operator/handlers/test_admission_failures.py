@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import datetime as dt
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,6 +46,9 @@ def api() -> Iterator[FakeApi]:
     ctx = OperatorContext()
     ctx._ledger = RegionLedger(fake, clock=Clock(), reservation_ttl=TTL)
     ctx.remember_pool(POOL, "pool-a")
+    # These tests are about the ledger: a node advertising the pool's device-plugin resource is taken
+    # as already listed (the cache the webhook reads; there is no node API here).
+    ctx.advertised = (time.monotonic(), {"gismo.io/pool-a": [{}]})
     context_module.install(ctx)
     yield fake
     context_module._current = previous
