@@ -325,7 +325,9 @@ def test_bad_plans_name_the_field(overrides: dict[str, Any], field: str) -> None
 def test_backend_and_coherence_reach_both_containers(
     backend: str, path: str, coherence: str, kind: str, env: str
 ) -> None:
-    out = inject_pod(kuberay_pod(), plan(backend=backend, device_path=path, coherence=coherence))
+    # A HostPath pool: the pool volume shows the backend's hostPath type (DevicePlugin pools have none).
+    hostpath = plan(backend=backend, device_path=path, coherence=coherence, access="HostPath")
+    out = inject_pod(kuberay_pod(), hostpath)
     volumes = {v["name"]: v for v in out["spec"]["volumes"]}
     assert volumes[POOL_VOLUME]["hostPath"] == {"path": path, "type": kind}
     containers = [*out["spec"]["containers"], *out["spec"].get("initContainers", [])]
