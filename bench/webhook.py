@@ -60,6 +60,9 @@ from gismo_operator.testing import kuberay_sim
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "webhook.json"
+#: The pool's region size: one the pool rule accepts (gismo.poolrules); nothing is mapped here, so
+#: its size costs nothing.
+REGION = 1 << 20
 SCALE_RESULTS = ROOT / "bench" / "results" / "webhook_scale.json"
 #: The scale mode's cases: (what, RayClusters, pods in all).
 SCALE_CASES = (
@@ -141,8 +144,8 @@ async def seed_slices(session: aiohttp.ClientSession, api_url: str, clusters: li
 
     offset = 0
     for rc in clusters:
-        size = slice_size(cluster_shape(rc), 1)
-        body = build_slice(rc, "bench-pool", Extent(offset, size), 1)
+        size = slice_size(cluster_shape(rc), REGION)
+        body = build_slice(rc, "bench-pool", Extent(offset, size), REGION)
         await api_call(session, "POST", f"{api_url}/apis/gismo.io/v1alpha1/namespaces/{NS}/gismoslices", body)
         offset += size
 
@@ -211,8 +214,8 @@ async def run_load(
             "kind": "GismoPool",
             "metadata": {"name": "bench-pool", "uid": str(uuid.uuid4()), "resourceVersion": "1"},
             "spec": {
-                "capacity": (per_cluster + 1) * args.clusters,
-                "regionSize": 1,
+                "capacity": (per_cluster + 1) * args.clusters * REGION,
+                "regionSize": REGION,
                 "backend": {"type": "shm", "path": "/dev/shm/gismo/bench"},
                 "nodeSelector": {"gismo.io/attached": "bench-pool"},
                 "agent": {"image": "gismo-agent:bench"},
