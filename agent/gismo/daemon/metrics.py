@@ -51,8 +51,8 @@ class AgentCollector(Collector):
         yield gauge("gismo_clients", "Connected client processes", s["clients"])
         yield gauge("gismo_ready", "1 when the agent serves requests", 1.0 if self.agent.ready else 0.0)
         info = GaugeMetricFamily(
-            "gismo_coherence_info", "1, labelled with the cache-coherence strategy in use (flush-noop: "
-            "flushes were asked for but are not built)", labels=["region", "mode"],
+            "gismo_coherence_info", "1, labelled with the cache-coherence strategy in use (hardware, "
+            "flush:<instruction> or noncoherent-model)", labels=["region", "mode"],
         )  # fmt: skip
         info.add_metric([*labels, str(s["coherence"])], 1.0)
         yield info

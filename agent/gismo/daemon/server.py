@@ -32,7 +32,7 @@ from ..config import Config, ConfigError
 from ..contract import AGENT_GID
 from ..errors import GismoError, ProtocolError, StaleRef, StoreFull
 from ..memory import layout
-from ..memory.coherence import resolve_mode
+from ..memory.coherence import CoherenceUnavailable, resolve_mode
 from . import holders, protocol
 from .conn import Conn
 from .degraded import DEFAULT_RETRY_AFTER_S, DegradedAgent
@@ -503,7 +503,7 @@ def run(cfg: Config, *, force_format: bool = False, degraded_retry_s: float = DE
         return _serve_refusing(cfg, str(exc), degraded_retry_s)
     try:
         agent = Agent(cfg, force_format=force_format)
-    except RegionRefused as exc:
+    except (RegionRefused, CoherenceUnavailable) as exc:  # CoherenceUnavailable: `flush` memory, no flushes
         return _serve_refusing(cfg, str(exc), degraded_retry_s)
     except GismoError as exc:  # e.g. the region is served by another agent: exit, a restart retries
         log.error("%s", exc)

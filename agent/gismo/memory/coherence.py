@@ -20,11 +20,13 @@ Both round to whole 64-byte cache lines. Strategies (``stats()["coherence"]`` an
 
 - ``hardware``: both are no-ops (/dev/shm on one host, CXL 3.x hardware coherence).
 - ``flush``: x86-64 CLWB (else CLFLUSHOPT, else CLFLUSH) + SFENCE, and CLFLUSHOPT (else CLFLUSH) +
-  MFENCE for invalidate; ARM64 DC CVAC / DC CIVAC + DSB (written, not run here), through the
-  optional C extension ``gismo.memory._cacheflush``.
-- ``flush-noop``: ``flush`` was asked for but the extension is not built (no compiler at install,
-  or the pure-Python client copied into a Ray image): no-ops, and said so in stats, metrics and
-  the agent's log. Correct only on memory that is coherent after all.
+  MFENCE for invalidate; ARM64 DC CVAC / DC CIVAC + DSB (written, not run here), through the C
+  extension ``gismo.memory._cacheflush`` (built with the limited API, one ``.abi3.so`` for every
+  CPython >= 3.10, and delivered with the client into Ray images).
+- no extension, or a CPU without a flush instruction, on ``flush`` memory: REFUSED, never a no-op
+  (a no-op flush on non-coherent memory is wrong, not slow). :func:`cpu_strategy` raises
+  :class:`CoherenceUnavailable` naming the reason; the agent then serves degraded with that reason
+  and a client's ``connect`` fails with it, so ``gismo.ray`` falls back to Ray's store and says why.
 - ``noncoherent-model``: the test model (``GISMO_TEST_MEMORY=noncoherent``, see model.py): each
   node reads and writes a private copy of the slice and these calls copy lines to and from the
   shared file, so a missing or misplaced call makes the test suite fail.
@@ -79,15 +81,23 @@ import logging
 from typing import Any, Protocol
 
 from ..contract import COHERENCE_FLUSH, COHERENCE_HARDWARE, COHERENCE_MODES
+from ..errors import GismoError
 
 log = logging.getLogger("gismo.coherence")
 
 LINE = 64  # bytes per cache line on x86-64 (ARM64 cores may use 64 or 128; the extension asks)
 
-try:  # optional: the pure-Python package (e.g. copied into a Ray image) works without it
+try:  # built by the package's build; a copy or install without it refuses ``flush`` memory
     from . import _cacheflush  # type: ignore[attr-defined]
 except ImportError:  # pragma: no cover - depends on whether the build had a compiler
     _cacheflush = None
+
+#: "The extension this process imported" (the default of cpu_strategy's ``ext``; tests inject others).
+BUILT: Any = object()
+
+
+class CoherenceUnavailable(GismoError):
+    """The memory needs ``flush`` and this process cannot flush (the message says why)."""
 
 
 class Strategy(Protocol):
@@ -110,12 +120,6 @@ class Hardware:
 
     def invalidate(self, offset: int, size: int) -> None:
         return None
-
-
-class FlushNoop(Hardware):
-    """``flush`` was asked for but the extension is missing: reported, otherwise a no-op."""
-
-    name = "flush-noop"
 
 
 class CpuFlush:
@@ -153,14 +157,30 @@ def extension_method() -> str | None:
     return None if _cacheflush is None else str(_cacheflush.method())
 
 
-def cpu_strategy(mode: str, own_address: int, slice_address: int) -> Strategy:
-    """The strategy for real memory: ``hardware``, or ``flush`` through the extension if built."""
+def require(mode: str, ext: Any = BUILT) -> Any:
+    """The extension ``mode`` needs (None for ``hardware``); CoherenceUnavailable, naming why, when
+    ``flush`` cannot be done here (default ``ext``: the built extension; tests inject others)."""
     if mode == COHERENCE_HARDWARE:
+        return None
+    if ext is BUILT:
+        ext = _cacheflush
+    if ext is None:
+        raise CoherenceUnavailable(
+            "coherence 'flush': the cache-flush extension gismo.memory._cacheflush is not built or "
+            "not loadable here, and a no-op flush on non-coherent memory would serve stale bytes"
+        )
+    if ext.method() == "none":
+        raise CoherenceUnavailable(
+            "coherence 'flush': this CPU has no cache flush instruction gismo.memory._cacheflush "
+            "knows (x86-64 CLWB/CLFLUSHOPT/CLFLUSH, ARM64 DC CVAC)"
+        )
+    return ext
+
+
+def cpu_strategy(mode: str, own_address: int, slice_address: int, ext: Any = BUILT) -> Strategy:
+    """The strategy for real memory: ``hardware``, or ``flush`` through ``ext`` (see :func:`require`).
+    Fails closed: never a no-op where ``flush`` was asked for."""
+    found = require(mode, ext)
+    if found is None:
         return Hardware()
-    if _cacheflush is None:
-        log.warning("coherence 'flush' requested but gismo.memory._cacheflush is not built: no-op flushes")
-        return FlushNoop()
-    if _cacheflush.method() == "none":
-        log.warning("coherence 'flush' requested but this CPU has no cache flush instruction: no-op flushes")
-        return FlushNoop()
-    return CpuFlush(own_address, slice_address, _cacheflush)
+    return CpuFlush(own_address, slice_address, found)

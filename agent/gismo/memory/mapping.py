@@ -68,6 +68,8 @@ class SliceMapping:
     ``coherence`` (contract COHERENCE_MODES, empty: the backend's default) picks ``flush`` and
     ``invalidate`` (coherence.py), or the test model when ``GISMO_TEST_MEMORY=noncoherent``.
     ``dax_rdev`` is a test seam only: treat a regular file as the DAX device with that number.
+    ``cacheflush`` is the flush extension to use (default: the built one; tests inject None). Memory
+    whose coherence is ``flush`` is refused (coherence.CoherenceUnavailable) when it cannot flush.
     """
 
     flush: Callable[[int, int], None]
@@ -87,6 +89,7 @@ class SliceMapping:
         coherence: str = "",
         sysfs_root: str = "/sys",
         dax_rdev: int | None = None,
+        cacheflush: Any = coherence_mod.BUILT,
     ) -> None:
         self.device = device
         self.slice_offset = slice_offset
@@ -99,6 +102,8 @@ class SliceMapping:
             use_model = model.selected()
         except ValueError as exc:
             raise MappingError(str(exc)) from exc
+        # Fail closed before anything is mapped: `flush` memory without a working extension is refused.
+        ext = None if use_model else coherence_mod.require(mode, cacheflush)
         if own_region is not None and not 0 <= own_region < slice_size // region_size:
             raise MappingError(f"region {own_region} is outside the slice")
         flags = os.O_RDWR if own_region is not None else os.O_RDONLY
@@ -134,7 +139,7 @@ class SliceMapping:
             strategy = self._cache
         else:
             own_addr = self._rw_keeper.ctypes.data if self._rw_keeper is not None else 0
-            strategy = coherence_mod.cpu_strategy(mode, own_addr, self.address)
+            strategy = coherence_mod.cpu_strategy(mode, own_addr, self.address, ext)
         #: The strategy in use, as stats and metrics report it (coherence.py lists them).
         self.coherence: str = strategy.name
         self.flush = strategy.flush
