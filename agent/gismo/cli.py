@@ -1,6 +1,7 @@
 """Command line: ``gismo agent`` runs the daemon, ``gismo stats`` / ``gismo health`` ask a running one,
-``gismo deliver DEST`` copies the pure-Python client into DEST (see gismo.deliver), ``gismo node`` runs
-the node component (the kubelet device plugin; needs the ``node`` extra).
+``gismo deliver DEST`` copies the client into DEST (see gismo.deliver), ``gismo node`` runs the node
+component (the kubelet device plugin; needs the ``node`` extra), ``gismo mark-pool-file PATH --pool P``
+makes an existing famfs file the pool file of P (gismo.memory.poolfile.mark_fixed_file).
 
 Flags override the ``GISMO_*`` environment (the chart sets env; flags are for humans and tests).
 ``gismo health`` exits 0 only when the agent serves its region; ``gismo health --answering`` exits 0
@@ -64,10 +65,20 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--deliver-to",
         metavar="DIR",
-        help="first copy the pure-Python gismo client into DIR (put DIR on the Ray container's PYTHONPATH)",
+        help="first copy the gismo client into DIR (put DIR on the Ray container's PYTHONPATH)",
     )
-    d = sub.add_parser("deliver", help="copy the pure-Python gismo client into DEST/gismo")
+    d = sub.add_parser(
+        "deliver", help="copy the gismo client (sources and its abi3 extension) into DEST/gismo"
+    )
     d.add_argument("dest", help="folder to put on PYTHONPATH")
+    m = sub.add_parser(
+        "mark-pool-file",
+        help="make an existing fixed-size file (famfs) the pool file of POOL: write the Gismo marker into "
+        "its last page (never creates, truncates or resizes it)",
+    )
+    m.add_argument("path", help="the file, of exactly capacity + 4096 bytes (famfs creat -s ...)")
+    m.add_argument("--pool", required=True, help="the GismoPool's name")
+    m.add_argument("--capacity", help="the pool's spec.capacity (e.g. 64Gi): checked against the size")
     n = sub.add_parser("node", help="run the node component: the kubelet device plugin for the pools")
     n.add_argument("--config", help="JSON config of the pools to serve (GISMO_NODE_CONFIG)")
     n.add_argument("--log-level", default="INFO")
@@ -96,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     if ns.cmd == "deliver":
         return _deliver(ns.dest)
+    if ns.cmd == "mark-pool-file":
+        return _mark_pool_file(ns.path, ns.pool, ns.capacity)
     if ns.cmd == "node":
         _logging(ns.log_level)
         return _node(ns.config)
@@ -174,6 +187,20 @@ def _deliver(dest: str) -> int:
         print(f"gismo deliver: cannot deliver the client to {dest}: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({"event": "delivered", "path": str(target)}), flush=True)
+    return 0
+
+
+def _mark_pool_file(path: str, pool: str, capacity: str | None) -> int:
+    from .config import parse_size
+    from .memory.poolfile import PoolFileError, mark_fixed_file
+
+    try:
+        size = None if capacity is None else parse_size(capacity)
+        result = mark_fixed_file(path, pool, size)
+    except (PoolFileError, ValueError) as exc:
+        print(f"gismo mark-pool-file: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"event": f"pool-file-{result}", "path": path, "pool": pool}), flush=True)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Client delivery: copy the pure-Python ``gismo`` package into a folder another container imports from.
+"""Client delivery: copy the ``gismo`` package (sources and its abi3 extension) into a folder that
+another container imports from.
 
 Why: a stock Ray image has no ``gismo``. As the OpenTelemetry Operator does for Python
 auto-instrumentation, the injected agent sidecar copies the package into an ``emptyDir`` volume
@@ -8,10 +9,13 @@ that folder to the Ray container's ``PYTHONPATH``. ``gismo.testing.LocalCluster`
 agents the same way and gives its raylets the same ``PYTHONPATH``, so every Ray test imports the
 delivered copy.
 
-What is copied: the ``.py`` files and ``py.typed`` of the package this process runs, nothing
-compiled (``.so``/``.pyd``, bytecode): the Ray container's Python (3.10-3.14) may differ from the
-agent's, and every compiled part of ``gismo`` has a pure-Python fallback. Its only import needs
-are numpy (in every Ray image) and, for Arrow objects, pyarrow when present.
+What is copied: the ``.py`` files and ``py.typed`` of the package this process runs, and the
+stable-ABI extensions (``*.abi3.so``: the cache-flush extension ``gismo.memory._cacheflush``, built
+with the limited API of 3.10, so it loads in whatever CPython >= 3.10 the Ray container runs).
+Nothing built for one interpreter (``.cpython-3XX-*.so``, bytecode) is copied. Without the flush
+extension the client refuses memory whose coherence is ``flush`` (gismo.memory.coherence), so it
+must travel with the client. Its only import needs are numpy (in every Ray image) and, for Arrow
+objects, pyarrow when present.
 
 The copy is atomic: written beside the target, then renamed over it, so a Ray process never
 imports a half-copied package (a restarted agent re-delivers over the previous copy).
@@ -26,8 +30,9 @@ import tempfile
 from pathlib import Path
 
 PACKAGE = "gismo"
-#: Copied file kinds: source and the typing marker, nothing built for one interpreter.
-COPIED_SUFFIXES = (".py", ".typed")
+#: Copied file kinds: source, the typing marker and stable-ABI extensions; nothing built for one
+#: interpreter.
+COPIED_SUFFIXES = (".py", ".typed", ".abi3.so")
 
 
 def package_dir() -> Path:

@@ -18,10 +18,13 @@ def files(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
 
 
-def test_only_python_sources_are_delivered(tmp_path: Path) -> None:
+KEPT = (".py", ".typed", ".abi3.so")
+
+
+def test_python_sources_and_abi3_extensions_are_delivered(tmp_path: Path) -> None:
     src = tmp_path / "src" / PACKAGE
     shutil.copytree(package_dir(), src, ignore=shutil.ignore_patterns("__pycache__"))
-    # What an installed gismo may also hold: a compiled extension (built for one Python), bytecode.
+    # What an installed gismo may also hold: an extension built for one Python, bytecode.
     (src / "memory" / "_flush.cpython-311-x86_64-linux-gnu.so").write_bytes(b"\x7fELF")
     (src / "__pycache__").mkdir()
     (src / "__pycache__" / "client.cpython-311.pyc").write_bytes(b"\0")
@@ -29,10 +32,9 @@ def test_only_python_sources_are_delivered(tmp_path: Path) -> None:
     assert target == tmp_path / "dest" / PACKAGE
     delivered = files(target)
     assert "__init__.py" in delivered and "rdt.py" in delivered and "py.typed" in delivered
-    assert not [f for f in delivered if not f.endswith((".py", ".typed"))]
-    assert files(target) == {
-        f for f in files(src) if f.endswith((".py", ".typed")) and "__pycache__" not in f
-    }
+    assert "memory/_cacheflush.abi3.so" in delivered  # the flush extension travels with the client
+    assert not [f for f in delivered if not f.endswith(KEPT)]
+    assert files(target) == {f for f in files(src) if f.endswith(KEPT) and "__pycache__" not in f}
 
 
 def test_redelivery_replaces_the_previous_copy(tmp_path: Path) -> None:
@@ -46,7 +48,8 @@ def test_redelivery_replaces_the_previous_copy(tmp_path: Path) -> None:
 
 def test_the_delivered_copy_imports_with_numpy_alone(tmp_path: Path) -> None:
     """An isolated interpreter (-I -S: no site-packages, no editable install) whose path holds the
-    delivered folder and a folder with numpy only: the client and its Ray-free parts import."""
+    delivered folder and a folder with numpy only: the client and its Ray-free parts import, and the
+    delivered cache-flush extension loads (so `flush` memory is served, not refused)."""
     deliver(tmp_path / "client")
     only_numpy = tmp_path / "numpy-only"
     only_numpy.mkdir()
@@ -57,7 +60,10 @@ def test_the_delivered_copy_imports_with_numpy_alone(tmp_path: Path) -> None:
     code = (
         "import sys; sys.path[:0] = sys.argv[1:]\n"
         "import gismo, gismo.client, gismo.contract, gismo.config, gismo.deliver\n"
+        "from gismo.memory import coherence\n"
         "assert gismo.__file__.startswith(sys.argv[1]), gismo.__file__\n"
+        "assert coherence._cacheflush.__file__.startswith(sys.argv[1]), 'the delivered flush extension'\n"
+        "assert coherence.extension_method() not in (None, 'none')\n"
         "for name in ('ray', 'prometheus_client', 'pyarrow'):\n"
         "    assert name not in sys.modules, name\n"
         "print('ok')\n"

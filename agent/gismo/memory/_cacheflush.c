@@ -12,9 +12,13 @@
  * DSB ISH. Written to the ARM ARM, NOT run on ARM hardware by the Gismo tests.
  * Elsewhere: the module still imports and method() says "none"; coherence.py then reports no-op.
  *
- * Ranges of 256 KiB and more release the GIL while flushing.
+ * Ranges of 256 KiB and more release the GIL while flushing. Only the limited C API (3.10) is used:
+ * the module is built once as _cacheflush.abi3.so and loads in every CPython >= 3.10.
  */
 #define PY_SSIZE_T_CLEAN
+#ifndef Py_LIMITED_API /* abi3 (agent/pyproject.toml py-limited-api): any CPython >= 3.10 */
+#define Py_LIMITED_API 0x030A0000
+#endif
 #include <Python.h>
 #include <stdint.h>
 
