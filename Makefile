@@ -67,8 +67,8 @@ bench-broadcast: install
 
 images:
 	docker build -f images/operator/Dockerfile -t gismo-operator:dev .
-	docker build -f images/agent/Dockerfile -t gismo-agent:dev .
-	docker build -f images/node/Dockerfile -t gismo-node:dev .
+	docker build -f images/gismo/Dockerfile --target agent -t gismo-agent:dev .
+	docker build -f images/gismo/Dockerfile --target node -t gismo-node:dev .
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
