@@ -99,3 +99,47 @@ def check_pool_file(path: str, pool: str, capacity: int | None = None) -> PoolFi
             f"{path}: a Gismo pool file of {marker.capacity} bytes, but pool {pool!r} has {capacity}"
         )
     return marker
+
+
+def mark_fixed_file(path: str, pool: str, capacity: int | None = None) -> str:
+    """Make the existing fixed-size file at ``path`` (a famfs file) the pool file of ``pool``: write
+    the marker into its last page. Returns "marked", or "present" when it already is that pool's file.
+
+    Why: an agent formats only Gismo pool files, and famfs files are made by famfs's own tools, with a
+    size fixed at creation. So the file is never created, truncated or resized here: its size must be
+    ``capacity`` (the pool's data) plus one ``PAGE`` for the marker, and that last page must be all
+    zero (a fresh file) or already this pool's marker. ``capacity``, when given, must match the size.
+    Anything else raises PoolFileError naming the path and the rule, leaving the file untouched.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise PoolFileError(f"{path}: cannot open it ({exc.strerror}); it must exist (famfs creat)") from exc
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PoolFileError(f"{path}: not a regular file")
+        data = st.st_size - MARKER_SIZE
+        if data <= 0 or data % MARKER_SIZE:
+            raise PoolFileError(
+                f"{path}: {st.st_size} bytes; a pool file is its capacity (a positive multiple of "
+                f"{MARKER_SIZE}) plus {MARKER_SIZE} bytes of marker"
+            )
+        if capacity is not None and file_size(capacity) != st.st_size:
+            raise PoolFileError(
+                f"{path}: {st.st_size} bytes, but a pool of {capacity} bytes needs a file of exactly "
+                f"{file_size(capacity)} (capacity + {MARKER_SIZE}); Gismo never resizes it"
+            )
+        page = os.pread(fd, MARKER_SIZE, data)
+        found = PoolFileMarker.unpack(page)
+        if found is not None:
+            if found != PoolFileMarker(pool, data):
+                raise PoolFileError(f"{path}: already the Gismo pool file of pool {found.pool!r}")
+            return "present"
+        if page.count(0) != len(page):
+            raise PoolFileError(f"{path}: its last {MARKER_SIZE} bytes hold data, refusing to write there")
+        os.pwrite(fd, PoolFileMarker(pool, data).pack(), data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return "marked"

@@ -3,9 +3,10 @@
 A pool is present on a node when its path is what its backend needs:
 - ``devdax``: a character device (followed through symlinks, as the container runtime does when it
   creates the device node in the container);
-- ``shm``: the Gismo pool file of this pool (its marker, see ``gismo.memory.poolfile``), never a symlink;
-- ``famfs``: a regular file (not a symlink) of at least the pool's capacity; famfs files are made by
-  famfs's own tools, so they carry no Gismo marker.
+- ``shm`` and ``famfs``: the Gismo pool file of this pool (its marker, see ``gismo.memory.poolfile``),
+  never a symlink. famfs files are made by famfs's own tools; node prep writes the marker into their
+  last page (``gismo mark-pool-file``), and an agent refuses a file without it, so a node does not
+  advertise one either.
 
 Every probe is a few ``stat`` calls and at most one page read, cheap enough to run every poll.
 """
@@ -16,7 +17,7 @@ import dataclasses
 import os
 import stat
 
-from ..contract import BACKEND_DEVDAX, BACKEND_SHM
+from ..contract import BACKEND_DEVDAX
 from ..memory.poolfile import PoolFileError, check_pool_file
 from .config import PoolSpec
 
@@ -34,13 +35,11 @@ def probe(pool: PoolSpec, host_root: str = "") -> Presence:
     path = host_root + pool.path
     if pool.backend == BACKEND_DEVDAX:
         return _probe_device(path)
-    if pool.backend == BACKEND_SHM:
-        try:
-            check_pool_file(path, pool.name, pool.capacity)
-        except PoolFileError as exc:
-            return Presence(False, str(exc))
-        return Presence(True)
-    return _probe_file(path, pool.capacity)
+    try:  # shm and famfs (capacity 0: a famfs pool configured without one, taken from the marker)
+        check_pool_file(path, pool.name, pool.capacity or None)
+    except PoolFileError as exc:
+        return Presence(False, str(exc))
+    return Presence(True)
 
 
 def _probe_device(path: str) -> Presence:
@@ -50,16 +49,4 @@ def _probe_device(path: str) -> Presence:
         return Presence(False, f"{path}: {exc.strerror}")
     if not stat.S_ISCHR(st.st_mode):
         return Presence(False, f"{path}: not a character device (Gismo never creates devices)")
-    return Presence(True)
-
-
-def _probe_file(path: str, capacity: int) -> Presence:
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return Presence(False, f"{path}: {exc.strerror}")
-    if not stat.S_ISREG(st.st_mode):
-        return Presence(False, f"{path}: not a regular file")
-    if st.st_size < capacity:
-        return Presence(False, f"{path}: {st.st_size} bytes, the pool has {capacity}")
     return Presence(True)
