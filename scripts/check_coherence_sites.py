@@ -5,7 +5,7 @@ site it is meant to check is in fact checked. For each site this script blanks t
 the source, runs the store tests under the model (``-k noncoherent``, stopping at the first failure)
 and prints the site with the first failing test, or "NOT CAUGHT".
 
-Usage: ``python scripts/check_coherence_sites.py [--root DIR]`` where DIR is a copy of the
+Usage: ``python scripts/check_coherence_sites.py [--root DIR] [--only TEXT]`` where DIR is a copy of the
 repository whose ``agent`` folder shadows the installed gismo (PYTHONPATH); run it from a copy so
 the working tree is never left mutated. Takes a few minutes per site on a loaded machine.
 """
@@ -65,9 +65,12 @@ def run_without(root: str, rel: str, lineno: int) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", default=".")
+    ap.add_argument("--only", default="", help="check only the sites whose 'file:line  code' contains this")
     args = ap.parse_args()
     missed = 0
     for rel, lineno, code in sites(args.root):
+        if args.only not in f"{rel}:{lineno}  {code}":
+            continue
         caught = run_without(args.root, rel, lineno)
         missed += caught == "NOT CAUGHT"
         print(f"{rel}:{lineno}  {code}\n    -> {caught}", flush=True)
