@@ -8,6 +8,7 @@ Interleavings are made deterministic by hooking the reader's own coherence calls
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from storefix import MiB, Pool, both_memories
 
 import gismo
 from gismo.daemon import protocol
-from gismo.memory import layout
+from gismo.memory import layout, model
 from gismo.memory.serialize import encode, write
 from gismo.testing import wait_until
 
@@ -155,3 +156,30 @@ def test_recovery_publishes_an_interrupted_delete(pool: Pool) -> None:
             c1.get(ref)
     finally:
         c1.close()
+
+
+def test_lease_holder_record_survives_a_host_that_loses_its_caches(pool: Pool) -> None:
+    """A reader's lease record (its pid and start time, written by its agent at HELLO) must reach
+    memory: a host that reboots or crashes loses its caches, and the restarted agent then finds only
+    what was flushed. Without the record it cannot tell the dead reader from a live one in another
+    pid namespace, and the reader's pins would hold the deleted object's space for good."""
+    a = pool.agent(0)
+    w = gismo.connect(a.socket)
+    ref = w.put(np.full(BIG, 3, np.uint8))
+    reader = pool.node(0)
+    pool.nodes.remove(reader)  # killed below, not closed
+    reader.call("hold", "v", ref)
+    w.delete(ref)
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 1, "the delete pinned by the reader")
+    w.close()
+    a.kill9()
+    reader.proc.kill()
+    reader.proc.join(10)
+    reader.conn.close()
+    # The host lost its caches: under the model, node 0's cache file goes (coherent memory has none).
+    for path in model.cache_files(pool.path):
+        if path == model.cache_path(pool.path, 0):
+            os.unlink(path)
+    a.start()
+    assert a.stats()["lease_recovery"]["dead_holders"] == 1
+    assert wait_until(lambda: a.stats()["pending_deletes"] == 0, "the dead reader's pins dropped")
