@@ -133,3 +133,36 @@ def test_node_prep_script_makes_a_pool_file_the_agent_accepts(tmp_path: Path) ->
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert run.returncode != 0 and "not a Gismo pool file" in run.stderr
     assert foreign.read_bytes() == b"keep me"
+
+
+def test_the_famfs_values_give_a_pool_every_boundary_accepts() -> None:
+    """examples/values/famfs-pool0.yaml (README, Running on CXL hardware): the famfs file lies under a
+    folder both the operator (fileBackendPrefixes) and the node component (fileRoots) allow, the
+    rendered GismoPool passes the pool rule with the operator's rendered setting, and gismo node
+    accepts its config."""
+    import json
+
+    from chartkit import find, render_with
+
+    from gismo import poolrules
+    from gismo.node.config import parse_config
+    from gismo_operator.core.models import GismoPool
+
+    docs = render_with("-f", str(REPO / "examples" / "values" / "famfs-pool0.yaml"))
+    pool = GismoPool.model_validate(find(docs, "GismoPool", "pool0"))
+    assert pool.spec.backend.type == "famfs"
+    env = {
+        e["name"]: e.get("value")
+        for c in find(docs, "Deployment", "gismo")["spec"]["template"]["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    prefixes = poolrules.normalize_prefixes(env["GISMO_OPERATOR_FILE_BACKEND_PREFIXES"].split(","))
+    assert poolrules.path_problems("famfs", pool.spec.backend.path, prefixes) == []
+    assert poolrules.path_problems("famfs", pool.spec.backend.path, poolrules.DEFAULT_FILE_PREFIXES)
+    config = parse_config(json.loads(find(docs, "ConfigMap", "gismo-node-pool0")["data"]["node.json"]))
+    (served,) = config.pools
+    assert (served.backend, served.path, served.capacity) == (
+        "famfs",
+        pool.spec.backend.path,
+        pool.spec.capacity,
+    )
