@@ -64,7 +64,11 @@ pins                    Client._pin: flush(entry) after write_pin,      RegionOw
                         flush(entry) after clear_pin;                   _wait_for_foreign_pins: the same
                         RegionOwner._drop_lease: flush(lease) after
                         clearing a dead client's lease
-lease counters          local: summed by the region's own agent only    -
+lease record: holder    RegionOwner._new_lease: flush(counter record)   RegionOwner._reap_held_leases at
+(pid, start time)       after write_holder at HELLO                     recovery (a host that lost its
+                                                                        caches keeps only what reached
+                                                                        memory)
+lease record: counters  local: summed by the region's own agent only    -
 recovery (restart on    RegionOwner._recover: flush(slot table) after   as the seal / delete
 the same node)          rewriting interrupted and damaged slots
 ======================  ==============================================  ===============================
@@ -73,6 +77,10 @@ The delete protocol with these calls: the reader publishes its pin (flush) and o
 re-reads the slot (invalidate); the owner publishes DELETING (flush), waits ``grace_ms``, then reads
 every pin table (invalidate). Either the reader's re-check sees DELETING, or its pin was
 flushed before the owner's scan began.
+
+That each call site matters is checked by ``scripts/check_coherence_sites.py`` (it removes one call
+at a time and runs the non-coherent tests); docs/architecture.md lists each site with the test that
+fails without it.
 """
 
 from __future__ import annotations
