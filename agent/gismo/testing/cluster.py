@@ -10,7 +10,7 @@ How a node's tasks find their own agent: each raylet is started with that node's
 environment (`env_vars`), and Ray workers inherit the raylet's environment, so `gismo.ray` inside
 a task reads `GISMO_SOCKET` etc. from `os.environ` -- the same mechanism as in a Kubernetes pod.
 
-How they import gismo: as in a pod, each node's agent first delivers the pure-Python client into
+How they import gismo: as in a pod, each node's agent first delivers the client into
 that node's own folder (`gismo agent --deliver-to`, see gismo.deliver) and the raylet's
 `PYTHONPATH` is the driver's `PYTHONPATH` with that folder appended, so Ray workers import the
 delivered copy (`PYTHONPATH` precedes site-packages and the editable install), not this checkout.
