@@ -64,10 +64,10 @@ pins                    Client._pin: flush(entry) after write_pin,      RegionOw
                         flush(entry) after clear_pin;                   _wait_for_foreign_pins: the same
                         RegionOwner._drop_lease: flush(lease) after
                         clearing a dead client's lease
-lease record: holder    RegionOwner._new_lease: flush(counter record)   RegionOwner._reap_held_leases at
-(pid, start time)       after write_holder at HELLO                     recovery (a host that lost its
-                                                                        caches keeps only what reached
-                                                                        memory)
+lease record: holder    RegionOwner._new_lease: flush(counter record)   RegionOwner._reap_held_leases
+(pid, start time)       after write_holder at HELLO                     at recovery (a host that lost
+                                                                        its caches keeps only what
+                                                                        reached memory)
 lease record: counters  local: summed by the region's own agent only    -
 recovery (restart on    RegionOwner._recover: flush(slot table) after   as the seal / delete
 the same node)          rewriting interrupted and damaged slots
