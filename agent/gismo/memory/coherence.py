@@ -64,11 +64,11 @@ pins                    Client._pin: flush(entry) after write_pin,      RegionOw
                         flush(entry) after clear_pin;                   _wait_for_foreign_pins: the same
                         RegionOwner._drop_lease: flush(lease) after
                         clearing a dead client's lease
-lease record: holder    RegionOwner._new_lease: flush(counter record)   RegionOwner._reap_held_leases
-(pid, start time)       after write_holder at HELLO                     at recovery (a host that lost
-                                                                        its caches keeps only what
-                                                                        reached memory)
-lease record: counters  local: summed by the region's own agent only    -
+lease counters          local: summed by the region's own agent only    -
+lease holder (pid,      RegionOwner._record_holder: flush(record)       local: read back by the next
+start time, client      when a lease is granted or given back to a      agent of the same region (same
+token)                  reconnecting client (one site for both)         node): _recover, _reap_held_
+                                                                        leases
 recovery (restart on    RegionOwner._recover: flush(slot table) after   as the seal / delete
 the same node)          rewriting interrupted and damaged slots
 ======================  ==============================================  ===============================
@@ -77,6 +77,11 @@ The delete protocol with these calls: the reader publishes its pin (flush) and o
 re-reads the slot (invalidate); the owner publishes DELETING (flush), waits ``grace_ms``, then reads
 every pin table (invalidate). Either the reader's re-check sees DELETING, or its pin was
 flushed before the owner's scan began.
+
+The lease holder record is flushed although only the next agent of the same region reads it: a
+host that reboots or crashes loses its caches, and the restarted agent then finds only what reached
+memory (tests/agent/client/test_coherence_points.py::
+test_lease_holder_record_survives_a_host_that_loses_its_caches fails without the flush).
 
 That each call site matters is checked by ``scripts/check_coherence_sites.py`` (it removes one call
 at a time and runs the non-coherent tests); docs/architecture.md lists each site with the test that
