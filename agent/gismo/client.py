@@ -97,12 +97,15 @@ class Pending:
     Only the process that created it may seal it (one writer per byte).
     """
 
-    __slots__ = ("_client", "_lock", "array", "gen", "offset", "ref", "size", "slot", "state")
+    __slots__ = ("_client", "_lock", "array", "epoch", "gen", "offset", "ref", "size", "slot", "state")
 
-    def __init__(self, client: Client, slot: int, gen: int, off: int, size: int, array: np.ndarray) -> None:
+    def __init__(
+        self, client: Client, slot: int, gen: int, off: int, size: int, epoch: int, array: np.ndarray
+    ) -> None:
         self._client = client
         self._lock = threading.Lock()
         self.slot, self.gen, self.offset, self.size = slot, gen, off, size
+        self.epoch = epoch  # of the agent that granted the reservation: the only one it may be sealed in
         self.array = array
         self.ref: Ref | None = None
         self.state = "open"  # open -> sealed | aborted
@@ -128,7 +131,7 @@ class Pending:
             c = self._client
             c._check_pid()
             try:
-                c._seal_slot(self.slot, self.gen, self.offset, self.size)
+                c._seal_slot(self.slot, self.gen, self.offset, self.size, self.epoch)
             except BaseException:
                 self._abort_locked()
                 raise
@@ -312,12 +315,12 @@ class Client:
         self._check_pid()
         enc = encode(obj)
         n = enc.size
-        slot, gen, off = self._reserve_current(n)
+        slot, gen, off, epoch = self._reserve_current(n)
         if _CRASH:
             _crash_before_copy(enc, self._rw, off)
         try:
             write(enc, self._rw, off)
-            self._seal_slot(slot, gen, off, n)
+            self._seal_slot(slot, gen, off, n, epoch)
         except BaseException:
             self._abort_slot(slot, gen)
             raise
@@ -327,18 +330,19 @@ class Client:
             crashpoints.now()
         return Ref(self.region, slot, gen, off, n)
 
-    def _reserve_current(self, n: int) -> tuple[int, int, int]:
-        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own.
+    def _reserve_current(self, n: int) -> tuple[int, int, int, int]:
+        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own:
+        (slot, generation, offset, the epoch it was granted in).
 
         A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined for
         orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the small-object
-        stash) must never be written, and one written meanwhile never sealed.
+        stash) must never be written, and one written meanwhile never sealed (``_seal_slot``).
         """
-        slot, gen, off = self._reserve(n)
-        if layout.read_run(self._rw, 0)[0] != self.epoch:
+        slot, gen, off, epoch = self._reserve(n)
+        if layout.read_run(self._rw, 0)[0] != epoch:
             self._abort_slot(slot, gen)
             raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
-        return slot, gen, off
+        return slot, gen, off, epoch
 
     def _abort_slot(self, slot: int, gen: int) -> None:
         """Give a reservation back; an agent that is gone frees it itself (best effort)."""
@@ -349,27 +353,39 @@ class Client:
         if self._pid != os.getpid():
             raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
 
-    def _reserve(self, n: int) -> tuple[int, int, int]:
-        """A reservation of ``n`` bytes in this pod's region: (slot, generation, offset)."""
-        if n <= layout.SMALL_MAX:
-            slot, gen, off = self._reserve_small(n)
-        else:
-            rep = self._call(protocol.CREATE, protocol.CREATE_REQ.pack(n))
-            slot, gen, off = protocol.CREATE_REP.unpack(rep)
+    def _reserve(self, n: int) -> tuple[int, int, int, int]:
+        """A reservation of ``n`` bytes in this pod's region: (slot, generation, offset, epoch)."""
+        with self._lock:  # the epoch of the agent (socket) that grants it, read with the same lock held
+            epoch = self.epoch
+            if n <= layout.SMALL_MAX:
+                slot, gen, off = self._reserve_small(n)
+            else:
+                rep = self._call(protocol.CREATE, protocol.CREATE_REQ.pack(n))
+                slot, gen, off = protocol.CREATE_REP.unpack(rep)
         g = self.geom
         if off < g.data_off or off + n > g.region_size:
             raise CorruptRegion(f"agent handed out extent {off}+{n} outside the data area")
-        return slot, gen, off
+        return slot, gen, off, epoch
 
-    def _seal_slot(self, slot: int, gen: int, off: int, n: int) -> None:
-        """Seal a written reservation in shared memory (the caller aborts if this raises)."""
+    def _seal_slot(self, slot: int, gen: int, off: int, n: int, epoch: int) -> None:
+        """Seal a written reservation of ``epoch`` in shared memory (the caller aborts if this raises).
+
+        The epoch is read before and after the seal store. A restarted agent writes its new epoch
+        before it scans the slot table, so an unchanged epoch after the store means its scan (if one
+        comes) finds the slot SEALED and keeps it: the ref is valid. A changed one means the restart
+        overlapped the seal: the scan may have caught the slot mid-seal and retired it (recovery never
+        serves an interrupted seal), so the ref might be dead on arrival and is not returned. Cost:
+        two reads of a header word.
+        """
         rw = self._rw
         self.map.flush(off, n)  # the data is in shared memory before the seal can be
-        if layout.read_run(rw, 0)[0] != self.epoch:
+        if layout.read_run(rw, 0)[0] != epoch:
             raise AgentUnavailable("agent restarted during put; object discarded")
         pos = self.geom.slot_off + slot * layout.SLOT_SIZE
         layout.write_seal(rw, pos, n)
         self.map.flush(pos, layout.SLOT_SIZE)
+        if layout.read_run(rw, 0)[0] != epoch:
+            raise AgentUnavailable("agent restarted while the object was being sealed; it is not returned")
 
     def _queue_seal(self, slot: int, gen: int) -> None:
         """Queue the seal notice; it leaves with this client's next message (batched)."""
@@ -413,7 +429,7 @@ class Client:
     def _create(self, enc: Encoded, array: tuple[tuple[int, ...], np.dtype[Any]] | None) -> Pending:
         self._check_pid()
         n = enc.size
-        slot, gen, off = self._reserve_current(n)
+        slot, gen, off, epoch = self._reserve_current(n)
         rw = self._rw
         try:
             write_header(enc, rw, off)
@@ -423,7 +439,7 @@ class Client:
         except BaseException:
             self._abort_slot(slot, gen)
             raise
-        return Pending(self, slot, gen, off, n, view)
+        return Pending(self, slot, gen, off, n, epoch, view)
 
     def seal(self, pending: Pending) -> Ref:
         """Seal an object made by ``create``/``create_array``: it becomes readable everywhere, and
