@@ -311,6 +311,8 @@ class Client:
         Cost: one round trip (CREATE, carrying the previous put's seal notice), one memcpy per buffer.
         The object is sealed in shared memory before this returns, so the ref is valid everywhere
         at once; the agent's own bookkeeping learns of the seal with this client's next message.
+        AgentUnavailable when the agent restarted before or during the seal (no ref is returned
+        that the restarted agent may not keep).
         """
         self._check_pid()
         enc = encode(obj)
