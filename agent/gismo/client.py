@@ -100,12 +100,12 @@ class Pending:
     __slots__ = ("_client", "_lock", "array", "epoch", "gen", "offset", "ref", "size", "slot", "state")
 
     def __init__(
-        self, client: Client, slot: int, gen: int, off: int, size: int, epoch: int, array: np.ndarray
+        self, client: Client, slot: int, gen: int, off: int, size: int, array: np.ndarray, epoch: int
     ) -> None:
         self._client = client
+        self.epoch = epoch  # of the agent that made the reservation: only it may see it sealed
         self._lock = threading.Lock()
         self.slot, self.gen, self.offset, self.size = slot, gen, off, size
-        self.epoch = epoch  # of the agent that granted the reservation: the only one it may be sealed in
         self.array = array
         self.ref: Ref | None = None
         self.state = "open"  # open -> sealed | aborted
@@ -333,14 +333,16 @@ class Client:
         return Ref(self.region, slot, gen, off, n)
 
     def _reserve_current(self, n: int) -> tuple[int, int, int, int]:
-        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own:
-        (slot, generation, offset, the epoch it was granted in).
+        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own;
+        (slot, generation, offset, that epoch).
 
         A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined for
         orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the small-object
-        stash) must never be written, and one written meanwhile never sealed (``_seal_slot``).
+        stash) must never be written, and one written meanwhile never sealed. The epoch is the one
+        this client knew before reserving: the watcher may reconnect (and learn a newer one) meanwhile.
         """
-        slot, gen, off, epoch = self._reserve(n)
+        epoch = self.epoch
+        slot, gen, off = self._reserve(n)
         if layout.read_run(self._rw, 0)[0] != epoch:
             self._abort_slot(slot, gen)
             raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
@@ -355,30 +357,21 @@ class Client:
         if self._pid != os.getpid():
             raise GismoError("this Client belongs to the parent process; call gismo.connect() after fork")
 
-    def _reserve(self, n: int) -> tuple[int, int, int, int]:
-        """A reservation of ``n`` bytes in this pod's region: (slot, generation, offset, epoch)."""
-        with self._lock:  # the epoch of the agent (socket) that grants it, read with the same lock held
-            epoch = self.epoch
-            if n <= layout.SMALL_MAX:
-                slot, gen, off = self._reserve_small(n)
-            else:
-                rep = self._call(protocol.CREATE, protocol.CREATE_REQ.pack(n))
-                slot, gen, off = protocol.CREATE_REP.unpack(rep)
+    def _reserve(self, n: int) -> tuple[int, int, int]:
+        """A reservation of ``n`` bytes in this pod's region: (slot, generation, offset)."""
+        if n <= layout.SMALL_MAX:
+            slot, gen, off = self._reserve_small(n)
+        else:
+            rep = self._call(protocol.CREATE, protocol.CREATE_REQ.pack(n))
+            slot, gen, off = protocol.CREATE_REP.unpack(rep)
         g = self.geom
         if off < g.data_off or off + n > g.region_size:
             raise CorruptRegion(f"agent handed out extent {off}+{n} outside the data area")
-        return slot, gen, off, epoch
+        return slot, gen, off
 
     def _seal_slot(self, slot: int, gen: int, off: int, n: int, epoch: int) -> None:
-        """Seal a written reservation of ``epoch`` in shared memory (the caller aborts if this raises).
-
-        The epoch is read before and after the seal store. A restarted agent writes its new epoch
-        before it scans the slot table, so an unchanged epoch after the store means its scan (if one
-        comes) finds the slot SEALED and keeps it: the ref is valid. A changed one means the restart
-        overlapped the seal: the scan may have caught the slot mid-seal and retired it (recovery never
-        serves an interrupted seal), so the ref might be dead on arrival and is not returned. Cost:
-        two reads of a header word.
-        """
+        """Seal a reservation of agent epoch ``epoch``, written, in shared memory (the caller aborts
+        if this raises)."""
         rw = self._rw
         self.map.flush(off, n)  # the data is in shared memory before the seal can be
         if layout.read_run(rw, 0)[0] != epoch:
@@ -386,6 +379,11 @@ class Client:
         pos = self.geom.slot_off + slot * layout.SLOT_SIZE
         layout.write_seal(rw, pos, n)
         self.map.flush(pos, layout.SLOT_SIZE)
+        # Read again after the seal store. A restarted agent writes its new epoch before it scans the
+        # slot table, so an unchanged epoch means its scan (if one comes) finds this slot SEALED and
+        # keeps it. A changed one means the restart overlapped the seal: the scan may have caught the
+        # slot mid-seal and retired it (recovery never serves an interrupted seal), so the ref might
+        # be dead on arrival and is not returned (tests/agent/daemon/test_restart_races.py).
         if layout.read_run(rw, 0)[0] != epoch:
             raise AgentUnavailable("agent restarted while the object was being sealed; it is not returned")
 
@@ -441,7 +439,7 @@ class Client:
         except BaseException:
             self._abort_slot(slot, gen)
             raise
-        return Pending(self, slot, gen, off, n, epoch, view)
+        return Pending(self, slot, gen, off, n, view, epoch)
 
     def seal(self, pending: Pending) -> Ref:
         """Seal an object made by ``create``/``create_array``: it becomes readable everywhere, and
