@@ -109,14 +109,16 @@ def test_a_delete_the_agent_never_read_leaves_the_object_whole_across_a_restart(
         ref = c.put(np.full(BIG, 6, np.uint8))
         c._flush_notices()
         assert a.proc is not None
-        os.kill(a.proc.pid, signal.SIGSTOP)
-        assert c._sock is not None
-        c._sock.sendall(protocol.frame(protocol.DELETE, protocol.DELETE_REQ.pack(*ref[:3])))
-        a.kill9()  # SIGKILL ends a stopped process too: the frame is never read
-        try:
-            reply = c._sock.recv(1)
-        except ConnectionResetError:  # what a peer that dies with unread data gives
-            reply = b""
+        with c._lock:  # the client's own socket, as delete() sends it; nothing else touches it meanwhile
+            s = c._sock
+            assert s is not None
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            s.sendall(protocol.frame(protocol.DELETE, protocol.DELETE_REQ.pack(*ref[:3])))
+            a.kill9()  # SIGKILL ends a stopped process too: the frame is never read
+            try:
+                reply = s.recv(1)
+            except ConnectionResetError:  # what a peer that dies with unread data gives
+                reply = b""
         assert reply == b""  # no answer: the agent died without reading the DELETE
     finally:
         c.close()
