@@ -276,10 +276,14 @@ class GismoTransport(TensorTransportManager):
 
     def garbage_collect(self, obj_id: str, tensor_transport_meta: Any, tensors: list[Any]) -> None:
         """The last ref is gone: delete what this transport placed (not create_array's objects)."""
+        from . import ray as gray
+
         meta: GismoTransportMetadata = tensor_transport_meta
         self._delete(
             obj_id, [r for r, own in zip(meta.refs, meta.owned, strict=True) if own and r is not None]
         )
+        # Counted once the deletes are done: a reader of the counter sees their effect too.
+        gray._st().counters["transport_collected"] += 1
 
     @staticmethod
     def _delete(obj_id: str, refs: Sequence[Any]) -> None:

@@ -58,7 +58,7 @@ import json, sys, time
 from gismo.testing import LocalCluster
 lc = LocalCluster(2, object_store_bytes=128 << 20, region_bytes=16 << 20).start()
 print(json.dumps([lc.marker, lc.slice_path, lc.tmpdir]), flush=True)
-time.sleep(600)
+time.sleep(600)  # stay alive, cluster up, until the test kills this driver
 """
 
 

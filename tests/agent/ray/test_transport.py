@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -196,9 +195,13 @@ def test_create_array_is_referenced_in_place(lc: LocalCluster, actors: tuple[Any
     assert st["transport_in_place"] >= 1
     ray.get(producer.flush.remote())
     assert objects(lc)[1] == before[1] + 1  # the creation only: no copy was placed
+    collected = st.get("transport_collected", 0)
     del ref
-    time.sleep(0.5)  # the transport must not delete an object it did not make
-    assert objects(lc)[1] == before[1] + 1
+    wait_until(
+        lambda: ray.get(producer.stats.remote()).get("transport_collected", 0) > collected,
+        "Ray to hand the object's last ref to the transport",
+    )
+    assert objects(lc)[1] == before[1] + 1  # the transport did not delete an object it did not make
     assert ray.get(producer.free_kept.remote()) == 1
     wait_until(lambda: objects(lc) == before, "the creation's free")
 
@@ -232,8 +235,13 @@ def test_trap_c_other_arrays_keep_rays_serializer(actors: tuple[Any, Any]) -> No
     assert type(plain) is np.ndarray and not plain.flags.writeable
 
 
+def hold_until(path: str) -> None:
+    """Keep the calling thread busy until ``path`` exists (the test says when it has seen enough)."""
+    wait_until(lambda: os.path.exists(path), f"{path} to be created", limit=120)
+
+
 def test_trap_d_abort_without_torch_keeps_the_monitor_alive(
-    lc: LocalCluster, actors: tuple[Any, Any]
+    lc: LocalCluster, actors: tuple[Any, Any], tmp_path: Any
 ) -> None:
     import ray._private.ray_constants as rc
     from ray.experimental.rdt.rdt_manager import TransferMetadata
@@ -256,18 +264,31 @@ def test_trap_d_abort_without_torch_keeps_the_monitor_alive(
     manager._abort_transport(recv_ref, refs, TimeoutError("test"))  # Ray's own would raise ImportError
     assert refs == {}
     # A real timed-out transfer, in the monitor thread: the receiver's system thread is kept busy.
+    aborted: list[Exception] = []
+    guarded = manager._abort_transport
+
+    def recording_abort(failed_ref: Any, ref_info_map: dict[str, Any], exception: Exception) -> Any:
+        out = guarded(failed_ref, ref_info_map, exception)
+        aborted.append(exception)
+        return out
+
+    manager._abort_transport = recording_abort  # the monitor thread calls it through the instance
     saved = rc.RDT_FETCH_FAIL_TIMEOUT_SECONDS
     rc.RDT_FETCH_FAIL_TIMEOUT_SECONDS = 1.0
+    release = str(tmp_path / "release")
     try:
         busy = consumer.__ray_call__.options(concurrency_group="_ray_system").remote(
-            lambda self: time.sleep(4)
+            lambda self: hold_until(release)
         )
         late = consumer.read.remote(producer.make.remote(1024, 4))
-        time.sleep(3)
+        wait_until(lambda: aborted, "the monitor thread to time the late transfer out")
+        assert isinstance(aborted[0], TimeoutError)
         assert manager._monitor_failures_thread.is_alive()
-        ray.get(busy)
     finally:
+        open(release, "w").close()  # the receiver's system thread is free again
         rc.RDT_FETCH_FAIL_TIMEOUT_SECONDS = saved
+        del manager._abort_transport
+    ray.get(busy)
     assert ray.get(late)["sum"] == 4 * 1024  # the receive ran once the system thread was free
     ref2 = producer.make.remote(1024, 6)
     assert ray.get(consumer.read.remote(ref2))["sum"] == 6 * 1024  # later transfers still work

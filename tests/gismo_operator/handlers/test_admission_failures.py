@@ -191,7 +191,7 @@ async def test_a_fence_read_stalling_past_the_budget_leaves_no_region_behind(
 
     async def stall(namespace: str, name: str) -> dict[str, Any] | None:
         stalled.set()
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # a read that never answers within the admission budget
         return await original(namespace, name)
 
     api.read_slice = stall  # type: ignore[method-assign]
