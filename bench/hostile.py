@@ -15,9 +15,11 @@ class, each one re-opened as soon as the agent drops it:
 The timed cycle is ``put`` + ``get`` + ``delete`` of a 4 KiB object: one agent round trip (DELETE,
 which carries the put's seal notice; put takes its reservation from the client's stash and get maps
 the object, neither talks to the agent) plus one CREATE_MANY refill every <= 256 puts. It is timed
-``--ops`` times calm, then under the flood, then ``--newcomers`` fresh clients connect under the
-flood. Not a test: it prints numbers and writes JSON with a top-level ``targets`` object, the load
-average before and after, the agent's CPU share per phase and the rates the hostile process achieved.
+``--ops`` times calm and as many under the flood, in ``--rounds`` alternating calm and hostile phases
+(the hostile process is started and stopped for each, so the machine's own load weighs on both
+alike), and ``--newcomers`` fresh clients connect under the flood; percentiles pool the rounds.
+Not a test: it prints numbers and writes JSON with a top-level ``targets`` object, the load average
+before and after, the agent's CPU share per phase and the rates the hostile process achieved.
 
     .venv/bin/python bench/hostile.py [--out bench/results/hostile.json]
 """
@@ -172,24 +174,61 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def phase(c: gismo.Client, ops: int, agent_pid: int, hostile_pid: int = 0) -> dict[str, Any]:
-    """Time ``ops`` cycles; with the CPU share (of one core) the agent and the hostile process used."""
-    pids = [agent_pid] + ([hostile_pid] if hostile_pid else [])
-    cpu0, t0 = [cpu_s(p) for p in pids], time.monotonic()
-    times, errors = timed_cycles(c, ops)
-    wall = time.monotonic() - t0
-    share = [(cpu_s(p) - c0) / wall for p, c0 in zip(pids, cpu0, strict=True)]
-    out = {"p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "max_ms": max(times), "errors": errors,
-           "seconds": wall, "agent_cpu_share": share[0]}  # fmt: skip
-    if hostile_pid:
-        out["hostile_process_cpu_share"] = share[1]
-    return out
+class Phase:
+    """The cycles of one kind of phase (calm or hostile), pooled over the rounds, and the CPU the
+    agent and the hostile process used meanwhile."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.round_p99: list[float] = []
+        self.errors = 0
+        self.wall = self.agent_cpu = self.hostile_cpu = 0.0
+
+    def run(self, c: gismo.Client, ops: int, agent_pid: int, hostile_pid: int = 0) -> None:
+        cpu0, h0, t0 = cpu_s(agent_pid), cpu_s(hostile_pid) if hostile_pid else 0.0, time.monotonic()
+        times, errors = timed_cycles(c, ops)
+        self.wall += time.monotonic() - t0
+        self.agent_cpu += cpu_s(agent_pid) - cpu0
+        if hostile_pid:
+            self.hostile_cpu += cpu_s(hostile_pid) - h0
+        self.times += times
+        self.round_p99.append(pct(times, 99))
+        self.errors += errors
+
+    def summary(self) -> dict[str, Any]:
+        t = self.times
+        return {"p50_ms": pct(t, 50), "p99_ms": pct(t, 99), "max_ms": max(t), "errors": self.errors,
+                "p99_ms_per_round": self.round_p99, "seconds": self.wall,
+                "agent_cpu_share": self.agent_cpu / self.wall,
+                "hostile_process_cpu_share": self.hostile_cpu / self.wall}  # fmt: skip
+
+
+def newcomer(sock: str) -> tuple[float, str]:
+    """A fresh client's connect + put + get (milliseconds) and its error ('' if none)."""
+    t0 = time.perf_counter()
+    err = ""
+    try:
+        n = gismo.connect(sock)
+        ref = n.put(b"new")
+        if bytes(n.get(ref)) != b"new":
+            err = "wrong bytes"
+        n.close()
+    except gismo.GismoError as exc:
+        err = f"{type(exc).__name__}: {exc}"[:160]
+    return (time.perf_counter() - t0) * 1e3, err
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--ops", type=int, default=3000)
-    ap.add_argument("--newcomers", type=int, default=20)
+    ap.add_argument("--ops", type=int, default=3000, help="cycles timed calm, and as many under the flood")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="calm and hostile phases alternate this many times (the machine's own load "
+        "then weighs on both alike)",
+    )
+    ap.add_argument("--newcomers", type=int, default=21)
     ap.add_argument("--nofile", type=int, default=64)
     ap.add_argument("--tick", type=float, default=TICK_S, help="the hostile process's turn (s); 0: flat out")
     ap.add_argument("--profile-agent", metavar="PATH", help="run the agent under cProfile, stats to PATH")
@@ -211,39 +250,42 @@ def main() -> None:
         command = ("-m", "cProfile", "-o", os.path.abspath(args.profile_agent), *AGENT_COMMAND)
     agent = start_agent(env, os.path.join(tmp, "agent.log"), nofile=args.nofile, command=command)
     ctx = multiprocessing.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    counts = ctx.Array("q", 3)
+    calm_phase, hostile_phase = Phase(), Phase()
+    newcomers: list[float] = []
+    errors_seen: list[str] = []
+    flood_counts, flood_wall = [0, 0, 0], 0.0
     proc = None
     try:
         c = gismo.connect(sock)
         timed_cycles(c, 200)  # warm up
-        calm = phase(c, args.ops, agent.pid)
-        proc = ctx.Process(target=flood, args=(sock, args.tick, ready, stop, counts), daemon=True)
-        proc.start()
-        if not ready.wait(120):
-            raise SystemExit("the hostile process did not start")
-        time.sleep(1.0)  # let the agent reach its file limit and the flood its pace
-        counts0, t_flood = list(counts), time.monotonic()
-        hostile = phase(c, args.ops, agent.pid, proc.pid or 0)
-        newcomers, new_err = [], 0
-        errors_seen: list[str] = []
-        for _ in range(args.newcomers):
-            t0 = time.perf_counter()
-            try:
-                n = gismo.connect(sock)
-                ref = n.put(b"new")
-                new_err += bytes(n.get(ref)) != b"new"
-                n.close()
-            except gismo.GismoError as exc:
-                new_err += 1
-                errors_seen.append(f"{type(exc).__name__}: {exc}"[:160])
-            newcomers.append((time.perf_counter() - t0) * 1e3)
-        rates = [(b - a) / (time.monotonic() - t_flood) for a, b in zip(counts0, counts, strict=True)]
+        for _ in range(args.rounds):
+            calm_phase.run(c, args.ops // args.rounds, agent.pid)
+            ready, stop = ctx.Event(), ctx.Event()
+            counts = ctx.Array("q", 3)
+            proc = ctx.Process(target=flood, args=(sock, args.tick, ready, stop, counts), daemon=True)
+            proc.start()
+            if not ready.wait(120):
+                raise SystemExit("the hostile process did not start")
+            time.sleep(1.0)  # let the agent reach its file limit and the flood its pace
+            counts0, t_flood = list(counts), time.monotonic()
+            hostile_phase.run(c, args.ops // args.rounds, agent.pid, proc.pid or 0)
+            for _ in range(args.newcomers // args.rounds):
+                ms, err = newcomer(sock)
+                newcomers.append(ms)
+                if err:
+                    errors_seen.append(err)
+            flood_wall += time.monotonic() - t_flood
+            flood_counts = [t + b - a for t, a, b in zip(flood_counts, counts0, counts, strict=True)]
+            stop.set()
+            proc.join(30)
+            proc = None
+            time.sleep(0.5)  # the agent closes what the flood left
+        rates = [n / flood_wall for n in flood_counts]
         st = c.stats()
         c.close()
     finally:
-        stop.set()
         if proc is not None:
+            proc.kill()
             proc.join(30)
         agent.terminate()
         agent.wait(60)
@@ -251,10 +293,14 @@ def main() -> None:
             log_lines = len(f.read().splitlines())
         os.unlink(pool)
         shutil.rmtree(tmp, ignore_errors=True)
+    calm, hostile = calm_phase.summary(), hostile_phase.summary()
+    del calm["hostile_process_cpu_share"]
+    new_err = len(errors_seen)
     p99, calm_p99 = hostile["p99_ms"], calm["p99_ms"]
     ratio = p99 / calm_p99
     result = {
-        "meta": {"ops": args.ops, "cycle": "put+get+delete of 4 KiB: one agent round trip",
+        "meta": {"ops": args.ops, "rounds": args.rounds,
+                 "cycle": "put+get+delete of 4 KiB: one agent round trip",
                  "object_bytes": 4096, "hostile_connections": HOSTILE, "hostile_classes": list(CLASSES),
                  "agent_nofile": args.nofile, "hostile_tick_s": args.tick, "cpus": os.cpu_count(),
                  "nice": os.nice(0),
