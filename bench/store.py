@@ -24,9 +24,7 @@ import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,8 +33,8 @@ from typing import Any
 import numpy as np
 
 import gismo
+from _agent import start_agent  # bench/_agent.py: the agent start-up shared by the benchmarks
 from gismo import contract
-from gismo.daemon import protocol
 from gismo.testing.poolfile import create_pool_file
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
@@ -64,26 +62,6 @@ def memcpy_bw(size: int) -> float:
         np.copyto(dst, src)
         times.append(time.perf_counter() - t)
     return size / statistics.median(times)
-
-
-def start_agent(env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(contract.ENV_PREFIX)}
-    full.update(env)
-    with open(log, "ab") as f:
-        p = subprocess.Popen([sys.executable, "-m", "gismo.cli", "agent"], env=full, stdout=f, stderr=f)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if p.poll() is not None:
-            raise SystemExit(f"agent exited {p.returncode}; see {log}")
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.connect(env[contract.ENV_SOCKET])
-                s.sendall(protocol.frame(protocol.HEALTH))
-                if s.recv(64):
-                    return p
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("agent did not start")
 
 
 def reader(conn: Any, sock: str, coherence: str = "") -> None:

@@ -18,6 +18,10 @@ class Conn:
 
     sock: socket.socket
     cid: int
+    #: Its file descriptor (kept: a closed socket forgets it) and the epoll events the socket server
+    #: watches it for (0: not registered yet).
+    fd: int = -1
+    events: int = 0
     reader: protocol.FrameReader = field(default_factory=protocol.FrameReader)
     out: bytearray = field(default_factory=bytearray)
     pid: int = 0
@@ -33,6 +37,8 @@ class Conn:
     #: counts against the agent's total buffer (unfinished request + unsent replies).
     partial_since: float = 0.0
     buffered: int = 0
+    #: The socket loop's turn in which its requests were last served (one share per turn).
+    turn: int = 0
     #: The peer process as the kernel reports it (SO_PEERCRED) and its start time (/proc stat field
     #: 22), recorded with each pin lease it holds so a restarted agent can tell a dead holder.
     peer_pid: int = 0

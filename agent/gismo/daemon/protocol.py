@@ -64,7 +64,9 @@ def json_body(obj: Any) -> bytes:
 
 
 class FrameReader:
-    """Accumulates bytes from a stream and yields complete frames' payloads (op byte + body)."""
+    """Accumulates bytes from a stream and hands out complete frames' payloads (op byte + body), at
+    most ``limit`` per call: the rest stay held, so one connection's pipeline is served in fixed
+    shares (the socket server reads no more from it until they are taken)."""
 
     __slots__ = ("_buf",)
 
@@ -73,41 +75,50 @@ class FrameReader:
 
     @property
     def pending(self) -> int:
-        """Bytes of an unfinished frame held for the next read."""
+        """Bytes held: whole frames not taken yet, then the start of an unfinished one."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the payloads now complete. ProtocolError on an oversize length."""
+    @property
+    def has_frame(self) -> bool:
+        """A whole frame (or a length no frame may have, which take() refuses) is held."""
         buf = self._buf
-        if not buf:
-            # Fast path (the common case): the read holds whole frames; slice them without copying
-            # the stream into the buffer first.
-            out = []
-            pos = 0
-            n = len(data)
-            while n - pos >= 4:
-                (length,) = LEN.unpack_from(data, pos)
-                if length == 0 or length > MAX_FRAME:
-                    raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
-                if n - pos - 4 < length:
-                    break
-                out.append(data[pos + 4 : pos + 4 + length])
-                pos += 4 + length
-            if pos < n:
-                buf += data[pos:]
-            return out
-        buf += data
-        out = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= 4:
-            (length,) = LEN.unpack_from(buf, pos)
-            if length == 0 or length > MAX_FRAME:
-                raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
-            if n - pos - 4 < length:
-                break
-            out.append(bytes(buf[pos + 4 : pos + 4 + length]))
-            pos += 4 + length
+        if len(buf) < 4:
+            return False
+        length: int = LEN.unpack_from(buf, 0)[0]
+        return length == 0 or length > MAX_FRAME or len(buf) - 4 >= length
+
+    def feed(self, data: bytes, limit: int = 1 << 62) -> list[bytes]:
+        """Add received bytes; return up to ``limit`` payloads now complete (the rest stay held for
+        take()). ProtocolError on a length outside 1..MAX_FRAME."""
+        if self._buf:
+            self._buf += data
+            return self.take(limit)
+        # Fast path (the common case): the read holds whole frames; slice them without copying the
+        # stream into the buffer first.
+        out, pos = _frames(data, 0, limit)
+        if pos < len(data):
+            self._buf += data[pos:]
+        return out
+
+    def take(self, limit: int = 1 << 62) -> list[bytes]:
+        """Up to ``limit`` complete payloads held; ProtocolError on a length outside 1..MAX_FRAME."""
+        buf = self._buf
+        out, pos = _frames(buf, 0, limit)
         if pos:
             del buf[:pos]
         return out
+
+
+def _frames(data: bytes | bytearray, pos: int, limit: int) -> tuple[list[bytes], int]:
+    """Up to ``limit`` whole frames' payloads of ``data`` from ``pos``, and where the next one starts."""
+    out: list[bytes] = []
+    n = len(data)
+    while len(out) < limit and n - pos >= 4:
+        (length,) = LEN.unpack_from(data, pos)
+        if length == 0 or length > MAX_FRAME:
+            raise ProtocolError(f"frame length {length} outside 1..{MAX_FRAME}")
+        if n - pos - 4 < length:
+            break
+        out.append(bytes(data[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+    return out, pos
