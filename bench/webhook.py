@@ -266,9 +266,7 @@ async def run_load(
 
         # Every request body is built (and encoded) before the timed phases: on a 2-core machine the
         # load generator's own CPU would otherwise be taken from the operator it measures.
-        bodies = [
-            json.dumps(review(worker_pod(clusters[i % len(clusters)]))).encode() for i in range(total)
-        ]
+        bodies = [json.dumps(review(worker_pod(clusters[i % len(clusters)]))).encode() for i in range(total)]
         headers = {"Content-Type": "application/json"}
 
         answers: list[tuple[int, float, float, bytes]] = []  # (request, sent, elapsed, answer)
@@ -328,6 +326,8 @@ async def run_load(
         async with aiohttp.ClientSession() as plain:
             stats1 = await api_call(plain, "GET", f"{api_url}/_stats")
 
+    if os.environ.get("BENCH_TIMES"):  # diagnostics: every request's (send time, latency)
+        Path(os.environ["BENCH_TIMES"]).write_text(json.dumps([(i, t, e) for i, t, e, _ in answers]))
     for i, start, elapsed, raw in answers:
         name = clusters[i % len(clusters)]["metadata"]["name"]
         got = region_of(json.loads(raw))
@@ -581,7 +581,8 @@ def scale(base: argparse.Namespace) -> dict[str, Any]:
             f"p50 {at['latency_ms']['p50']} ms p99 {at['latency_ms']['p99']} ms; "
             f"{case['bytes_written_per_admission']} B/admission; largest object "
             f"{case['largest_object_bytes']} B; load {load_before} -> {case['load_average_after']}; "
-            f"CPU ms/admission {thr['cpu_ms_per_admission']} (closed), {at['cpu_ms_per_admission']} (at rate)",
+            f"CPU ms/admission {thr['cpu_ms_per_admission']} (closed), "
+            f"{at['cpu_ms_per_admission']} (at rate)",
             flush=True,
         )
     bytes_per = [c["bytes_written_per_admission"] for c in cases]

@@ -67,6 +67,7 @@ from gismo_operator.core.models import (
     GismoSlice,
     RegionAssignment,
     describe_validation_error,
+    name_label,
     region_name,
 )
 
@@ -277,7 +278,7 @@ def region_body(
     metadata: dict[str, Any] = {
         "name": region_name(name, entry.index),
         "namespace": namespace,
-        "labels": {LABEL_SLICE: name, LABEL_MANAGED_BY: COMPONENT},
+        "labels": {LABEL_SLICE: name_label(name), LABEL_MANAGED_BY: COMPONENT},
     }
     if owners:
         metadata["ownerReferences"] = owners
@@ -426,7 +427,8 @@ class RegionLedger:
             spec, meta = body.get("spec") or {}, body.get("metadata") or {}
             if spec.get("slice") != key[1]:
                 continue  # emulators ignore label selectors
-            known = cache.get(spec.get("index")) if isinstance(spec.get("index"), int) else None
+            index = spec.get("index")
+            known = cache.get(index) if isinstance(index, int) else None
             if (
                 known is not None
                 and known.resource_version is not None
@@ -854,7 +856,6 @@ class RegionLedger:
             "regionsBound": status.regions_bound,
             "regionsReserved": status.regions_reserved,
         }
-
 
     # ---------------------------------------------------------------------------------------------
     # Slice changes: resize, release, migration
