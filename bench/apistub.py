@@ -6,9 +6,9 @@ This stand-in does O(1) work per object request and, unlike kmock, keeps the sem
 operator's correctness rests on: ``metadata.resourceVersion`` on every object (a global counter),
 409 on a stale resourceVersion in a patch, 409 on create of an existing name, generateName,
 uid, the status subresource, merge-patch and JSON-patch, list + watch from a resourceVersion,
-uid/resourceVersion preconditions on DELETE. ``GET /_stats`` reports what was written (requests
-and body bytes of every POST/PATCH/PUT/DELETE but Events) and the largest object stored, for the
-benchmark's "bytes per admission" and "largest object".
+uid/resourceVersion preconditions on DELETE, ``limit``/``continue`` pages. ``GET /_stats`` reports
+what was written (requests and body bytes of every POST/PATCH/PUT/DELETE but Events) and the
+largest object stored, for the benchmark's "bytes per admission" and "largest object".
 
 Not a general API server: no admission, no validation, no garbage collection, no field selectors,
 label selectors only of the ``k=v,k2=v2`` form, deletion ignores finalizers.
@@ -243,9 +243,13 @@ def make_app(store: Store) -> web.Application:
                 return await watch(
                     request, res, namespace, int(request.query.get("resourceVersion") or store.rv)
                 )
-            return web.json_response(
-                {"kind": f"{kind}List", "metadata": {"resourceVersion": str(store.rv)}, "items": items}
-            )
+            list_meta: dict[str, Any] = {"resourceVersion": str(store.rv)}
+            if request.query.get("limit"):  # pages: the continue token is the next item's position
+                start, limit = int(request.query.get("continue") or 0), int(request.query["limit"])
+                if start + limit < len(items):
+                    list_meta["continue"] = str(start + limit)
+                items = items[start : start + limit]
+            return web.json_response({"kind": f"{kind}List", "metadata": list_meta, "items": items})
         if name is None and method == "POST":
             body = await request.json()
             meta = body.setdefault("metadata", {})

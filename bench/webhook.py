@@ -191,6 +191,15 @@ async def wait_until(check: Any, what: str, attempts: int = 600) -> Any:
     raise RuntimeError(f"gave up waiting for {what}")
 
 
+def autogroup_enabled() -> bool | None:
+    """Whether the kernel shares CPU between sessions first (then ``nice`` in another session does
+    not give this benchmark the CPU); None when unknown."""
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return None
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a process so far (Linux /proc), 0 when unknown."""
     if pid is None:
@@ -202,9 +211,35 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_load(
-    args: argparse.Namespace, api_url: str, webhook_url: str, ca: Path, operator_pid: int | None = None
-) -> dict[str, Any]:
+async def wait_idle(pid: int | None, *, busy: float = 0.1, most: float = 120.0) -> None:
+    """Wait until the process used under ``busy`` of a core over half a second (at most ``most`` s)."""
+    if pid is None:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + most
+    while loop.time() < deadline:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(0.5)
+        if cpu_seconds(pid) - before < busy * 0.5:
+            return
+
+
+def process_cpu(pids: dict[str, int | None]) -> dict[str, float]:
+    """CPU seconds so far of each named process (``self``: this one, the load generator)."""
+    found = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    found["load_generator"] = time.process_time()
+    return found
+
+
+def cpu_per_admission(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    """Milliseconds of CPU per admission in each process between two :func:`process_cpu` readings."""
+    return {name: round((after[name] - before[name]) / max(1, count) * 1000, 3) for name in before}
+
+
+async def setup_objects(args: argparse.Namespace, api_url: str) -> list[dict[str, Any]]:
+    """The pool, the node, the RayClusters (and with ``seed_slices`` their slices) in the API
+    before the operator starts, as on a cluster the operator (re)starts on: a sweep round running
+    while slices were there but not yet their clusters would rightly release those slices."""
     total = args.warmup + args.admissions + args.rate_admissions
     per_cluster = -(-(total + args.seed_regions) // args.clusters) + 1
     clusters = [raycluster(f"bench-{i}", per_cluster) for i in range(args.clusters)]
@@ -222,7 +257,7 @@ async def run_load(
             },
         }
         await api_call(session, "POST", f"{api_url}/apis/gismo.io/v1alpha1/gismopools", pool)
-        if args.seed_slices:  # placed as the operator would, before it sees the clusters
+        if args.seed_slices:  # placed as the operator would (it finds them made at its start)
             await seed_slices(session, api_url, clusters)
         # A node where the node component advertises the pool's resource (the webhook checks one does).
         node = {
@@ -234,11 +269,28 @@ async def run_load(
         await api_call(session, "POST", f"{api_url}/api/v1/nodes", node)
         for rc in clusters:
             await api_call(session, "POST", f"{api_url}/apis/ray.io/v1/namespaces/{NS}/rayclusters", rc)
+    return clusters
+
+
+async def run_load(
+    args: argparse.Namespace,
+    clusters: list[dict[str, Any]],
+    api_url: str,
+    webhook_url: str,
+    ca: Path,
+    operator_pid: int | None = None,
+    api_pid: int | None = None,
+) -> dict[str, Any]:
+    total = args.warmup + args.admissions + args.rate_admissions
+    async with aiohttp.ClientSession() as session:
         for rc in clusters:
             url = f"{api_url}/apis/gismo.io/v1alpha1/namespaces/{NS}/gismoslices/{rc['metadata']['name']}"
             await wait_until(lambda url=url: api_call(session, "GET", url), f"slice {url}")
         if args.seed_regions:
             await seed_regions(session, api_url, clusters[0], args.seed_regions)
+    # The operator reconciles every RayCluster it was just shown (1,000 in the slices case): that
+    # start-up work is not an admission's, so the measurement starts once the operator is idle.
+    await wait_idle(operator_pid)
 
     context = ssl.create_default_context(cafile=str(ca))
     connector = aiohttp.TCPConnector(ssl=context, limit=args.concurrency)
@@ -247,19 +299,21 @@ async def run_load(
     async with aiohttp.ClientSession(connector=connector) as session:
         url = f"{webhook_url}/mutate-raypod"
 
+        # Every request body is built (and encoded) before the timed phases: on a 2-core machine the
+        # load generator's own CPU would otherwise be taken from the operator it measures.
+        bodies = [json.dumps(review(worker_pod(clusters[i % len(clusters)]))).encode() for i in range(total)]
+        headers = {"Content-Type": "application/json"}
+
+        answers: list[tuple[int, float, float, bytes]] = []  # (request, sent, elapsed, answer)
+
         async def admit(i: int, latencies: list[float] | None) -> None:
-            rc = clusters[i % len(clusters)]
-            body = review(worker_pod(rc))
             start = time.perf_counter()
-            async with session.post(url, json=body) as resp:
-                answer = await resp.json()
+            async with session.post(url, data=bodies[i], headers=headers) as resp:
+                raw = await resp.read()
             elapsed = time.perf_counter() - start
             if resp.status != 200:
-                raise RuntimeError(f"webhook answered {resp.status}: {answer}")
-            got = region_of(answer)
-            assigned.append(None if got is None else (rc["metadata"]["name"], got[1]))
-            if got is not None:
-                assigned_at.setdefault((rc["metadata"]["name"], got[1]), []).append((start, start + elapsed))
+                raise RuntimeError(f"webhook answered {resp.status}: {raw[:300]!r}")
+            answers.append((i, start, elapsed, raw))  # checked after the run (CPU, again)
             if latencies is not None:
                 latencies.append(elapsed)
 
@@ -295,17 +349,26 @@ async def run_load(
         async with aiohttp.ClientSession() as plain:
             stats0 = await api_call(plain, "GET", f"{api_url}/_stats")
         throughput_latencies: list[float] = []
-        cpu0 = cpu_seconds(operator_pid)
+        pids = {"operator": operator_pid, "api_stand_in": api_pid}
+        cpu0 = process_cpu(pids)
         wall = await closed_loop(args.admissions, args.warmup, throughput_latencies)
-        cpu1 = cpu_seconds(operator_pid)
+        cpu1 = process_cpu(pids)
         rate_latencies: list[float] = []
         rate_wall = await open_loop(
             args.rate_admissions, args.warmup + args.admissions, args.rate, rate_latencies
         )
-        cpu2 = cpu_seconds(operator_pid)
+        cpu2 = process_cpu(pids)
         async with aiohttp.ClientSession() as plain:
             stats1 = await api_call(plain, "GET", f"{api_url}/_stats")
 
+    if os.environ.get("BENCH_TIMES"):  # diagnostics: every request's (send time, latency)
+        Path(os.environ["BENCH_TIMES"]).write_text(json.dumps([(i, t, e) for i, t, e, _ in answers]))
+    for i, start, elapsed, raw in answers:
+        name = clusters[i % len(clusters)]["metadata"]["name"]
+        got = region_of(json.loads(raw))
+        assigned.append(None if got is None else (name, got[1]))
+        if got is not None:
+            assigned_at.setdefault((name, got[1]), []).append((start, start + elapsed))
     measured = args.admissions + args.rate_admissions
 
     def per_admission(key: str, method: str | None = None) -> float:
@@ -349,14 +412,16 @@ async def run_load(
             "wall_seconds": round(wall, 3),
             "admissions_per_second": round(args.admissions / wall, 1),
             "latency_ms": summary(throughput_latencies),
-            "operator_cpu_ms_per_admission": round((cpu1 - cpu0) / max(1, args.admissions) * 1000, 3),
+            "operator_cpu_ms_per_admission": cpu_per_admission(cpu0, cpu1, args.admissions)["operator"],
+            "cpu_ms_per_admission": cpu_per_admission(cpu0, cpu1, args.admissions),
         },
         "latency_at_rate": {
             "mode": f"open loop, {args.rate:g} admissions/s offered",
             "admissions": args.rate_admissions,
             "achieved_per_second": round(args.rate_admissions / rate_wall, 1),
             "latency_ms": summary(rate_latencies),
-            "operator_cpu_ms_per_admission": round((cpu2 - cpu1) / max(1, args.rate_admissions) * 1000, 3),
+            "operator_cpu_ms_per_admission": cpu_per_admission(cpu1, cpu2, args.rate_admissions)["operator"],
+            "cpu_ms_per_admission": cpu_per_admission(cpu1, cpu2, args.rate_admissions),
         },
         "target": {"p99_ms": 25, "admissions_per_second": 200},
     }
@@ -431,11 +496,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         ),
     }
     log = open(folder / "processes.log", "w")  # noqa: SIM115
+    # The API stand-in and the operator each run in a session of their own, as the separate
+    # programs they are in a cluster: with the kernel's autogroup scheduling (Linux's default for
+    # desktop-style setups, on here) CPU is shared between sessions first, so three processes of one
+    # session would together get one session's share of a machine other sessions also use.
     api_proc = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "apistub.py"), str(api_port)],
         stdout=subprocess.PIPE,
         stderr=log,
         env=env,
+        start_new_session=True,
     )
     operator_proc: subprocess.Popen[bytes] | None = None
     try:
@@ -443,13 +513,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         line = await asyncio.get_running_loop().run_in_executor(None, api_proc.stdout.readline)
         if line.strip() != b"ready":
             raise RuntimeError(f"the API stand-in did not start (see {folder / 'processes.log'})")
+        clusters = await setup_objects(args, api_url)
         command = ["-m", "gismo_operator"]
         if os.environ.get("BENCH_OPERATOR_SCRIPT"):  # diagnostics: run the operator through a wrapper
             command = [os.environ["BENCH_OPERATOR_SCRIPT"]]
         if args.profile:  # written on SIGUSR1 (sent below): kopf owns SIGTERM
             env["PROF_OUT"] = str(args.profile)
             command = [str(ROOT / "bench" / "profile_operator.py")]
-        operator_proc = subprocess.Popen([sys.executable, *command], stdout=log, stderr=log, env=env)
+        operator_proc = subprocess.Popen(
+            [sys.executable, *command], stdout=log, stderr=log, env=env, start_new_session=True
+        )
 
         async def listening() -> bool:
             _, writer = await asyncio.open_connection("127.0.0.1", webhook_port)
@@ -457,7 +530,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             return True
 
         await wait_until(listening, "the operator's webhook server")
-        result = await run_load(args, api_url, f"https://127.0.0.1:{webhook_port}", ca, operator_proc.pid)
+        result = await run_load(
+            args, clusters, api_url, f"https://127.0.0.1:{webhook_port}", ca, operator_proc.pid, api_proc.pid
+        )
     finally:
         if args.profile and operator_proc is not None:
             operator_proc.send_signal(signal.SIGUSR1)
@@ -483,8 +558,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["setup"] = (
         "1 operator process (python -m gismo_operator), bench/apistub.py API stand-in "
-        "in its own process, HTTPS"
+        "in its own process, each in a session of its own (scheduler autogroup), HTTPS"
     )
+    result["machine"]["sched_autogroup"] = autogroup_enabled()
     return result
 
 
@@ -504,7 +580,7 @@ def scale_case_args(base: argparse.Namespace, clusters: int, pods: int) -> argpa
             "rate_admissions": at_rate,
             "seed_regions": pods - measured,
             "seed_slices": clusters > 1,
-            "profile": None,
+            "profile": base.profile.with_suffix(f".{clusters}x{pods}.prof") if base.profile else None,
         }
     )
 
@@ -513,6 +589,8 @@ def scale(base: argparse.Namespace) -> dict[str, Any]:
     """The scale mode: every case in a fresh API stand-in and operator process."""
     cases = []
     for what, clusters, pods in SCALE_CASES:
+        if base.cases and pods not in base.cases:
+            continue
         load_before = [round(x, 2) for x in os.getloadavg()]
         started = time.perf_counter()
         result = asyncio.run(main_async(scale_case_args(base, clusters, pods)))
@@ -535,6 +613,8 @@ def scale(base: argparse.Namespace) -> dict[str, Any]:
             "largest_object_bytes": result["api_writes"]["largest_object_bytes"],
             "largest_object": result["api_writes"]["largest_object"],
             "operator_cpu_ms_per_admission": thr["operator_cpu_ms_per_admission"],
+            "cpu_ms_per_admission_closed_loop": thr["cpu_ms_per_admission"],
+            "cpu_ms_per_admission_at_rate": at["cpu_ms_per_admission"],
             "load_average_before": load_before,
             "load_average_after": result["machine"]["load_average_at_end"],
             "wall_seconds": round(time.perf_counter() - started, 1),
@@ -544,7 +624,9 @@ def scale(base: argparse.Namespace) -> dict[str, Any]:
             f"{what}: {case['closed_loop_admissions_per_second']}/s closed loop; at {base.rate:g}/s "
             f"p50 {at['latency_ms']['p50']} ms p99 {at['latency_ms']['p99']} ms; "
             f"{case['bytes_written_per_admission']} B/admission; largest object "
-            f"{case['largest_object_bytes']} B; load {load_before} -> {case['load_average_after']}",
+            f"{case['largest_object_bytes']} B; load {load_before} -> {case['load_average_after']}; "
+            f"CPU ms/admission {thr['cpu_ms_per_admission']} (closed), "
+            f"{at['cpu_ms_per_admission']} (at rate)",
             flush=True,
         )
     bytes_per = [c["bytes_written_per_admission"] for c in cases]
@@ -565,6 +647,7 @@ def scale(base: argparse.Namespace) -> dict[str, Any]:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "note": "shared by several engineers at once: see each case's load average",
+            "sched_autogroup": autogroup_enabled(),
         },
         "setup": "per case: 1 operator process (python -m gismo_operator) and bench/apistub.py in its "
         f"own process, HTTPS, {base.concurrency} requests in flight in the closed loop; pods are not "
@@ -594,6 +677,13 @@ def main() -> int:
         "--scale",
         action="store_true",
         help="the scale mode: one RayCluster of 1,000, 4,000 and 10,000 pods, and 1,000 slices in one pool",
+    )
+    parser.add_argument(
+        "--cases",
+        type=int,
+        nargs="+",
+        metavar="PODS",
+        help="with --scale: only the cases of these pod counts (1000 4000 10000 3000)",
     )
     args = parser.parse_args()
     args.seed_regions, args.seed_slices = 0, False

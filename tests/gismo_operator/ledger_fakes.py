@@ -22,13 +22,15 @@ import asyncio
 import copy
 import datetime as dt
 import itertools
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gismo import poolrules
 from gismo.contract import ANN_REGION, ANN_REGION_OFFSET, ANN_RESERVATION
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE, SLICE_FINALIZER
 from gismo_operator.core.assignment import PodClaim
-from gismo_operator.core.models import GismoRegion, GismoSlice, RegionAssignment
+from gismo_operator.core.models import GismoRegion, GismoSlice, RegionAssignment, name_label
 from gismo_operator.ledger.regions import AlreadyExists, Conflict, SliceGone
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -96,6 +98,7 @@ class FakeApi:
             },
         }
         GismoSlice.model_validate(body)
+        refuse_invalid_metadata(body["metadata"])
         self.slices[namespace, name] = body
         return body
 
@@ -203,7 +206,7 @@ class FakeApi:
         return [
             copy.deepcopy(b)
             for (ns, _), b in self.regions_by_name.items()
-            if ns == namespace and b["metadata"]["labels"].get(LABEL_SLICE) == slice_name
+            if ns == namespace and b["metadata"]["labels"].get(LABEL_SLICE) == name_label(slice_name)
         ]
 
     async def create_region(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -213,6 +216,7 @@ class FakeApi:
         while self.interfere:
             self.interfere.pop(0)()
         key = (namespace, body["metadata"]["name"])
+        refuse_invalid_metadata(body["metadata"])
         if key in self.regions_by_name:
             raise AlreadyExists(key[1])
         stored = copy.deepcopy(dict(body))
@@ -272,6 +276,26 @@ class FakeApi:
         del self.regions_by_name[namespace, name]
         self.writes += 1
         return True
+
+
+class Invalid(Exception):
+    """What the API server answers (422) for an object whose name or labels break its rules."""
+
+
+#: A DNS subdomain (RFC 1123), the rule for object names: at most 253 characters.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def refuse_invalid_metadata(meta: Mapping[str, Any]) -> None:
+    """Raise :class:`Invalid` as kube-apiserver would: a name that is not a DNS subdomain of at most
+    253 characters, or a label key or value that is not of label syntax (values: at most 63)."""
+    name = str(meta.get("name") or "")
+    if len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise Invalid(f"metadata.name: {name!r} is not a DNS subdomain of at most 253 characters")
+    for key, value in (meta.get("labels") or {}).items():
+        problem = poolrules.label_key_problem(key) or poolrules.label_value_problem(str(value))
+        if problem:
+            raise Invalid(f"metadata.labels: {problem}")
 
 
 class Clock:

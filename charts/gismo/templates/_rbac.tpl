@@ -25,8 +25,9 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
   resources: ["gismoslices/status"]
   verbs: ["patch"]
 # GismoRegions: one per region in use. Created at admission (AlreadyExists = taken), listed per
-# slice (labelSelector), read on a cache miss, patched (bound to the pod, resourceVersion
-# precondition), deleted with uid/resourceVersion preconditions. Never watched.
+# slice (labelSelector) on first use and before a slice is called full, all at once (paged) by
+# the sweep, read on a cache miss, patched (bound to the pod, resourceVersion precondition),
+# deleted with uid/resourceVersion preconditions. Never watched.
 - apiGroups: ["gismo.io"]
   resources: ["gismoregions"]
   verbs: ["get", "list", "create", "patch", "delete"]
@@ -36,7 +37,8 @@ chart, so the operator gets no access to admissionregistration.k8s.io.
 - apiGroups: ["ray.io"]
   resources: ["rayclusters"]
   verbs: ["list", "watch"]
-# Ray pods: watched to release regions when pods go away, listed per cluster by the sweep. The
+# Ray pods: watched to release regions when pods go away, listed per cluster before a slice is
+# called full, and all at once (paged) by the sweep. The
 # webhook changes pods through its admission response, not through the API.
 - apiGroups: [""]
   resources: ["pods"]

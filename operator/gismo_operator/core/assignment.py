@@ -12,7 +12,8 @@ also written on the pod as the ``gismo.io/reservation`` annotation. Once the pod
 entry is ``Bound`` to its uid and the uid is the identity.
 
 Cost: :func:`is_holder` and :func:`bound_entry` are O(1) (what an admission and a pod event use);
-:func:`sweep` is linear in the slice's assignments (the periodic sweep, and a full slice's reclaim).
+:func:`sweep` is linear in the slice's assignments and pods (the periodic sweep, and a full slice's
+reclaim).
 """
 
 from __future__ import annotations
@@ -192,20 +193,31 @@ def bind(
     - Held by another pod or reservation, or the pod's region offset is not this slice's region
       (a pod of an earlier slice of the same name): CONFLICT, nothing written; the caller reports it.
     """
-    if not 0 <= claim.index < region_count or not claim.fits(geometry):
-        return list(regions), Outcome.CONFLICT
     current = _by_index(regions)
+    outcome = _bind_into(current, region_count, claim, geometry)
+    if outcome in (Outcome.CONFLICT, Outcome.UNCHANGED):
+        return list(regions), outcome
+    return _sorted(current.values()), outcome
+
+
+def _bind_into(
+    current: dict[int, RegionAssignment], region_count: int, claim: PodClaim, geometry: Geometry | None
+) -> Outcome:
+    """:func:`bind` on a dict by index, changed in place: O(1), so a sweep binding every pod of a
+    10,000-pod cluster stays linear."""
+    if not 0 <= claim.index < region_count or not claim.fits(geometry):
+        return Outcome.CONFLICT
     entry = current.get(claim.index)
     wanted = bound_entry(entry, claim)
     if entry is None:
         current[claim.index] = wanted
-        return _sorted(current.values()), Outcome.ADOPTED
+        return Outcome.ADOPTED
     if not is_holder(entry, claim):
-        return list(regions), Outcome.CONFLICT
+        return Outcome.CONFLICT
     if entry == wanted:
-        return list(regions), Outcome.UNCHANGED
+        return Outcome.UNCHANGED
     current[claim.index] = wanted
-    return _sorted(current.values()), Outcome.BOUND
+    return Outcome.BOUND
 
 
 def release(regions: Sequence[RegionAssignment], claim: PodClaim) -> tuple[Regions, Outcome]:
@@ -253,6 +265,9 @@ def sweep(
     """
     claims = list(live_pods)
     live_uids = {c.uid for c in claims}
+    claims_by_index: dict[int, list[PodClaim]] = {}
+    for c in claims:
+        claims_by_index.setdefault(c.index, []).append(c)
     kept: Regions = []
     released: list[int] = []
     for entry in regions:
@@ -263,7 +278,7 @@ def sweep(
                 released.append(entry.index)
             continue
         claimed = any(
-            c.index == entry.index and _same_instant(c.reservation, entry.reserved_at) for c in claims
+            _same_instant(c.reservation, entry.reserved_at) for c in claims_by_index.get(entry.index, ())
         )
         reserved_at = entry.reserved_at
         if reserved_at is not None and reserved_at.tzinfo is None:
@@ -276,14 +291,14 @@ def sweep(
             released.append(entry.index)
     bound: list[int] = []
     conflicts: list[PodClaim] = []
-    result = _sorted(kept)
+    current = _by_index(kept)
     for claim in claims:
-        result, outcome = bind(result, region_count, claim, geometry)
+        outcome = _bind_into(current, region_count, claim, geometry)
         if outcome in (Outcome.BOUND, Outcome.ADOPTED):
             bound.append(claim.index)
         elif outcome is Outcome.CONFLICT:
             conflicts.append(claim)
-    return SweepResult(result, tuple(released), tuple(bound), tuple(conflicts))
+    return SweepResult(_sorted(current.values()), tuple(released), tuple(bound), tuple(conflicts))
 
 
 #: A memo for :func:`to_api`: entry id -> (the entry, its serialization). Each region ledger keeps

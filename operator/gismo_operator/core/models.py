@@ -18,6 +18,7 @@ Conventions:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
 from typing import Annotated, Any, Final, Literal
 
@@ -474,9 +475,40 @@ class GismoRegion(_Tolerant):
         )
 
 
+#: Longest object name (a DNS subdomain: a RayCluster's, so its GismoSlice's, may be this long).
+MAX_OBJECT_NAME: Final = 253
+#: Hex digits of the name's SHA-256 that stand for the cut-off part of a name too long for its place.
+NAME_HASH_DIGITS: Final = 10
+
+
+def _shortened(name: str, limit: int) -> str:
+    """``name`` if it has at most ``limit`` characters, else its first characters, ``-`` and
+    :data:`NAME_HASH_DIGITS` hex digits of its SHA-256: still unique (up to a hash collision), still
+    a valid DNS subdomain and label value (the cut ends on a letter or digit), the same every time."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:NAME_HASH_DIGITS]
+    head = name[: limit - NAME_HASH_DIGITS - 1].rstrip("-.")
+    return f"{head}-{digest}"
+
+
+def name_label(name: str) -> str:
+    """An object's name as a label value: ``gismo.io/slice`` on a slice's GismoRegions (the LIST
+    selector), ``ray.io/cluster`` on a GismoSlice.
+
+    A label value has at most 63 characters; a slice is named after its RayCluster, which may have
+    up to 253. A longer name is shortened with a hash (:func:`_shortened`); the full name is in the
+    object's spec (``spec.slice``, ``spec.rayCluster``), which the operator checks on every listed
+    object, so the label only narrows a list and two names sharing a label never share a region."""
+    return _shortened(name, poolrules.MAX_LABEL_NAME)
+
+
 def region_name(slice_name: str, index: int) -> str:
-    """The GismoRegion object of region ``index`` of slice ``slice_name``."""
-    return f"{slice_name}-{index}"
+    """The GismoRegion object of region ``index`` of slice ``slice_name``: ``<slice>-<index>``,
+    with the slice part shortened (:func:`_shortened`) when that would pass 253 characters.
+    Deterministic: creating this name is the claim of the region."""
+    suffix = f"-{index}"
+    return _shortened(slice_name, MAX_OBJECT_NAME - len(suffix)) + suffix
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from gismo_operator.constants import COMPONENT, LABEL_CLUSTER, LABEL_MANAGED_BY, SLICE_FINALIZER
 from gismo_operator.core import allocator, status
-from gismo_operator.core.models import API_VERSION, SLICE_KIND, GismoSlice
+from gismo_operator.core.models import API_VERSION, SLICE_KIND, GismoSlice, name_label
 
 
 def owner_reference(raycluster: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def build_slice(
         "metadata": {
             "name": meta.get("name"),
             "namespace": meta.get("namespace"),
-            "labels": {LABEL_MANAGED_BY: COMPONENT, LABEL_CLUSTER: meta.get("name")},
+            "labels": {LABEL_MANAGED_BY: COMPONENT, LABEL_CLUSTER: name_label(str(meta.get("name") or ""))},
             "finalizers": [SLICE_FINALIZER],
             "ownerReferences": [owner_reference(raycluster)] if meta.get("uid") else [],
         },

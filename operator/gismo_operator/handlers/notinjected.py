@@ -24,9 +24,13 @@ from gismo_operator.core import notinjected
 logger = logging.getLogger(__name__)
 
 
-async def report_round(slices: Sequence[Mapping[str, Any]], rayclusters: Sequence[Mapping[str, Any]]) -> int:
+async def report_round(
+    slices: Sequence[Mapping[str, Any]],
+    rayclusters: Sequence[Mapping[str, Any]],
+    pods: Sequence[Mapping[str, Any]] | None = None,
+) -> int:
     """One round over ``slices`` (and the listed ``rayclusters``, for the Events' uid); returns how many
-    pods run without the agent."""
+    pods run without the agent. ``pods``: the Ray pods, when the caller listed them already."""
     ctx = current()
     client = ctx.client()
     uids = {
@@ -39,7 +43,8 @@ async def report_round(slices: Sequence[Mapping[str, Any]], rayclusters: Sequenc
         meta, spec = body.get("metadata") or {}, body.get("spec") or {}
         if not meta.get("deletionTimestamp"):
             by_cluster[(meta.get("namespace") or "", spec.get("rayCluster") or meta.get("name") or "")] = body
-    pods = await client.list(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes")
+    if pods is None:
+        pods = await client.list(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes")
     found = notinjected.not_injected(pods, by_cluster)
     total = 0
     for (namespace, cluster), missing in found.items():

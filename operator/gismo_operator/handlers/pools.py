@@ -59,8 +59,10 @@ IN_USE_RETRY_MAX = 60.0
 
 #: Debounce of a pool refresh requested by a slice event (seconds): the events of this interval
 #: merge into one refresh. The status is informational (the webhook and the reconciler never read
-#: it), so a fraction of a second of lag is invisible, and it saves a GET + LIST + PATCH per event.
-REFRESH_DELAY = 0.2
+#: it), so a second of lag is invisible, and it saves a GET + LIST + PATCH per event. A refresh
+#: lists every slice, and with 1,000 slices each admission changes one (its status counts): at 0.2 s
+#: those LISTs cost more than the admissions (bench/webhook.py --scale), at 1 s one per second.
+REFRESH_DELAY = 1.0
 
 
 def refresher() -> Coalescer[str]:

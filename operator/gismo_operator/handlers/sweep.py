@@ -18,11 +18,12 @@ It runs as a plain asyncio task started by a startup handler rather than a kopf 
 kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
 conditional (resourceVersion), so running it next to the event handlers, or in two operator
 replicas, is safe. Cost per round: one LIST of slices, then one of RayClusters (used both to
-find each slice's cluster and to re-reconcile), per slice a GET, a LIST of its GismoRegions and
-one of its pods, and a write only where something changed. The first round also migrates slices
-of earlier operators (``spec.regions``) into GismoRegions.
+find each slice's cluster and to re-reconcile), then one of every GismoRegion and one of every Ray
+pod (all paged), and a write only where something changed: a few requests per round whatever the
+number of slices (plus the re-reconcile's read per RayCluster). The first round also migrates
+slices of earlier operators (``spec.regions``) into GismoRegions.
 
-API calls: LIST gismoslices and rayclusters (all namespaces), LIST pods, GET/PATCH/DELETE
+API calls: LIST gismoslices, rayclusters, gismoregions and pods (all namespaces), GET/PATCH/DELETE
 gismoslices (metadata.finalizers; the legacy spec.regions), LIST/GET/POST/PATCH/DELETE
 gismoregions, POST events.
 """
@@ -39,16 +40,18 @@ import kopf
 
 from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
-from gismo_operator.constants import REASON_REGION_CONFLICT
+from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, REASON_REGION_CONFLICT
 from gismo_operator.context import current, raycluster_ref
 from gismo_operator.core.slices import owned_by
 from gismo_operator.handlers import notinjected, rayclusters
-from gismo_operator.ledger.regions import SliceGone, TooManyConflicts
+from gismo_operator.ledger.regions import Listing, SliceGone, TooManyConflicts
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between attempts of the start-up round while it fails (before the first login, say).
 FIRST_ROUND_RETRY = 1.0
+#: Objects per page of the round's LISTs (a page of GismoRegions is ~300 KiB of JSON).
+LIST_PAGE = 500
 
 
 @dataclass
@@ -69,8 +72,24 @@ async def sweep_once() -> SweepReport:
     # Slices first, RayClusters second: a slice's RayCluster existed before the slice was made, so
     # it is in the later list unless it was deleted meanwhile (then releasing is right). The other
     # order could miss a cluster made between the two lists and release its brand-new slice.
-    slices = await client.list(kube.SLICES)
-    rayclusters_listed = await client.list(kube.RAYCLUSTERS)
+    slices = await client.list(kube.SLICES, page_size=LIST_PAGE)
+    rayclusters_listed = await client.list(kube.RAYCLUSTERS, page_size=LIST_PAGE)
+    # Then every slice's regions and every Ray pod, each in one paged LIST (regions before pods:
+    # see RegionLedger.sweep), rather than a GET and two LISTs per slice: a round costs a few
+    # requests whatever the number of slices, and decoding happens a page at a time.
+    ledger = current().ledger
+    mark = ledger.sequence()
+    regions_by_slice: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for region in await client.list(kube.REGIONS, page_size=LIST_PAGE):
+        slice_name = str((region.get("spec") or {}).get("slice") or "")
+        region_ns = str((region.get("metadata") or {}).get("namespace") or "")
+        regions_by_slice.setdefault((region_ns, slice_name), []).append(region)
+    ray_pods = await client.list(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE)
+    pods_by_cluster: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for pod in ray_pods:
+        pod_meta = pod.get("metadata") or {}
+        cluster_of = str((pod_meta.get("labels") or {}).get(LABEL_CLUSTER) or "")
+        pods_by_cluster.setdefault((str(pod_meta.get("namespace") or ""), cluster_of), []).append(pod)
     by_name = {
         ((rc.get("metadata") or {}).get("namespace"), (rc.get("metadata") or {}).get("name")): rc
         for rc in rayclusters_listed
@@ -90,7 +109,13 @@ async def sweep_once() -> SweepReport:
                 why = ""
             # Regions first: a slice being released waits for its pods (finalizer), and the sweep
             # is what frees the regions of pods whose deletion event was missed.
-            result = await current().ledger.sweep(namespace, name, cluster)
+            listing = Listing(
+                slice=body,
+                regions=regions_by_slice.get((namespace, name), []),
+                pods=pods_by_cluster.get((namespace, cluster), []),
+                mark=mark,
+            )
+            result = await ledger.sweep(namespace, name, cluster, listing=listing)
             report.regions_released += len(result.released)
             report.regions_bound += len(result.bound)
             for _ in result.released:
@@ -110,8 +135,9 @@ async def sweep_once() -> SweepReport:
         except (SliceGone, TooManyConflicts, kube.ApiError, ValueError) as exc:
             report.errors.append(f"{namespace}/{name}: {exc}")
             logger.warning("sweep of GismoSlice %s/%s: %s", namespace, name, exc)
+        await asyncio.sleep(0)  # admissions are served between two slices, not after all of them
     try:  # what failurePolicy Ignore let through: Ray pods the webhook never handled
-        report.pods_not_injected = await notinjected.report_round(slices, rayclusters_listed)
+        report.pods_not_injected = await notinjected.report_round(slices, rayclusters_listed, ray_pods)
     except kube.ApiError as exc:
         report.errors.append(f"pods without Gismo: {exc}")
     for rc in rayclusters_listed:

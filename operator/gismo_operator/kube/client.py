@@ -204,20 +204,35 @@ class Client:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        page_size: int | None = None,
     ) -> list[Body]:
         """All objects of a resource (one namespace, or all when ``namespace`` is None).
 
         Selectors are passed to the API server; callers must not rely on them for correctness when
         testing against kmock (which ignores them), so filter again in Python where it matters.
+
+        ``page_size``: read in pages of that many objects (``limit``/``continue``), so a list of
+        thousands is decoded in small pieces and the event loop serves admissions in between (a
+        server that ignores ``limit`` answers in one page; a continue token that expired mid-list
+        fails the call with 410, and the caller lists again later).
         """
         params: dict[str, str] = {}
         if label_selector:
             params["labelSelector"] = label_selector
         if field_selector:
             params["fieldSelector"] = field_selector
-        payload = await self.request("GET", resource.path(namespace), params=params or None)
-        items = (payload.get("items") or []) if isinstance(payload, Mapping) else []
-        return [dict(item) for item in items if isinstance(item, Mapping)]
+        if page_size:
+            params["limit"] = str(page_size)
+        found: list[Body] = []
+        while True:
+            payload = await self.request("GET", resource.path(namespace), params=params or None)
+            if not isinstance(payload, Mapping):
+                return found
+            found.extend(dict(item) for item in payload.get("items") or [] if isinstance(item, Mapping))
+            token = (payload.get("metadata") or {}).get("continue") if page_size else None
+            if not token:
+                return found
+            params["continue"] = str(token)
 
     async def list_with_version(self, resource: Resource) -> tuple[builtins.list[Body], str]:
         """All objects (all namespaces) and the list's resourceVersion ("" when the API gives none),

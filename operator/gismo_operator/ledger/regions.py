@@ -48,7 +48,13 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from gismo_operator.constants import COMPONENT, LABEL_MANAGED_BY, LABEL_SLICE, SLICE_FINALIZER
+from gismo_operator.constants import (
+    COMPONENT,
+    LABEL_CLUSTER,
+    LABEL_MANAGED_BY,
+    LABEL_SLICE,
+    SLICE_FINALIZER,
+)
 from gismo_operator.core import assignment
 from gismo_operator.core.assignment import Outcome, PodClaim, SweepResult
 from gismo_operator.core.freeindex import FreeIndexes
@@ -61,6 +67,7 @@ from gismo_operator.core.models import (
     GismoSlice,
     RegionAssignment,
     describe_validation_error,
+    name_label,
     region_name,
 )
 
@@ -153,6 +160,18 @@ class Held:
 
 
 @dataclasses.dataclass(frozen=True)
+class Listing:
+    """One slice as the periodic sweep listed it: its body, its GismoRegions (listed after the
+    slice), and pods listed after those (at least its cluster's; others are ignored). ``mark``:
+    :meth:`RegionLedger.sequence` taken before the regions were listed."""
+
+    slice: Mapping[str, Any]
+    regions: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    mark: int
+
+
+@dataclasses.dataclass(frozen=True)
 class Reservation:
     """A region reserved (and durably recorded) for a pod being admitted."""
 
@@ -183,6 +202,8 @@ class _SliceState:
     held: dict[int, Held]
     free: FreeIndexes
     creating: set[int] = dataclasses.field(default_factory=set)  # creates in flight (held in `free`)
+    #: index -> the ledger's sequence number at our create of it (regions a listing may predate).
+    created_seq: dict[int, int] = dataclasses.field(default_factory=dict)
     last_reserved: dt.datetime | None = None
     reclaimed_at: dt.datetime | None = None
     reclaim: asyncio.Future[None] | None = None
@@ -257,7 +278,7 @@ def region_body(
     metadata: dict[str, Any] = {
         "name": region_name(name, entry.index),
         "namespace": namespace,
-        "labels": {LABEL_SLICE: name, LABEL_MANAGED_BY: COMPONENT},
+        "labels": {LABEL_SLICE: name_label(name), LABEL_MANAGED_BY: COMPONENT},
     }
     if owners:
         metadata["ownerReferences"] = owners
@@ -305,6 +326,7 @@ class RegionLedger:
         self._locks: dict[SliceKey, asyncio.Lock] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._fences: set[asyncio.Task[None]] = set()
+        self._seq = 0  # counts this process's region creates (see sweep's listing)
         self.creates = 0
         self.already_exists = 0
         self.conflicts = 0
@@ -373,25 +395,53 @@ class RegionLedger:
         body = await self.api.read_slice(*key)
         if body is None:
             raise SliceGone(f"GismoSlice {key[0]}/{key[1]} does not exist")
-        current = parse_slice(body)
+        return await self._current_of(key, body)
+
+    async def _current_of(self, key: SliceKey, body: Mapping[str, Any]) -> GismoSlice:
+        """The slice read (or listed) as a model, migrated first if it is a legacy one; the cached
+        model when the body is the cached version (same resourceVersion)."""
+        state = self._states.get(key)
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if state is not None and version is not None and version == state.body.metadata.resource_version:
+            current = state.body
+        else:
+            current = parse_slice(body)
         if current.spec.regions:
             current = await self.migrate(key, current)
         return current
 
-    async def _list_held(self, key: SliceKey, current: GismoSlice) -> dict[int, Held]:
-        """The slice's regions from one LIST. Regions of an earlier slice of the same name (another
-        sliceUID: their slice is gone, so are its pods' claims) are deleted, conditionally."""
+    async def _list_held(
+        self, key: SliceKey, current: GismoSlice, bodies: list[dict[str, Any]] | None = None
+    ) -> dict[int, Held]:
+        """The slice's regions from one LIST (or from ``bodies``, listed by the caller). Regions of
+        an earlier slice of the same name (another sliceUID: their slice is gone, so are its pods'
+        claims) are deleted, conditionally.
+
+        An object whose name and resourceVersion are those of the cached one is that object
+        unchanged (the API server gives every write a new resourceVersion): its cached parse is
+        reused, so re-listing 10,000 regions validates only those that changed."""
+        state = self._states.get(key)
+        cache = state.held if state is not None else {}
         held: dict[int, Held] = {}
-        for body in await self.api.list_regions(*key):
+        for body in await self.api.list_regions(*key) if bodies is None else bodies:
+            spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+            if spec.get("slice") != key[1]:
+                continue  # emulators ignore label selectors
+            index = spec.get("index")
+            known = cache.get(index) if isinstance(index, int) else None
+            if (
+                known is not None
+                and known.resource_version is not None
+                and known.resource_version == meta.get("resourceVersion")
+                and known.name == meta.get("name")
+            ):
+                held[known.entry.index] = known
+                continue
             try:
                 item = Held.from_body(body)
             except ValidationError as exc:
-                logger.warning(
-                    "GismoRegion %s/%s ignored: %s", key[0], (body.get("metadata") or {}).get("name"), exc
-                )
+                logger.warning("GismoRegion %s/%s ignored: %s", key[0], meta.get("name"), exc)
                 continue
-            if (body.get("spec") or {}).get("slice") != key[1]:
-                continue  # emulators ignore label selectors
             if item.slice_uid and current.metadata.uid and item.slice_uid != current.metadata.uid:
                 with contextlib.suppress(Conflict):
                     await self.api.delete_region(key[0], item.name, item.uid, item.resource_version)
@@ -451,11 +501,21 @@ class RegionLedger:
         finally:
             state.creating.discard(index)
         self.creates += 1
-        held = Held.from_body(created if created.get("spec") else body)
+        self._seq += 1
+        state.created_seq[index] = self._seq
+        meta = created.get("metadata") or {}
+        # What we wrote, with the identity the API server gave it (no second parse of our own body).
+        held = Held(
+            name=str(body["metadata"]["name"]),
+            uid=meta.get("uid"),
+            resource_version=meta.get("resourceVersion"),
+            slice_uid=state.uid,
+            entry=entry,
+        )
         state.held[index] = held
         try:
             fresh = await self._fence(key, state)
-            current = parse_slice(fresh) if fresh is not None else None
+            current = self._parse_fresh(state, fresh)
         except BaseException:
             self._cancel_later(key, held, state)  # unverified: give it back, then fail
             raise
@@ -473,6 +533,17 @@ class RegionLedger:
             return None
         self._changed(key)
         return Reservation(slice=current, entry=entry, held=held)
+
+    @staticmethod
+    def _parse_fresh(state: _SliceState, fresh: dict[str, Any] | None) -> GismoSlice | None:
+        """The fence's read as a model: the cached one when its resourceVersion is unchanged (the
+        usual case: a slice changes on resize and deletion only), else a parse."""
+        if fresh is None:
+            return None
+        version = (fresh.get("metadata") or {}).get("resourceVersion")
+        if version is not None and version == state.body.metadata.resource_version:
+            return state.body
+        return parse_slice(fresh)
 
     async def _fence(self, key: SliceKey, state: _SliceState) -> dict[str, Any] | None:
         """A GET of the slice that *starts after* this call, shared by every admission waiting for
@@ -682,8 +753,18 @@ class RegionLedger:
     # ---------------------------------------------------------------------------------------------
     # Sweep (periodic, at start, and before a slice is declared full)
 
+    def sequence(self) -> int:
+        """A mark to take before listing regions for :class:`Listing` (see :meth:`sweep`)."""
+        return self._seq
+
     async def sweep(
-        self, namespace: str, name: str, cluster: str, *, ttl: dt.timedelta | None = None
+        self,
+        namespace: str,
+        name: str,
+        cluster: str,
+        *,
+        ttl: dt.timedelta | None = None,
+        listing: Listing | None = None,
     ) -> SweepResult:
         """Release regions whose pod is gone or whose reservation expired; bind/adopt listed pods;
         rebuild the slice's cache from what was listed.
@@ -691,12 +772,29 @@ class RegionLedger:
         Order matters for safety: the regions are listed first and the pods after (see
         :func:`assignment.sweep`): a Bound region names a pod that existed before the regions were
         listed, so if the later pod list lacks it, the pod is gone. Every change is conditional.
+
+        ``listing``: the slice, its regions and its cluster's pods as the caller listed them (the
+        periodic sweep lists every slice's at once, in a few paged LISTs, instead of three requests
+        per slice); None: read here. Regions this process created after the listing was taken are
+        kept in the cache (the listing cannot know them).
         """
         key = (namespace, name)
         ttl = self.reservation_ttl if ttl is None else ttl
-        current = await self._read_slice(key)
-        listed = await self._list_held(key, current)
-        pods = await self.api.list_cluster_pods(namespace, cluster)
+        if listing is None:
+            mark = self._seq
+            current = await self._read_slice(key)
+            listed = await self._list_held(key, current)
+            pods = await self.api.list_cluster_pods(namespace, cluster)
+        else:
+            mark = listing.mark
+            current = await self._current_of(key, listing.slice)
+            listed = await self._list_held(key, current, listing.regions)
+            pods = [
+                p
+                for p in listing.pods
+                if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_CLUSTER) == cluster
+                and (p.get("metadata") or {}).get("namespace") == namespace
+            ]
         claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
         entries = [h.entry for h in listed.values()]
         result = assignment.sweep(
@@ -717,6 +815,11 @@ class RegionLedger:
                     listed[index] = now_held
                 continue
             released.append(index)
+        if state.uid == current.metadata.uid:  # created by us after the listing: still held
+            for index, held in state.held.items():
+                if index not in listed and state.created_seq.get(index, 0) > mark:
+                    listed[index] = held
+        state.created_seq = {i: q for i, q in state.created_seq.items() if q > mark}
         by_index = {e.index: e for e in result.regions}
         pods_by_index = {c.index: c for c in claims}
         for index, wanted in by_index.items():
@@ -737,8 +840,22 @@ class RegionLedger:
         in_flight = set(state.creating)
         state.free = FreeIndexes(current.spec.region_count, set(listed) | in_flight)
         self._states[key] = state
-        self._changed(key)
+        if released or result.bound or not self._status_current(key, state):
+            self._changed(key)  # else a round over 1,000 idle slices writes no status at all
         return SweepResult(result.regions, tuple(released), result.bound, result.conflicts)
+
+    def _status_current(self, key: SliceKey, state: _SliceState) -> bool:
+        """Whether the slice's status (as last read) already shows the counts the cache holds."""
+        status = state.body.status
+        counts = self.counts(*key)
+        if status is None or counts is None:
+            return False
+        return counts == {
+            "regionsTotal": status.regions_total,
+            "regionsInUse": status.regions_in_use,
+            "regionsBound": status.regions_bound,
+            "regionsReserved": status.regions_reserved,
+        }
 
     # ---------------------------------------------------------------------------------------------
     # Slice changes: resize, release, migration

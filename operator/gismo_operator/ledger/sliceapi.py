@@ -17,6 +17,7 @@ from typing import Any
 
 from gismo_operator import kube
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
+from gismo_operator.core.models import name_label
 from gismo_operator.ledger.regions import AlreadyExists, Conflict, SliceGone
 
 
@@ -68,7 +69,8 @@ class KubeSliceApi:
 
     async def list_regions(self, namespace: str, slice_name: str) -> list[dict[str, Any]]:
         # The ledger filters again on spec.slice (emulators ignore selectors).
-        return await self.client().list(kube.REGIONS, namespace, label_selector=f"{LABEL_SLICE}={slice_name}")
+        selector = f"{LABEL_SLICE}={name_label(slice_name)}"
+        return await self.client().list(kube.REGIONS, namespace, label_selector=selector)
 
     async def create_region(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:

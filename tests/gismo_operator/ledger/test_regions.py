@@ -27,10 +27,13 @@ from ledger_fakes import (
     assert_disjoint,
     claim_of,
     pod_for,
+    refuse_invalid_metadata,
 )
 
+from gismo import poolrules
+from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
 from gismo_operator.core.assignment import Outcome, reservation_token
-from gismo_operator.core.models import region_name
+from gismo_operator.core.models import name_label, region_name
 from gismo_operator.ledger.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
 
 GRACE = dt.timedelta(seconds=5)
@@ -38,6 +41,17 @@ GRACE = dt.timedelta(seconds=5)
 
 def ledger_on(api: FakeApi, clock: Clock, **kwargs: Any) -> RegionLedger:
     return RegionLedger(api, clock=clock, reservation_ttl=TTL, reclaim_grace=GRACE, **kwargs)
+
+
+def one_slice(
+    regions: int, *, legacy: list[dict[str, Any]] | None = None, name: str = NAME, **kwargs: Any
+) -> tuple[FakeApi, Clock, RegionLedger]:
+    """The setup of most tests: a fake API holding one slice of ``regions`` regions (``legacy``: as
+    an earlier operator wrote it), a clock, and one operator process's ledger on them."""
+    api = FakeApi()
+    api.add_slice(regions, name=name, legacy=legacy)
+    clock = Clock()
+    return api, clock, ledger_on(api, clock, **kwargs)
 
 
 async def reserve_and_probe(
@@ -57,9 +71,7 @@ async def reserve_and_probe(
 
 
 async def test_fifty_concurrent_reservations_are_distinct_and_durable_when_each_is_answered() -> None:
-    api = FakeApi()
-    api.add_slice(64)
-    ledger = ledger_on(api, Clock())
+    api, _, ledger = one_slice(64)
     probes: list[tuple[Reservation, bool]] = []
     got = await asyncio.gather(*(reserve_and_probe(ledger, api, probes) for _ in range(50)))
     assert sorted(r.index for r in got if r is not None) == list(range(50))
@@ -69,9 +81,7 @@ async def test_fifty_concurrent_reservations_are_distinct_and_durable_when_each_
 
 
 async def test_two_operator_processes_into_one_slice_never_share_a_region() -> None:
-    api = FakeApi()
-    api.add_slice(40)
-    clock = Clock()
+    api, clock, _ = one_slice(40)
     a, b = ledger_on(api, clock), ledger_on(api, clock)
     probes: list[tuple[Reservation, bool]] = []
     got = await asyncio.gather(
@@ -88,9 +98,7 @@ async def test_two_operator_processes_into_one_slice_never_share_a_region() -> N
 async def test_bytes_written_per_reservation_do_not_grow_with_the_slice() -> None:
     per_admission = []
     for size in (10, 1000):
-        api = FakeApi()
-        api.add_slice(size + 1)
-        ledger = ledger_on(api, Clock())
+        api, _, ledger = one_slice(size + 1)
         for _ in range(size):
             assert await ledger.reserve(NS, NAME) is not None
         before = api.bytes_written
@@ -100,9 +108,7 @@ async def test_bytes_written_per_reservation_do_not_grow_with_the_slice() -> Non
 
 
 async def test_a_full_slice_answers_none_and_holds_nothing_more() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    ledger = ledger_on(api, Clock())
+    api, _, ledger = one_slice(2)
     got = await asyncio.gather(*(ledger.reserve(NS, NAME) for _ in range(5)))
     assert sorted(r.index for r in got if r is not None) == [0, 1]
     assert got.count(None) == 3
@@ -115,9 +121,7 @@ async def test_a_missing_slice_raises_slice_gone() -> None:
 
 
 async def test_a_region_taken_behind_the_cache_costs_an_already_exists_not_a_double_assignment() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
+    api, clock, _ = one_slice(4)
     ledger, other = ledger_on(api, clock), ledger_on(api, clock)
     assert (await ledger.reserve(NS, NAME)).index == 0  # type: ignore[union-attr]
     assert (await other.reserve(NS, NAME)).index == 1  # type: ignore[union-attr]
@@ -127,9 +131,7 @@ async def test_a_region_taken_behind_the_cache_costs_an_already_exists_not_a_dou
 
 
 async def test_every_index_taken_by_others_ends_in_a_clear_error_not_a_loop() -> None:
-    api = FakeApi()
-    api.add_slice(100)
-    ledger = ledger_on(api, Clock(), max_attempts=3)
+    api, _, ledger = one_slice(100, max_attempts=3)
     await ledger.reserve(NS, NAME)  # loaded
     for i in range(1, 100):  # another process takes everything, unseen by our cache
         api.regions_by_name[NS, region_name(NAME, i)] = {
@@ -141,17 +143,14 @@ async def test_every_index_taken_by_others_ends_in_a_clear_error_not_a_loop() ->
 
 
 async def test_dry_run_peek_writes_nothing() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    peeked = await ledger_on(api, Clock()).peek(NS, NAME)
+    api, _, ledger = one_slice(2)
+    peeked = await ledger.peek(NS, NAME)
     assert peeked is not None and peeked.index == 0
     assert api.writes == 0 and api.holders() == {}
 
 
 async def test_cancel_gives_an_unused_reservation_back() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    ledger = ledger_on(api, Clock())
+    api, _, ledger = one_slice(2)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     await ledger.cancel(NS, NAME, r)
@@ -165,9 +164,7 @@ async def test_cancel_gives_an_unused_reservation_back() -> None:
 
 
 async def test_a_restarted_process_sees_every_assignment_and_double_assigns_nothing() -> None:
-    api = FakeApi()
-    api.add_slice(10)
-    clock = Clock()
+    api, clock, _ = one_slice(10)
     old = ledger_on(api, clock)
     before = [await old.reserve(NS, NAME) for _ in range(4)]
     assert all(before)
@@ -186,9 +183,7 @@ async def test_a_crash_inside_the_commit_then_a_restart_loses_and_doubles_nothin
     before the create reaches the API, after it was stored but before its answer, and between the
     create and the fence read. Every answered reservation stays held; the restarted process hands
     out none of them again; the reservation nobody was answered expires, nothing leaks."""
-    api = FakeApi()
-    api.add_slice(6)
-    clock = Clock()
+    api, clock, _ = one_slice(6)
     process = Process(api)
     old = RegionLedger(process, clock=clock, reservation_ttl=TTL, reclaim_grace=GRACE)
     answered: list[Reservation] = []
@@ -235,9 +230,7 @@ async def test_a_crash_inside_the_commit_then_a_restart_loses_and_doubles_nothin
 
 
 async def test_bind_makes_the_pod_the_owner_and_release_frees_the_region() -> None:
-    api = FakeApi()
-    api.add_slice(1)
-    ledger = ledger_on(api, Clock())
+    api, _, ledger = one_slice(1)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     body = api.regions_by_name[NS, region_name(NAME, 0)]
@@ -263,10 +256,7 @@ async def test_release_never_deletes_a_region_rebound_to_another_pod_meanwhile()
     """Between the release's read and its delete, another process releases the region and gives it
     to a new pod (a new object of the same name): the delete's uid/resourceVersion preconditions
     make it fail (409), and the new holder keeps its region."""
-    api = FakeApi()
-    api.add_slice(1)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, _, ledger = one_slice(1)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     gone = pod_for(r, "u-old")
@@ -287,10 +277,7 @@ async def test_release_never_deletes_a_region_rebound_to_another_pod_meanwhile()
 
 
 async def test_a_pod_whose_reservation_expired_is_adopted_and_a_conflicting_one_is_reported() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, _, ledger = one_slice(2)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     pod = pod_for(r, "u1")
@@ -310,9 +297,7 @@ async def test_a_pod_whose_reservation_expired_is_adopted_and_a_conflicting_one_
 async def test_regions_of_pods_deleted_while_down_are_free_for_the_next_pods(garbage_collector: bool) -> None:
     """With a garbage collector (a real cluster) the regions go with their pods; without one
     (kmock) the restarted process reclaims them on the spot when the slice looks full."""
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
+    api, clock, _ = one_slice(4)
     old = ledger_on(api, clock)
     reservations = [await old.reserve(NS, NAME) for _ in range(4)]
     pods = [pod_for(r, f"u{i}") for i, r in enumerate(reservations)]
@@ -332,10 +317,7 @@ async def test_regions_of_pods_deleted_while_down_are_free_for_the_next_pods(gar
 
 
 async def test_a_reservation_whose_pod_never_appeared_is_reclaimed_only_after_the_grace() -> None:
-    api = FakeApi()
-    api.add_slice(1)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    _, clock, ledger = one_slice(1)
     assert await ledger.reserve(NS, NAME) is not None  # its pod is still on its way
     clock.advance(GRACE.total_seconds() - 1)
     assert await ledger.reserve(NS, NAME) is None  # too young to take back
@@ -345,10 +327,7 @@ async def test_a_reservation_whose_pod_never_appeared_is_reclaimed_only_after_th
 
 
 async def test_the_periodic_sweep_releases_vanished_pods_without_a_garbage_collector() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, _, ledger = one_slice(4)
     r1, r2 = await ledger.reserve(NS, NAME), await ledger.reserve(NS, NAME)
     p1, p2 = pod_for(r1, "u1"), pod_for(r2, "u2")
     api.pods = [p1, p2]
@@ -362,10 +341,7 @@ async def test_the_periodic_sweep_releases_vanished_pods_without_a_garbage_colle
 
 
 async def test_a_sweep_never_deletes_a_region_bound_between_its_list_and_its_delete() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, clock, ledger = one_slice(2)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     clock.now = T0 + TTL * 2  # expired as far as the sweep can tell
@@ -389,9 +365,7 @@ async def test_a_sweep_never_deletes_a_region_bound_between_its_list_and_its_del
 
 
 async def test_a_slice_being_deleted_takes_no_new_pods_and_goes_once_its_last_region_is_free() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    ledger = ledger_on(api, Clock())
+    api, _, ledger = one_slice(4)
     r = await ledger.reserve(NS, NAME)
     assert r is not None
     pod = pod_for(r, "u1")
@@ -409,10 +383,7 @@ async def test_a_slice_being_deleted_takes_no_new_pods_and_goes_once_its_last_re
 
 
 async def test_the_shrink_fence_puts_the_size_back_when_a_region_past_the_end_appears() -> None:
-    api = FakeApi()
-    api.add_slice(4)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, clock, ledger = one_slice(4)
     other = ledger_on(api, clock)
     await other.reserve(NS, NAME)  # region 0
     assert await ledger.in_use(NS, NAME) == {0}
@@ -449,10 +420,7 @@ async def test_the_shrink_fence_puts_the_size_back_when_a_region_past_the_end_ap
 
 
 async def test_an_admission_that_sees_a_shrink_after_its_create_gives_the_region_back() -> None:
-    api = FakeApi()
-    api.add_slice(2)
-    clock = Clock()
-    ledger = ledger_on(api, clock)
+    api, _, ledger = one_slice(2)
     assert (await ledger.reserve(NS, NAME)).index == 0  # type: ignore[union-attr]
 
     def shrink_now() -> None:
@@ -481,9 +449,7 @@ def legacy_entries() -> list[dict[str, Any]]:
 
 
 async def test_a_slice_written_by_the_earlier_operator_is_migrated_once_and_keeps_working() -> None:
-    api = FakeApi()
-    api.add_slice(4, legacy=legacy_entries())
-    clock = Clock()
+    api, clock, _ = one_slice(4, legacy=legacy_entries())
     old_pod = {"metadata": {"name": "w0", "uid": "u0", "annotations": {"gismo.io/region": "0"}}, "spec": {}}
     api.pods = [old_pod]  # the earlier operator's pod, still running
     ledger = ledger_on(api, clock)
@@ -501,9 +467,7 @@ async def test_a_slice_written_by_the_earlier_operator_is_migrated_once_and_keep
 
 
 async def test_migration_interrupted_after_some_creates_finishes_on_the_next_start() -> None:
-    api = FakeApi()
-    api.add_slice(4, legacy=legacy_entries())
-    clock = Clock()
+    api, clock, _ = one_slice(4, legacy=legacy_entries())
     creates = {"n": 0}
 
     def crash_after_first() -> None:
@@ -547,12 +511,9 @@ async def test_churn_with_restarts_never_overlaps_never_skips_while_free_and_lea
     rule is checked exactly (the default rate-limits a really full slice's re-listing to one per
     second)."""
     rng = random.Random(seed)
-    api = FakeApi()
     regions = 8
-    api.add_slice(regions)
-    clock = Clock()
+    api, clock, ledger = one_slice(regions, reclaim_interval=dt.timedelta(0))
     with_gc = seed % 2 == 0
-    ledger = ledger_on(api, clock, reclaim_interval=dt.timedelta(0))
     live: dict[str, Reservation] = {}  # pod uid -> its reservation
     pending: list[Reservation] = []  # answered, pod not created yet
     uid = 0
@@ -606,3 +567,66 @@ async def test_churn_with_restarts_never_overlaps_never_skips_while_free_and_lea
     got = [await ledger.reserve(NS, NAME) for _ in range(regions)]
     assert sorted(r.index for r in got if r is not None) == list(range(regions))
     assert_disjoint(api.regions())
+
+
+# ------------------------------------------------------------------------------------------------
+# Names too long for a label value (RayClusters, hence slices, may have 253 characters)
+
+#: The longest RayCluster name there can be: a DNS subdomain of 253 characters (labels of <= 63).
+LONG = ".".join(["ray-" + "x" * 59] * 3 + ["y" * 61])
+TWIN = LONG[:-1] + "z"  # the same but for its last character: the same first 63, too
+
+
+async def test_a_253_character_slice_name_gets_valid_labels_and_names_and_keeps_every_invariant() -> None:
+    """The fake API refuses, as kube-apiserver does, a label value over 63 characters and a name
+    over 253: the region objects of a 253-character slice (and of a twin sharing its first 252
+    characters) are created, listed by their label, bound, released and swept like any other,
+    and the two slices never see each other's regions."""
+    assert len(LONG) == len(TWIN) == 253
+    api, clock, ledger = one_slice(3, name=LONG)
+    api.add_slice(3, name=TWIN)
+    got = [await ledger.reserve(NS, LONG) for _ in range(2)]
+    twin = await ledger.reserve(NS, TWIN)
+    assert [r.index for r in got if r is not None] == [0, 1] and twin is not None and twin.index == 0
+    labels = {b["spec"]["slice"]: b["metadata"]["labels"][LABEL_SLICE] for b in api.regions_by_name.values()}
+    assert labels[LONG] != labels[TWIN]
+    assert all(len(v) <= 63 and poolrules.label_value_problem(v) is None for v in labels.values())
+    assert all(len(name) <= 253 for _, name in api.regions_by_name)
+    assert sorted(api.holders(LONG)) == [0, 1] and sorted(api.holders(TWIN)) == [0]
+    # A restarted process finds them by their label (and only them): nothing handed out twice.
+    restarted = ledger_on(api, clock)
+    third = await restarted.reserve(NS, LONG)
+    assert third is not None and third.index == 2
+    assert await restarted.reserve(NS, LONG) is None
+    pod = pod_for(got[0], "u-long", cluster=LONG)
+    api.pods = [pod]
+    assert await restarted.bind(NS, LONG, claim_of(pod)) is Outcome.BOUND
+    api.pods.clear()
+    assert await restarted.release(NS, LONG, claim_of(pod)) is Outcome.RELEASED
+    clock.advance(TTL.total_seconds() + 1)
+    result = await restarted.sweep(NS, LONG, LONG)  # the other reservations expire; the twin's stays
+    assert sorted(result.released) == [1, 2]
+    assert api.holders(LONG) == {} and sorted(api.holders(TWIN)) == [0]
+
+
+def test_the_name_rule_leaves_short_names_alone_and_shortens_long_ones_the_same_way_every_time() -> None:
+    assert name_label("raycluster-kuberay") == "raycluster-kuberay"
+    assert region_name("raycluster-kuberay", 7) == "raycluster-kuberay-7"  # as earlier operators named it
+    assert name_label(LONG) == name_label(LONG) and len(name_label(LONG)) == 63
+    assert name_label(LONG).startswith(LONG[:40])
+    for index in (0, 9, 10_000):
+        name = region_name(LONG, index)
+        assert len(name) <= 253 and name.endswith(f"-{index}") and name != region_name(TWIN, index)
+    sixty_three = "a" * 63
+    assert name_label(sixty_three) == sixty_three and name_label(sixty_three + "b") != sixty_three
+
+
+def test_a_slice_of_a_253_character_raycluster_carries_a_valid_cluster_label() -> None:
+    from gismo_operator.core.allocator import Extent
+    from gismo_operator.core.slices import build_slice
+
+    rc = {"metadata": {"name": LONG, "namespace": NS, "uid": "rc-uid"}}
+    body = build_slice(rc, "pool-a", Extent(0, 4 * REGION), REGION)
+    refuse_invalid_metadata(body["metadata"])  # what the API server checks on create
+    assert body["spec"]["rayCluster"] == LONG
+    assert body["metadata"]["labels"][LABEL_CLUSTER] == name_label(LONG)
