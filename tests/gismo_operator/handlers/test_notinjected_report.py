@@ -3,34 +3,22 @@ Warning on the pod and on its RayCluster, the metric, and the GismoSlice status.
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import kmock
-import pytest
-from prometheus_client import REGISTRY
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
 from _ray_fixtures import (
     NS,
-    declare_resources,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
+from prometheus_client import REGISTRY
 
 from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.constants import REASON_NOT_INJECTED
 from gismo_operator.handlers import notinjected
-
-
-@pytest.fixture()
-def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
 
 
 def reported() -> float:
