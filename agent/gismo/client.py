@@ -340,7 +340,10 @@ class Client:
         for e in self._pinned.values():
             if e[0] >= 0 and e[0] // LEASE in lost:
                 e[0] = -1
-        if self._counter_pos >= 0 and (self._counter_pos - self.geom.counter_off) // layout.COUNTER_SIZE in lost:
+        if (
+            self._counter_pos >= 0
+            and (self._counter_pos - self.geom.counter_off) // layout.COUNTER_SIZE in lost
+        ):
             self._counter_pos = -1
 
     def _call(self, op: int, body: bytes = b"") -> bytes:
@@ -355,7 +358,9 @@ class Client:
         """Send queued notices plus ``frames``, then read ``replies`` reply payloads (lock held)."""
         s = self._sock
         if s is None:
-            raise AgentUnavailable(self._lost or ("client is closed" if self._closed else "agent connection lost"))
+            raise AgentUnavailable(
+                self._lost or ("client is closed" if self._closed else "agent connection lost")
+            )
         out: list[bytes] = []
         try:
             if self._pending or self._seals:

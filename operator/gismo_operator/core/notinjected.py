@@ -79,5 +79,8 @@ def already_reported(status: Mapping[str, Any], names: list[str]) -> tuple[set[s
     """What a GismoSlice's status says was reported before (perhaps by an operator that has since
     restarted): the pods' uids, and whether the RayCluster's Event was about exactly ``names``."""
     uids = {str(u) for u in status.get("podsNotInjectedReported") or () if isinstance(u, str)}
-    same = status.get("podsNotInjected") == len(names) and status.get("podsNotInjectedNames") == names[:MAX_NAMES]
+    same = (
+        status.get("podsNotInjected") == len(names)
+        and status.get("podsNotInjectedNames") == names[:MAX_NAMES]
+    )
     return uids, bool(names) and same

@@ -52,7 +52,9 @@ def _quiet_writer(pool: Pool, n: int) -> tuple[gismo.Client, list[gismo.Ref]]:
     return w, [w.put(np.arange(1 << 16) + i) for i in range(n)]
 
 
-def test_a_hidden_reader_killed_while_its_agent_is_down_holds_space_for_the_reclaim_window(pool: Pool) -> None:
+def test_a_hidden_reader_killed_while_its_agent_is_down_holds_space_for_the_reclaim_window(
+    pool: Pool,
+) -> None:
     a = pool.agent(0, wrap=UNSHARE, lease_reclaim_s=RECLAIM_S)
     w, (doomed,) = _quiet_writer(pool, 1)
     reader = pool.node(0)

@@ -69,7 +69,9 @@ async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.K
     async with running_operator(api) as op:
         assert await op.kopf_thread.run_in_loop(notinjected.report_now()) == 1
         after = await op.events(REASON_NOT_INJECTED)
-        assert len(after) == len(found), "\n".join(str((e["involvedObject"], e["message"][:80])) for e in after)
+        assert len(after) == len(found), "\n".join(
+            str((e["involvedObject"], e["message"][:80])) for e in after
+        )
         assert reported() == before + 1
         # Not this process's own memory: it never posted for that pod.
         assert missed["metadata"]["uid"] not in await op.kopf_thread.run_in_loop(_posted_by_this_process())
