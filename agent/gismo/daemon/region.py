@@ -368,8 +368,8 @@ class RegionOwner:
         the start time tells them apart), or, when the agent could not see its pid (another pid
         namespace), when it did not claim its lease back within ``lease_reclaim_s`` of this agent's
         start (reclaim_leases). A visible holder that still runs keeps a lease it still pins in
-        (checked again every server.LEASE_CHECK_S). Cost: one read of the lease's 64 pins and at most one /proc read per
-        held lease.
+        (checked again every server.LEASE_CHECK_S). Cost: one read of the lease's 64 pins and at most
+        one /proc read per held lease.
         """
         g = self.geom
         pins = np.frombuffer(self.rw, layout.pin_dtype(), g.pins, g.pin_off)
