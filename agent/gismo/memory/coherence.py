@@ -63,6 +63,10 @@ pins                    Client._pin: flush(entry) after write_pin,      RegionOw
                         RegionOwner._drop_lease: flush(lease) after
                         clearing a dead client's lease
 lease counters          local: summed by the region's own agent only    -
+lease holder (pid,      RegionOwner._record_holder: flush(record)       local: read back by the next
+start time, client      when a lease is granted or given back to a      agent of the same region (same
+token)                  reconnecting client (one site for both)         node): _recover, _reap_held_
+                                                                        leases
 recovery (restart on    RegionOwner._recover: flush(slot table) after   as the seal / delete
 the same node)          rewriting interrupted and damaged slots
 ======================  ==============================================  ===============================
