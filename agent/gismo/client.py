@@ -114,10 +114,13 @@ class Pending:
     Only the process that created it may seal it (one writer per byte).
     """
 
-    __slots__ = ("_client", "_lock", "array", "gen", "offset", "ref", "size", "slot", "state")
+    __slots__ = ("_client", "_lock", "array", "epoch", "gen", "offset", "ref", "size", "slot", "state")
 
-    def __init__(self, client: Client, slot: int, gen: int, off: int, size: int, array: np.ndarray) -> None:
+    def __init__(
+        self, client: Client, slot: int, gen: int, off: int, size: int, array: np.ndarray, epoch: int
+    ) -> None:
         self._client = client
+        self.epoch = epoch  # of the agent that made the reservation: only it may see it sealed
         self._lock = threading.Lock()
         self.slot, self.gen, self.offset, self.size = slot, gen, off, size
         self.array = array
@@ -145,7 +148,7 @@ class Pending:
             c = self._client
             c._check_pid()
             try:
-                c._seal_slot(self.slot, self.gen, self.offset, self.size)
+                c._seal_slot(self.slot, self.gen, self.offset, self.size, self.epoch)
             except BaseException:
                 self._abort_locked()
                 raise
@@ -418,12 +421,12 @@ class Client:
         self._check_pid()
         enc = encode(obj)
         n = enc.size
-        slot, gen, off = self._reserve_current(n)
+        slot, gen, off, epoch = self._reserve_current(n)
         if _CRASH:
             _crash_before_copy(enc, self._rw, off)
         try:
             write(enc, self._rw, off)
-            self._seal_slot(slot, gen, off, n)
+            self._seal_slot(slot, gen, off, n, epoch)
         except BaseException:
             self._abort_slot(slot, gen)
             raise
@@ -433,18 +436,21 @@ class Client:
             crashpoints.now()
         return Ref(self.region, slot, gen, off, n)
 
-    def _reserve_current(self, n: int) -> tuple[int, int, int]:
-        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own.
+    def _reserve_current(self, n: int) -> tuple[int, int, int, int]:
+        """Reserve ``n`` bytes, refusing a reservation the agent's current epoch does not own;
+        (slot, generation, offset, that epoch).
 
         A restarted agent bumps the epoch and keeps its predecessor's reservations quarantined for
         orphan_grace_s, then frees them: a reservation of an older epoch (e.g. from the small-object
-        stash) must never be written, and one written meanwhile never sealed.
+        stash) must never be written, and one written meanwhile never sealed. The epoch is the one
+        this client knew before reserving: the watcher may reconnect (and learn a newer one) meanwhile.
         """
+        epoch = self.epoch
         slot, gen, off = self._reserve(n)
-        if layout.read_run(self._rw, 0)[0] != self.epoch:
+        if layout.read_run(self._rw, 0)[0] != epoch:
             self._abort_slot(slot, gen)
             raise AgentUnavailable("agent restarted; this client's reservations are void, reconnect")
-        return slot, gen, off
+        return slot, gen, off, epoch
 
     def _abort_slot(self, slot: int, gen: int) -> None:
         """Give a reservation back; an agent that is gone frees it itself (best effort)."""
@@ -467,11 +473,12 @@ class Client:
             raise CorruptRegion(f"agent handed out extent {off}+{n} outside the data area")
         return slot, gen, off
 
-    def _seal_slot(self, slot: int, gen: int, off: int, n: int) -> None:
-        """Seal a written reservation in shared memory (the caller aborts if this raises)."""
+    def _seal_slot(self, slot: int, gen: int, off: int, n: int, epoch: int) -> None:
+        """Seal a reservation of agent epoch ``epoch``, written, in shared memory (the caller aborts
+        if this raises)."""
         rw = self._rw
         self.map.flush(off, n)  # the data is in shared memory before the seal can be
-        if layout.read_run(rw, 0)[0] != self.epoch:
+        if layout.read_run(rw, 0)[0] != epoch:
             raise AgentUnavailable("agent restarted during put; object discarded")
         pos = self.geom.slot_off + slot * layout.SLOT_SIZE
         layout.write_seal(rw, pos, n)
@@ -519,7 +526,7 @@ class Client:
     def _create(self, enc: Encoded, array: tuple[tuple[int, ...], np.dtype[Any]] | None) -> Pending:
         self._check_pid()
         n = enc.size
-        slot, gen, off = self._reserve_current(n)
+        slot, gen, off, epoch = self._reserve_current(n)
         rw = self._rw
         try:
             write_header(enc, rw, off)
@@ -529,7 +536,7 @@ class Client:
         except BaseException:
             self._abort_slot(slot, gen)
             raise
-        return Pending(self, slot, gen, off, n, view)
+        return Pending(self, slot, gen, off, n, view, epoch)
 
     def seal(self, pending: Pending) -> Ref:
         """Seal an object made by ``create``/``create_array``: it becomes readable everywhere, and

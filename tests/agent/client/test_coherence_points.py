@@ -96,7 +96,7 @@ def test_seal_by_the_agent_is_published(pool: Pool) -> None:
     c0, c1 = _two(pool)
     try:
         enc = encode(np.full(BIG, 5, np.uint8))
-        slot, gen, off = c0._reserve_current(enc.size)
+        slot, gen, off, _epoch = c0._reserve_current(enc.size)
         write(enc, c0._rw, off)
         c0.map.flush(off, enc.size)
         c0._call(protocol.SEAL, protocol.SLOT_REQ.pack(slot, gen))
