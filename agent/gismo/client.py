@@ -14,16 +14,27 @@ never readable.
 A Client is thread safe (one lock around the socket and the pin bookkeeping). Views returned by
 ``get`` keep their pin until the last of them is garbage collected; ``close()`` waits for that
 before releasing the pins (the socket is closed when the last view goes).
+
+A Client survives a restart of its agent: a watcher thread notices the agent hang up and
+reconnects (every RECONNECT_PAUSE_S while the agent is down), saying HELLO with the token the
+client drew once; the restarted agent then gives back the pin leases recorded with that token,
+so views held across the restart keep their pins (daemon/holders.py). The agent keeps those leases
+for ``lease_reclaim_s`` (default 10 s) after it starts; a client that stays away longer (frozen,
+or its agent down for good) loses them, and its views are then no longer protected from reuse.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import secrets
+import select
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +62,12 @@ from .ref import Ref
 SEAL_BATCH = 1024  # seal notices sent at the latest after this many puts
 REQUEST_TIMEOUT = 60.0  # seconds; the agent answers in microseconds unless it is stuck
 CONNECT_RETRY_S = 2.0  # how long connect retries while the agent's listen backlog is full
+#: While its agent is down, the watcher tries to reconnect this often: far below the agent's
+#: lease_reclaim_s (10 s), so a living client claims its pin leases back in time.
+RECONNECT_PAUSE_S = 0.25
+#: How long the watcher waits for a hang-up before re-checking that its client is still in use.
+WATCH_POLL_S = 1.0
+log = logging.getLogger("gismo.client")
 # layout's precompiled records, bound once: the get path reads a slot twice and writes a pin.
 _SEQ = layout.SLOT_SEQ
 _SLOT = layout.SLOT
@@ -192,6 +209,10 @@ class Client:
         self._gets = 0
         self._copy_rejections = 0  # checked copies refused because the slot changed during the copy
         self._geoms: dict[int, Geometry] = {}
+        #: Drawn once, sent with every HELLO: how a restarted agent knows this client's leases.
+        self._token = secrets.randbits(64) or 1
+        self._leases: set[int] = set()  # indices of the pin leases this client writes
+        self._lost = ""  # why this client can no longer reconnect ("" while it can)
         self._sock, info = self._hello()
         self.info = info
         self.region: int = int(info["region"])
@@ -218,9 +239,14 @@ class Client:
         self.geom = self._geometry(self.region)
         self._pin_off = self.geom.pin_off
         self._add_lease(info.get("lease"))
+        threading.Thread(
+            target=_watch, args=(weakref.ref(self),), name="gismo-client-watch", daemon=True
+        ).start()
 
     # ---- socket -------------------------------------------------------------------------------
     def _hello(self) -> tuple[socket.socket, dict[str, Any]]:
+        """Connect and say HELLO on a new socket: (socket, the agent's answer). The client's state is
+        not touched (the watcher reconnects with it, outside the lock)."""
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # A hung agent must surface as AgentUnavailable (the Ray layer then falls back), not a hang.
         s.settimeout(REQUEST_TIMEOUT)
@@ -240,10 +266,88 @@ class Client:
             except OSError as exc:
                 s.close()
                 raise AgentUnavailable(f"no Gismo agent at {self.cfg.socket}: {exc.strerror or exc}") from exc
-        self._sock = s
-        self._rbuf.clear()
-        body = self._call(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid()))
-        return s, json.loads(body)
+        try:
+            s.sendall(protocol.frame(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid(), self._token)))
+            buf = b""
+            while len(buf) < 4 or len(buf) < 4 + protocol.LEN.unpack_from(buf)[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionResetError("agent closed the connection")
+                buf += chunk
+        except OSError as exc:
+            s.close()
+            raise AgentUnavailable(f"agent connection lost: {exc}") from exc
+        rep = buf[4 : 4 + protocol.LEN.unpack_from(buf)[0]]
+        if rep[0] != protocol.OK:
+            s.close()
+            raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
+        info: dict[str, Any] = json.loads(rep[1:])
+        return s, info
+
+    # ---- reconnection (the watcher thread) --------------------------------------------------------
+    def _watched_fd(self) -> int | None:
+        """The socket the watcher waits on; None to reconnect; -1 when there is nothing to keep."""
+        with self._lock:
+            if self._lost or (self._closed and not self._pinned) or self._pid != os.getpid():
+                return -1
+            return None if self._sock is None else self._sock.fileno()
+
+    def _hung_up(self, fd: int) -> None:
+        """The agent closed our connection (it died or restarted): drop it; the watcher reconnects."""
+        with self._lock:
+            s = self._sock
+            if s is not None and s.fileno() == fd:
+                self._sock = None
+                s.close()
+
+    def _reconnect(self) -> bool:
+        """One attempt to reconnect and claim this client's pin leases back; False: try again later."""
+        try:
+            s, info = self._hello()
+        except GismoError:
+            return False  # down, or degraded: the agent retries its region, so do we
+        same = all(info.get(k) == self.info.get(k) for k in ("region", "format_id", "slice_offset", "device"))
+        with self._lock:
+            if self._sock is not None or self._lost:
+                s.close()
+                return True
+            kept = {int(i) for i in info.get("reclaimed") or ()}
+            lost = self._leases - kept
+            self._forget_leases(lost)
+            if not same:
+                # A region formatted anew: nothing this client knew of it holds any more.
+                s.close()
+                self._lost = "the agent formatted its region anew; reconnect with gismo.connect()"
+                return True
+            self._sock = s
+            self._rbuf.clear()
+            self._pending.clear()
+            self._seals.clear()
+            self._stash.clear()  # reservations of the previous agent: void (its recovery frees them)
+            self.info = info
+            self.epoch = int(info["epoch"])
+            self._add_lease(info.get("lease"))
+        if lost:
+            log.warning("Gismo agent restarted and kept %d of this client's pin leases (%d lost: not "
+                        "claimed within %s s); views over them may see their bytes reused", len(kept),
+                        len(lost), info.get("lease_reclaim_s"))  # fmt: skip
+        return True
+
+    def _forget_leases(self, lost: set[int]) -> None:
+        """Stop writing leases the agent no longer gives this client (lock held): their free entries
+        go, and pins held in them are no longer cleared by this client (another may own the entry)."""
+        if not lost:
+            return
+        self._leases -= lost
+        self._free_pins = [e for e in self._free_pins if e // LEASE not in lost]
+        for e in self._pinned.values():
+            if e[0] >= 0 and e[0] // LEASE in lost:
+                e[0] = -1
+        if (
+            self._counter_pos >= 0
+            and (self._counter_pos - self.geom.counter_off) // layout.COUNTER_SIZE in lost
+        ):
+            self._counter_pos = -1
 
     def _call(self, op: int, body: bytes = b"") -> bytes:
         """One request/reply round trip; raises the agent's error or AgentUnavailable."""
@@ -257,7 +361,9 @@ class Client:
         """Send queued notices plus ``frames``, then read ``replies`` reply payloads (lock held)."""
         s = self._sock
         if s is None:
-            raise AgentUnavailable("client is closed")
+            raise AgentUnavailable(
+                self._lost or ("client is closed" if self._closed else "agent connection lost")
+            )
         out: list[bytes] = []
         try:
             if self._pending or self._seals:
@@ -594,6 +700,7 @@ class Client:
             return
         first, index = int(lease[0]), int(lease[1])
         with self._lock:
+            self._leases.add(index)
             self._free_pins.extend(range(first + LEASE - 1, first - 1, -1))
             if self._counter_pos < 0:
                 self._counter_pos = self.geom.counter_pos(index)
@@ -626,6 +733,10 @@ class Client:
             if e[1]:
                 return
             del self._pinned[key]
+            if e[0] < 0:  # its lease was not given back after an agent restart: no longer ours
+                if self._closed and not self._pinned:
+                    self._finish_close()
+                return
             pos = self._pin_off + e[0] * layout.PIN_SIZE
             try:
                 _clear_pin(self._rw, pos)
@@ -737,3 +848,36 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<gismo.Client region={self.region} socket={self.cfg.socket!r}>"
+
+
+def _watch(ref: weakref.ref[Client]) -> None:
+    """The watcher of one Client: wait for its agent to hang up, then reconnect (see the module doc).
+
+    Holds the client only weakly between steps, so an unused client is still garbage collected. The
+    wait is a poll for POLLRDHUP alone: replies arriving on the socket do not wake it.
+    """
+    while True:
+        c = ref()
+        if c is None:
+            return
+        fd = c._watched_fd()
+        if fd == -1:
+            return
+        if fd is None:
+            ok = c._reconnect()
+            del c
+            if not ok:
+                time.sleep(RECONNECT_PAUSE_S)
+            continue
+        del c
+        p = select.poll()
+        p.register(fd, select.POLLRDHUP)
+        try:
+            events = p.poll(WATCH_POLL_S * 1000)
+        except OSError:
+            events = []
+        if any(ev & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _fd, ev in events):
+            c = ref()
+            if c is not None:
+                c._hung_up(fd)
+            del c

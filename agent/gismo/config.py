@@ -61,6 +61,11 @@ class Config:
     grace_ms: float = 5.0  # delete → reclaim delay that lets in-flight pins become visible
     orphan_grace_s: float = 10.0  # how long a restarted agent keeps a half-written slot before freeing it
     format_wait_s: float = 30.0  # how long a new owner waits for readers of the old one before formatting
+    # How long a restarted agent keeps an inherited pin lease whose holder it cannot identify (a
+    # reader in another pid namespace) for that holder to reconnect and claim it back; a living
+    # client retries every client.RECONNECT_PAUSE_S, so 10 s is ~40 tries. The bound after which a
+    # reader killed while its agent was down stops holding space (README, security).
+    lease_reclaim_s: float = 10.0
     owner: str = ""  # empty: the hostname (see identity)
     # Folders a file-backed pool may live under (GISMO_FILE_PREFIXES, comma separated; the webhook
     # sets it when the chart allows more than /dev/shm). The same rule as the operator's.
@@ -136,7 +141,7 @@ class Config:
                 f"GISMO_MAX_TOTAL_BUFFER={self.max_total_buffer} must be at least GISMO_MAX_CONN_BUFFER "
                 f"({self.max_conn_buffer}) and at most {16 << 30} bytes"
             )
-        for name in ("hello_timeout_s", "frame_timeout_s"):
+        for name in ("hello_timeout_s", "frame_timeout_s", "lease_reclaim_s"):
             value = getattr(self, name)
             if not 0 < value <= 3600:
                 raise ConfigError(f"GISMO_{name.upper()}={value} must be within (0, 3600] seconds")
@@ -146,7 +151,9 @@ _INT_FIELDS = {
     "slice_offset", "slice_size", "region_size", "region_offset", "slots", "pin_entries",
     "max_conn_buffer", "max_total_buffer",
 }  # fmt: skip
-_FLOAT_FIELDS = {"grace_ms", "orphan_grace_s", "format_wait_s", "hello_timeout_s", "frame_timeout_s"}
+_FLOAT_FIELDS = {
+    "grace_ms", "orphan_grace_s", "format_wait_s", "hello_timeout_s", "frame_timeout_s", "lease_reclaim_s",
+}  # fmt: skip
 
 
 def _norm(key: str) -> str:
@@ -175,13 +182,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
                 values[name] = parse_size(val) if isinstance(val, str) else int(val)
             elif name in ("region", "metrics_port", "max_connections"):
                 values[name] = int(val)
-            elif name in (
-                "grace_ms",
-                "orphan_grace_s",
-                "format_wait_s",
-                "hello_timeout_s",
-                "frame_timeout_s",
-            ):
+            elif name in _FLOAT_FIELDS:
                 values[name] = float(val)
             elif name == "file_prefixes":
                 items = val.split(",") if isinstance(val, str) else list(val)

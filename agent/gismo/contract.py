@@ -80,6 +80,13 @@ AGENT_COMMAND: Final = ("gismo", "agent")
 #: degraded (an agent that cannot serve its region still answers, saying why), so a native sidecar
 #: never holds the Ray container back for a Gismo problem.
 AGENT_STARTUP_COMMAND: Final = ("gismo", "health", "--answering")
+#: The agent sidecar's terminationMessagePath (the Kubernetes default, set explicitly so both sides
+#: agree): a degraded agent writes why it refuses its region there, and the kubelet copies it into the
+#: container's status when the agent exits (``lastState.terminated.message``), where the operator
+#: reads it to post GismoAgentRefused. The agent only writes the file the kubelet made, never creates it.
+AGENT_TERMINATION_LOG: Final = "/dev/termination-log"
+#: The agent's exit status after a degraded spell (the kubelet then restarts it, and it tries again).
+AGENT_EXIT_REFUSED: Final = 3
 #: The agent runs as this uid/gid: non-root, and the ``ray`` user of rayproject/ray images, so the
 #: socket it creates belongs to the Ray container's own user.
 AGENT_UID: Final = 1000

@@ -118,3 +118,6 @@ REASON_NOT_ADVERTISED: Final = "GismoResourceNotAdvertised"
 REASON_REGION_CONFLICT: Final = "GismoRegionConflict"
 #: A GismoPool deletion waits: slices still live in it.
 REASON_POOL_IN_USE: Final = "GismoPoolInUse"
+#: On a pod and its RayCluster: the pod's agent refuses its region (it runs degraded, Ray uses its own
+#: object store); the message is the agent's own, from the container's termination message.
+REASON_AGENT_REFUSED: Final = "GismoAgentRefused"

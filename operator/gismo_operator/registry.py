@@ -14,12 +14,14 @@ from __future__ import annotations
 import importlib
 
 #: Every module with kopf handlers, in import order: process configuration (login, webhook server,
-#: probes), GismoPools, RayClusters (slices, regions), the ``mutate-raypod`` webhook, the sweep.
+#: probes), GismoPools, RayClusters (slices, regions), the ``mutate-raypod`` webhook, agent refusals,
+#: the sweep.
 HANDLER_MODULES: tuple[str, ...] = (
     "gismo_operator.handlers.lifecycle",
     "gismo_operator.handlers.pools",
     "gismo_operator.handlers.rayclusters",
     "gismo_operator.handlers.raypods",
+    "gismo_operator.handlers.agentrefusal",
     "gismo_operator.handlers.sweep",
 )
 

@@ -106,10 +106,11 @@ def slots_in_memory(
 class AgentProc:
     """One `gismo agent` subprocess."""
 
-    def __init__(self, pool: Pool, region: int, env: dict[str, str]) -> None:
+    def __init__(self, pool: Pool, region: int, env: dict[str, str], wrap: tuple[str, ...] = ()) -> None:
         self.pool = pool
         self.region = region
         self.env = env
+        self.wrap = wrap  # a command the agent runs under (e.g. unshare: another pid namespace)
         self.socket = env["GISMO_SOCKET"]
         self.log = os.path.join(pool.dir, f"agent-{region}.log")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -125,7 +126,7 @@ class AgentProc:
         env.update(self.env)
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gismo.cli", "agent"],
+                [*self.wrap, sys.executable, "-m", "gismo.cli", "agent"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
 
@@ -146,6 +147,15 @@ class AgentProc:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
+        if self.wrap:  # the wrapper is gone; its child dies of it (--kill-child) a moment later
+            wait_until(self._gone, f"agent {self.region} under {self.wrap[0]} to be gone")
+
+    def _gone(self) -> bool:
+        try:
+            ask(self.socket, protocol.HEALTH)
+        except OSError:
+            return True
+        return False
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit code."""
@@ -229,8 +239,8 @@ class Pool:
         env.update({f"GISMO_{k.upper()}": str(v) for k, v in extra.items()})
         return env
 
-    def agent(self, region: int, **extra: Any) -> AgentProc:
-        a = AgentProc(self, region, self.env(region, **extra))
+    def agent(self, region: int, wrap: tuple[str, ...] = (), **extra: Any) -> AgentProc:
+        a = AgentProc(self, region, self.env(region, **extra), wrap)
         self.agents[region] = a
         return a.start()
 

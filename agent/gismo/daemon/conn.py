@@ -43,3 +43,5 @@ class Conn:
     #: 22), recorded with each pin lease it holds so a restarted agent can tell a dead holder.
     peer_pid: int = 0
     peer_start: int = 0
+    #: The client's token (HELLO), recorded with its leases: how it claims them back after a restart.
+    token: int = 0

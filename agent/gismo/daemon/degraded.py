@@ -10,6 +10,11 @@ falls back to Ray's own object store at once, with that message). After ``retry_
 non-zero, so the kubelet restarts the sidecar and the agent tries its region again: a device that
 appears later is picked up without restarting the pod, and Ray keeps running meanwhile.
 
+Where a user looks: the reason is also written to the container's termination message file
+(``gismo.contract.AGENT_TERMINATION_LOG``, when the kubelet made it), so when the degraded agent
+exits the container's status carries it and the operator posts a GismoAgentRefused Warning on the
+pod and its RayCluster (gismo_operator.handlers.agentrefusal): within ``retry_after_s`` of the refusal.
+
 Bounded: at most ``MAX_CONNECTIONS`` connections (further ones are closed at once) and at most
 ``MAX_BUFFER`` unanswered bytes per connection (a larger frame closes that connection).
 """
@@ -25,6 +30,7 @@ import socket
 import time
 from typing import Final
 
+from ..contract import AGENT_EXIT_REFUSED, AGENT_TERMINATION_LOG
 from ..errors import AgentUnavailable, GismoError
 from . import protocol
 
@@ -34,13 +40,33 @@ MAX_CONNECTIONS: Final = 64
 MAX_BUFFER: Final = 64 << 10
 DEFAULT_RETRY_AFTER_S: Final = 60.0
 #: Exit status after a degraded spell: not 0, so the kubelet restarts the sidecar (and retries).
-EXIT_DEGRADED: Final = 3
+EXIT_DEGRADED: Final = AGENT_EXIT_REFUSED
+#: The kubelet keeps at most this many bytes of a termination message.
+TERMINATION_MESSAGE_MAX: Final = 4096
+
+
+def write_termination_message(path: str, reason: str) -> bool:
+    """Put ``reason`` in the container's termination message file; False when there is none (outside
+    Kubernetes) or it cannot be written. Never creates the file (it may be any path under /dev)."""
+    data = reason.encode()[:TERMINATION_MESSAGE_MAX].decode(errors="ignore").encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        os.write(fd, data)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 class DegradedAgent:
-    def __init__(self, socket_path: str, reason: str) -> None:
+    def __init__(self, socket_path: str, reason: str, termination_log: str = AGENT_TERMINATION_LOG) -> None:
         self.socket_path = socket_path
         self.reason = reason
+        self.termination_log = termination_log
         self._stop = False
         self._listener: socket.socket | None = None
         self._sel = selectors.DefaultSelector()
@@ -74,6 +100,7 @@ class DegradedAgent:
         if self._listener is None:
             self.listen()
         log.error("agent degraded (Ray falls back to its own object store): %s", self.reason)
+        write_termination_message(self.termination_log, self.reason)
         print(
             json.dumps({"event": "degraded", "reason": self.reason, "socket": self.socket_path}), flush=True
         )

@@ -1,15 +1,25 @@
 """Who holds a pin lease, and whether that process still lives (pids are reused: a pid alone is not
 an identity, pid + start time is).
 
-The agent records the holder of each lease in the region's lease record (layout.write_holder): the
-peer's pid as the kernel reports it for the socket (SO_PEERCRED, not the client's claim) and that
-process's start time, field 22 of ``/proc/<pid>/stat`` (clock ticks since boot; it never changes for
-a process and a new process with a reused pid has a later one). A restarted agent reads the records
-back and frees the leases of holders that are gone (region.RegionOwner._reap_held_leases).
+While an agent runs, a lease lives exactly as long as the client connection it was granted on: the
+kernel closes a dead process's socket whatever pid namespace it lives in, and the agent frees the
+connection's leases then. What needs more is a lease that outlives its agent (the client held views
+while the agent restarted). For that the agent records the holder of each lease in the region's
+lease record (layout.write_holder):
 
-When the peer lives in a pid namespace the agent cannot see (a pod without a shared process
-namespace), the kernel reports pid 0: such a holder is "unknown" and its lease is kept until its pins
-clear, as before (see the README's security section for that bound).
+- the peer's pid as the kernel reports it for the socket (SO_PEERCRED, not the client's claim) and
+  that process's start time, field 22 of ``/proc/<pid>/stat`` (clock ticks since boot; it never
+  changes for a process and a new process with a reused pid has a later one);
+- the client's token: a random 64-bit number the client draws once and sends with every HELLO.
+
+A restarted agent reads the records back (region.RegionOwner._recover). A holder whose pid it can
+see is checked at once and every server.LEASE_CHECK_S (the fast path: a dead one is found without
+waiting). A holder in a pid namespace the agent cannot see (a pod without a shared process
+namespace: the kernel reports pid 0) cannot be checked; instead a living client reconnects on its
+own (client.Client watches its connection) and claims its leases back by token, tying them to its
+new connection (region.RegionOwner.reclaim_leases). A lease nobody claims within
+``Config.lease_reclaim_s`` of the agent's start is freed: that is the bound for a holder that died
+while its agent was down (README, security).
 """
 
 from __future__ import annotations

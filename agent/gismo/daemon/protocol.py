@@ -35,7 +35,9 @@ OP_NAMES = {
 }  # fmt: skip
 
 # Bodies.
-HELLO_REQ = struct.Struct("<I")  # client pid
+#: client pid (its claim, for logs) and token: a random 64-bit number the client draws once and sends
+#: with every HELLO; a restarted agent gives a reconnecting client back the pin leases recorded with it.
+HELLO_REQ = struct.Struct("<IQ")
 CREATE_REQ = struct.Struct("<Q")  # bytes wanted
 CREATE_REP = struct.Struct("<IQQ")  # slot, generation, offset (region relative)
 CREATE_MANY_REQ = struct.Struct("<QI")  # bytes each, how many (reply: CREATE_REP repeated)

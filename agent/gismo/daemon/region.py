@@ -83,7 +83,11 @@ class RegionOwner:
         self.sealed_bytes = 0
         self.reserved_bytes = 0  # extents handed to clients and not yet sealed (in-flight puts, stashes)
         self.recovered: dict[str, int] = {}
-        self.lease_recovery: dict[str, int] = {"held": 0, "dead_holders": 0}
+        self.lease_recovery: dict[str, int] = {"held": 0, "dead_holders": 0, "reclaimed": 0, "unclaimed": 0}
+        #: Inherited leases by their holder's token (see reclaim_leases), and until when (monotonic) a
+        #: holder the agent cannot identify may still claim its leases back.
+        self.held_tokens: dict[int, set[int]] = {}
+        self.reclaim_until = 0.0
         self.geom = self._format_or_recover(force_format)
         # the connections holding reservations and leases, by id (filled by the server)
         self.conns: dict[int, Conn] = {}
@@ -300,15 +304,24 @@ class RegionOwner:
         in_use = {s for _o, _t, s in used}
         states = slots["state"]
         self.free_slots = [s for s in range(g.slots - 1, -1, -1) if s not in in_use and states[s] == FREE]
-        # Leases with live entries may belong to clients of the previous agent that still hold views.
+        # Leases with live entries may belong to clients of the previous agent that still hold views;
+        # leases with a holder token, to clients that will reconnect and claim them (reclaim_leases).
         pins = np.frombuffer(rw, layout.pin_dtype(), g.pins, g.pin_off)
+        tokens = np.frombuffer(rw, layout.counters_dtype(), g.leases, g.counter_off)["holder_token"]
         busy_leases = set((np.nonzero(pins["region"])[0] // LEASE).tolist())
+        busy_leases.update(np.nonzero(tokens)[0].tolist())
         self.held_leases = busy_leases
         self.free_leases = [i for i in range(g.leases - 1, -1, -1) if i not in busy_leases]
+        for i in busy_leases:
+            if tokens[i]:
+                self.held_tokens.setdefault(int(tokens[i]), set()).add(i)
+        self.reclaim_until = time.monotonic() + self.cfg.lease_reclaim_s
         reaped = self._reap_held_leases()
         self.recovered = {"kept": kept, "dropped": dropped, "orphaned": orphaned, "deleting": deleting}
-        # Inherited pin leases: still held by live holders, and freed because their holder is gone.
-        self.lease_recovery = {"held": len(self.held_leases), "dead_holders": reaped}
+        # Inherited pin leases: still held (by a live holder, or awaiting its reconnection), freed
+        # because their holder is gone; later also claimed back by their holder, or never claimed.
+        self.lease_recovery = {"held": len(self.held_leases), "dead_holders": reaped, "reclaimed": 0,
+                               "unclaimed": 0}  # fmt: skip
         log.info("region %d recovered (epoch %d): %s, leases %s", g.region, self.epoch, self.recovered,
                  self.lease_recovery)  # fmt: skip
 
@@ -319,32 +332,72 @@ class RegionOwner:
             raise StoreFull("no free pin lease in this region")
         i = self.free_leases.pop()
         c.leases.append(i)
-        # Who holds it, for the next agent: a lease outlives this agent, never its holder.
-        cpos = self.geom.counter_pos(i)
-        layout.write_holder(self.rw, cpos, c.peer_pid, c.peer_start)
-        self.map.flush(cpos, layout.COUNTER_SIZE)
+        self._record_holder(c, i)
         return i * LEASE, i
 
-    def _reap_held_leases(self) -> int:
-        """Free leases inherited from a previous agent once their holder dropped every pin, or is gone
-        (its recorded pid and start time name no live process); returns how many holders were gone.
+    def _record_holder(self, c: Conn, i: int) -> None:
+        """Who holds lease ``i``, for the next agent: a lease outlives this agent, never its holder."""
+        cpos = self.geom.counter_pos(i)
+        layout.write_holder(self.rw, cpos, c.peer_pid, c.peer_start, c.token)
+        self.map.flush(cpos, layout.COUNTER_SIZE)
 
-        A holder the agent could not identify (pid 0: another pid namespace) keeps its lease until its
-        pins clear. Cost: one read of the lease's 64 pins and at most one /proc read per held lease.
+    def reclaim_leases(self, c: Conn) -> list[int]:
+        """Give connection ``c`` the inherited leases recorded with its token (its HELLO); returns them.
+
+        A client of the previous agent that is still alive reconnects and says HELLO with the token it
+        drew once; from then on those leases are tied to its new connection like any other (freed when
+        the kernel closes it, in whatever pid namespace the client lives). Cost: one dict lookup and
+        one holder record written per lease given back.
+        """
+        mine = self.held_tokens.pop(c.token, None) if c.token else None
+        if not mine:
+            return []
+        out = sorted(mine & self.held_leases)
+        for i in out:
+            self.held_leases.discard(i)
+            c.leases.append(i)
+            self._record_holder(c, i)
+        self.lease_recovery["reclaimed"] += len(out)
+        return out
+
+    def _reap_held_leases(self) -> int:
+        """Free leases inherited from a previous agent once their holder dropped every pin, or is gone;
+        returns how many holders were found gone.
+
+        A holder is gone when its recorded pid and start time name no live process (pids are reused:
+        the start time tells them apart), or, when the agent could not see its pid (another pid
+        namespace), when it did not claim its lease back within ``lease_reclaim_s`` of this agent's
+        start (reclaim_leases). A visible holder that still runs keeps a lease it still pins in
+        (checked again every server.LEASE_CHECK_S). Cost: one read of the lease's 64 pins and at most
+        one /proc read per held lease.
         """
         g = self.geom
         pins = np.frombuffer(self.rw, layout.pin_dtype(), g.pins, g.pin_off)
+        window_open = time.monotonic() < self.reclaim_until
         dead = 0
         for i in list(self.held_leases):
-            if pins["region"][i * LEASE : (i + 1) * LEASE].any():
-                pid, start = layout.read_holder(self.rw, g.counter_pos(i))
-                if holders.alive(pid, start) is not False:
-                    continue
-                log.info("region %d: pin lease %d: its holder (pid %d) is gone; freeing its pins",
-                         self.region, i, pid)  # fmt: skip
+            pinned = bool(pins["region"][i * LEASE : (i + 1) * LEASE].any())
+            pid, start, token = layout.read_holder(self.rw, g.counter_pos(i))
+            alive = holders.alive(pid, start)
+            # A visible holder that runs keeps a lease it pins in; within the window, any holder that
+            # may still claim its lease back keeps it, even without pins: it may pin into its free
+            # entries before it reconnects, and one lease has one writer.
+            if (alive and pinned) or (alive is not False and window_open and (pinned or token)):
+                continue
+            if pinned:
+                if alive is None:
+                    self.lease_recovery["unclaimed"] += 1
+                    log.info("region %d: pin lease %d: its holder (pid not visible here) did not claim "
+                             "it back within %g s; freeing its pins", self.region, i,
+                             self.cfg.lease_reclaim_s)  # fmt: skip
+                else:
+                    log.info("region %d: pin lease %d: its holder (pid %d) is gone; freeing its pins",
+                             self.region, i, pid)  # fmt: skip
                 dead += 1
             self.held_leases.discard(i)
             self._drop_lease(i)
+        if not self.held_leases:
+            self.held_tokens.clear()
         return dead
 
     def _drop_lease(self, i: int) -> None:
@@ -655,7 +708,8 @@ class RegionOwner:
             "fallbacks": self.fallbacks + self.store_full, "store_full": self.store_full,
             "tied_reclaimed": self.tied_reclaimed,
             "clients": len(self.conns), "leases_free": len(self.free_leases), "recovered": self.recovered,
-            "lease_recovery": self.lease_recovery,
+            "lease_recovery": self.lease_recovery, "held_leases": len(self.held_leases),
+            "reclaim_window_left_s": round(max(0.0, self.reclaim_until - time.monotonic()), 3),
             "coherence": self.map.coherence,
             "uptime_s": round(time.time() - self.started, 3),
         }  # fmt: skip

@@ -519,7 +519,7 @@ class Agent(RegionOwner):
         return b""
 
     def _op_hello(self, c: Conn, body: memoryview) -> bytes:
-        (claimed,) = protocol.HELLO_REQ.unpack(body)
+        claimed, c.token = protocol.HELLO_REQ.unpack(body)
         # The kernel's word for who the peer is, not the claim (0 when it lives in a pid namespace
         # this agent cannot see: then the claim is only shown in logs).
         c.peer_pid = holders.peer_pid(c.sock)
@@ -570,6 +570,8 @@ class Agent(RegionOwner):
             "region_size": cfg.region_size, "epoch": self.epoch, "lease": lease,
             "format_id": self.geom.format_id,
             "coherence": resolve_mode(cfg.coherence, cfg.backend),
+            # Inherited pin leases recorded with this client's token: its again (region.reclaim_leases).
+            "reclaimed": self.reclaim_leases(c), "lease_reclaim_s": cfg.lease_reclaim_s,
         }  # fmt: skip
 
 

@@ -16,9 +16,11 @@ Who writes what (one writer per byte, no atomics):
   asked for it, which writes its data and flips it to SEALED, then tells the agent (see client.py).
 - pin table: divided into leases of ``LEASE`` entries; each lease is written only by the one client
   process the agent leased it to (the agent clears it again once that client's connection is gone).
-- lease records: one 32-byte record per lease: counters (gets, fallbacks), written by the lease
-  holder; then the holder's identity (pid, process start time), written by the agent when it grants
-  or frees the lease, so a restarted agent can tell a dead holder from a live one.
+- lease records: one 64-byte record (a cache line) per lease: counters (gets, fallbacks), written by
+  the lease holder; then the holder's identity (pid, process start time, client token), written by
+  the agent when it grants, re-grants or frees the lease, so a restarted agent can tell a dead holder
+  from a live one (pid + start time, when the holder's pid is visible to it) and give a living holder
+  its leases back when it reconnects (the token, when it is not: see daemon/holders.py).
 - data area: an extent is written by the client that reserved it, before sealing; immutable after.
 
 Slots are updated under a seqlock: the writer makes ``seq`` odd, writes the fields, makes it even.
@@ -36,12 +38,12 @@ from ..contract import PAGE
 from ..errors import CorruptRegion
 
 MAGIC = b"GISMO\x00R1"
-VERSION = 2  # 2: lease records carry the holder's identity (32 bytes, was 16)
+VERSION = 3  # 3: lease records carry the holder's client token (64 bytes); 2: pid + start (32 bytes)
 ALIGN = 64
 HEADER_SIZE = PAGE
 SLOT_SIZE = 64  # one cache line: a seal publishes the whole slot with one line flush
 PIN_SIZE = 16
-COUNTER_SIZE = 32
+COUNTER_SIZE = 64  # one line per lease record: no two leases' writers share a cache line
 LEASE = 64  # pin entries per client lease
 SMALL_MAX = 64 << 10  # objects up to this size may come from a client's pre-reserved stash
 
@@ -80,15 +82,19 @@ PIN = struct.Struct("<IIQ")
 PIN_FIELDS = (("region", "<u4"), ("slot", "<u4"), ("generation", "<u8"))
 EMPTY_PIN = bytes(PIN_SIZE)
 # Lease record: counters gets, fallbacks (written by the lease holder, summed by the agent), then the
-# holder: pid and start time (/proc/<pid>/stat field 22), written by the agent; 0, 0 = unknown.
+# holder: pid and start time (/proc/<pid>/stat field 22; 0, 0 = a pid the agent could not see) and
+# the client's random token (HELLO; 0 = none), written by the agent; then padding to the line.
 COUNTERS = struct.Struct("<QQ")
-HOLDER = struct.Struct("<QQ")
+HOLDER = struct.Struct("<QQQ")
 HOLDER_OFF = COUNTERS.size
-COUNTER_FIELDS = (("gets", "<u8"), ("fallbacks", "<u8"), ("holder_pid", "<u8"), ("holder_start", "<u8"))
+COUNTER_FIELDS = (
+    ("gets", "<u8"), ("fallbacks", "<u8"), ("holder_pid", "<u8"), ("holder_start", "<u8"),
+    ("holder_token", "<u8"), ("pad", f"V{COUNTER_SIZE - COUNTERS.size - HOLDER.size}"),
+)  # fmt: skip
 _SLOT_DTYPE: Any = None  # numpy dtypes, built lazily so layout stays importable without numpy cost
 _PIN_DTYPE: Any = None
 _COUNTERS_DTYPE: Any = None
-assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size + HOLDER.size == COUNTER_SIZE
+assert SLOT.size <= SLOT_SIZE and PIN.size == PIN_SIZE and COUNTERS.size + HOLDER.size <= COUNTER_SIZE
 
 
 # The pool-file marker: the last page of a file-backed pool, after its data (see memory/poolfile.py
@@ -335,13 +341,14 @@ def read_counters(buf: Any, pos: int) -> tuple[int, int]:
     return COUNTERS.unpack_from(buf, pos)
 
 
-def write_holder(buf: Any, pos: int, pid: int, start: int) -> None:
-    """Record who holds the lease whose record is at ``pos`` (the agent's write; 0, 0 = unknown)."""
-    HOLDER.pack_into(buf, pos + HOLDER_OFF, pid, start)
+def write_holder(buf: Any, pos: int, pid: int, start: int, token: int) -> None:
+    """Record who holds the lease whose record is at ``pos`` (the agent's write): pid and start time
+    (0, 0 when the agent cannot see the holder's pid) and the client's token (0: none)."""
+    HOLDER.pack_into(buf, pos + HOLDER_OFF, pid, start, token)
 
 
-def read_holder(buf: Any, pos: int) -> tuple[int, int]:
-    """(pid, start time) of the holder of the lease whose record is at ``pos``."""
+def read_holder(buf: Any, pos: int) -> tuple[int, int, int]:
+    """(pid, start time, token) of the holder of the lease whose record is at ``pos``."""
     return HOLDER.unpack_from(buf, pos + HOLDER_OFF)
 
 

@@ -420,6 +420,11 @@ class GismoSliceStatus(_Tolerant):
         description="Live Ray pods of the cluster running without the agent (GismoNotInjected).",
     )
     pods_not_injected_names: list[str] = Field(default_factory=list, description="The first 20 of them.")
+    pods_not_injected_reported: list[str] = Field(
+        default_factory=list,
+        description="Uids of those pods whose GismoNotInjected Warning was posted (at most 1000): an "
+        "operator that restarts does not post it again.",
+    )
 
 
 class GismoSlice(_Tolerant):

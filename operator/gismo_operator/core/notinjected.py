@@ -16,6 +16,10 @@ from gismo_operator.injection import is_injected
 
 #: At most this many pod names in a GismoSlice's status and a RayCluster's Event (the count is exact).
 MAX_NAMES = 20
+#: At most this many reported pods' uids in a GismoSlice's status (~40 KB): what makes "once" outlive
+#: an operator restart. Past it (a cluster with more pods than that without the agent), the pods
+#: not recorded may be reported again by a restarted operator.
+MAX_REPORTED = 1000
 
 ClusterKey = tuple[str, str]
 
@@ -63,6 +67,20 @@ def cluster_message(names: list[str]) -> str:
     )
 
 
-def slice_status(names: list[str]) -> dict[str, Any]:
-    """The GismoSlice status fields that show them."""
-    return {"podsNotInjected": len(names), "podsNotInjectedNames": names[:MAX_NAMES]}
+def slice_status(names: list[str], reported: list[str]) -> dict[str, Any]:
+    """The GismoSlice status fields that show them, with the uids of those already reported."""
+    return {
+        "podsNotInjected": len(names), "podsNotInjectedNames": names[:MAX_NAMES],
+        "podsNotInjectedReported": sorted(reported)[:MAX_REPORTED],
+    }  # fmt: skip
+
+
+def already_reported(status: Mapping[str, Any], names: list[str]) -> tuple[set[str], bool]:
+    """What a GismoSlice's status says was reported before (perhaps by an operator that has since
+    restarted): the pods' uids, and whether the RayCluster's Event was about exactly ``names``."""
+    uids = {str(u) for u in status.get("podsNotInjectedReported") or () if isinstance(u, str)}
+    same = (
+        status.get("podsNotInjected") == len(names)
+        and status.get("podsNotInjectedNames") == names[:MAX_NAMES]
+    )
+    return uids, bool(names) and same

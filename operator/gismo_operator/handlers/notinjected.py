@@ -7,6 +7,11 @@ a Warning Event on the pod and one on its RayCluster (once: repeated only when t
 counter ``gismo_pods_not_injected_reported_total`` (once per pod) and the gauge ``gismo_pods_not_injected``
 (per cluster), and the slice's status ``podsNotInjected`` / ``podsNotInjectedNames``.
 
+"Once" outlives the operator process: the slice's status also lists the uids of the pods whose Event
+was posted (``podsNotInjectedReported``), and a RayCluster's Event is about the set of names the
+status shows, so a restarted operator (or another replica) reads both back and posts nothing again.
+The Events go before the status patch: an operator killed between the two posts them once more.
+
 API calls: LIST pods (label ray.io/is-ray-node=yes), PATCH gismoslices/status (only on change), POST events.
 """
 
@@ -51,11 +56,17 @@ async def report_round(
         names = [(p.get("metadata") or {}).get("name") or "" for p in missing]
         total += len(names)
         metrics.set_not_injected(namespace, cluster, len(names))
+        key = (namespace, cluster)
+        body = by_cluster[key]
+        have = body.get("status") or {}
+        before, cluster_told = notinjected.already_reported(have, names)
+        reported: list[str] = []
         for pod, pod_name in zip(missing, names, strict=True):
             message = notinjected.pod_message(pod_name, cluster)
             uid = (pod.get("metadata") or {}).get("uid") or ""
-            if uid in ctx.reported_not_injected:
-                continue  # once per pod (this operator process)
+            reported.append(uid)
+            if uid in ctx.reported_not_injected or uid in before:
+                continue  # once per pod (this process, or one before it: the slice's status)
             ctx.reported_not_injected.add(uid)
             metrics.count_not_injected()
             logger.warning("%s", message)
@@ -63,16 +74,14 @@ async def report_round(
             ctx.post_event(
                 {"apiVersion": "v1", "kind": "Pod", **pod}, "Warning", REASON_NOT_INJECTED, message
             )
-        key = (namespace, cluster)
         if names and ctx.reported_clusters.get(key) != names:  # once per set of pods
             ctx.reported_clusters[key] = names
-            ref = raycluster_ref(namespace, cluster, uids.get(key))
-            ctx.post_event(ref, "Warning", REASON_NOT_INJECTED, notinjected.cluster_message(names))
+            if not cluster_told:  # a previous operator process told it already
+                ref = raycluster_ref(namespace, cluster, uids.get(key))
+                ctx.post_event(ref, "Warning", REASON_NOT_INJECTED, notinjected.cluster_message(names))
         elif not names:
             ctx.reported_clusters.pop(key, None)
-        body = by_cluster[(namespace, cluster)]
-        want = notinjected.slice_status(names)
-        have = body.get("status") or {}
+        want = notinjected.slice_status(names, reported)
         if any(have.get(k, 0 if k == "podsNotInjected" else []) != v for k, v in want.items()):
             name = (body.get("metadata") or {}).get("name") or cluster
             try:

@@ -15,6 +15,7 @@ from gismo.contract import (
     AGENT_COMMAND,
     AGENT_GID,
     AGENT_STARTUP_COMMAND,
+    AGENT_TERMINATION_LOG,
     AGENT_UID,
     SOCKET_DIR,
     SOCKET_VOLUME,
@@ -134,6 +135,11 @@ def build_agent_container(plan: InjectionPlan, *, deliver_client: bool = True) -
         "volumeMounts": gismo_mounts(plan),
         "securityContext": agent_security_context(),
         "startupProbe": copy.deepcopy(AGENT_STARTUP_PROBE),
+        # A refusing agent writes why here; the kubelet puts it in the container's status when the
+        # agent exits, where the operator finds it (GismoAgentRefused). Another crash shows the
+        # end of the agent's log there instead.
+        "terminationMessagePath": AGENT_TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if plan.agent.image_pull_policy:
         container["imagePullPolicy"] = plan.agent.image_pull_policy

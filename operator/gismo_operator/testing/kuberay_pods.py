@@ -58,6 +58,7 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from gismo.contract import AGENT_TERMINATION_LOG
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, LABEL_NODE_TYPE
 
 Body = dict[str, Any]
@@ -503,7 +504,8 @@ def api_server_defaults(pod: Mapping[str, Any]) -> Body:
         })  # fmt: skip
     for container in [*(spec.get("initContainers") or []), *spec["containers"]]:
         container.setdefault("imagePullPolicy", _pull_policy(container["image"]))
-        container.setdefault("terminationMessagePath", "/dev/termination-log")
+        # The API server's default path, which the agent sidecar's contract names too.
+        container.setdefault("terminationMessagePath", AGENT_TERMINATION_LOG)
         container.setdefault("terminationMessagePolicy", "File")
         container.setdefault("resources", {})
         for port in container.get("ports") or []:

@@ -159,6 +159,9 @@ def test_client_outliving_its_agent_never_writes_a_void_reservation(pool: Pool) 
     first = old.put(b"a" * 500)  # fills a small-object stash with reservations
     stash = sum(len(v) for v in old._stash.values())
     assert stash > 0
+    # A client that has not reconnected yet (its watcher would within RECONNECT_PAUSE_S): held back.
+    reconnect = old._reconnect
+    old._reconnect = lambda: False  # type: ignore[method-assign]
     assert a.stop() == 0  # graceful: the stash stays reserved in memory for the next agent to judge
     a.start()
     assert a.stats()["recovered"]["orphaned"] >= stash
@@ -169,6 +172,13 @@ def test_client_outliving_its_agent_never_writes_a_void_reservation(pool: Pool) 
         with pytest.raises(gismo.AgentUnavailable):
             old.put(b"b" * 500)  # the old client notices the new epoch before writing anything
         assert bytes(new.get(first)) == b"a" * 500
+        for i, r in enumerate(refs):
+            assert np.array_equal(new.get(r), np.full(64, i))
+        # Once reconnected, the old client puts again, with reservations of the new agent only.
+        old._reconnect = reconnect  # type: ignore[method-assign]
+        wait_until(lambda: old.epoch == new.epoch, "the old client to reconnect")
+        again = old.put(b"b" * 500)
+        assert bytes(new.get(again)) == b"b" * 500 and bytes(new.get(first)) == b"a" * 500
         for i, r in enumerate(refs):
             assert np.array_equal(new.get(r), np.full(64, i))
     finally:

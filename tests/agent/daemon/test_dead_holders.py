@@ -22,7 +22,10 @@ def test_a_reader_killed_while_its_agent_is_down_frees_its_space_at_restart(pool
     w.delete(doomed)
     w.delete(kept)
     assert wait_until(lambda: a.stats()["pending_deletes"] == 2, "both deletes pinned")
+    free = a.stats()["leases_free"]
     w.close()
+    # The writer's lease goes with its connection (not left for the next agent to weigh).
+    assert wait_until(lambda: a.stats()["leases_free"] == free + 1, "the writer's lease freed")
     a.kill9()  # the agent is down ...
     reader.proc.kill()  # ... when the reader is killed
     reader.proc.join(10)

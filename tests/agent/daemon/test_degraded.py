@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +22,8 @@ from storefix import Pool
 
 import gismo
 import gismo.ray as gray
-from gismo.contract import AGENT_STARTUP_COMMAND
+from gismo.contract import AGENT_EXIT_REFUSED, AGENT_STARTUP_COMMAND
+from gismo.daemon.degraded import TERMINATION_MESSAGE_MAX, DegradedAgent, write_termination_message
 from gismo.testing import wait_until
 
 
@@ -159,3 +161,17 @@ def test_a_failed_client_delivery_answers_degraded_too(pool: Pool) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+def test_a_degraded_agent_leaves_its_reason_as_the_termination_message(tmp_path: Path) -> None:
+    """Where the kubelet reads it (terminationMessagePath) when the agent exits: the operator turns it
+    into a GismoAgentRefused Event. The file is the kubelet's: written when it exists, never created."""
+    log = tmp_path / "termination-log"
+    log.write_text("left by an earlier run")
+    agent = DegradedAgent(str(tmp_path / "d.sock"), "GISMO_REGION_SIZE: 1000 bytes is not ...", str(log))
+    assert agent.serve(retry_after_s=0.2) == AGENT_EXIT_REFUSED
+    assert log.read_text() == "GISMO_REGION_SIZE: 1000 bytes is not ..."
+    missing = tmp_path / "no-such-file"
+    assert not write_termination_message(str(missing), "why") and not missing.exists()
+    assert write_termination_message(str(log), "é" * 3000)  # 6000 bytes: cut to the kubelet's 4096
+    assert log.read_text() == "é" * (TERMINATION_MESSAGE_MAX // 2)

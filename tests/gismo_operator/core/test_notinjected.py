@@ -37,11 +37,27 @@ def test_only_live_unhandled_pods_of_clusters_with_a_slice() -> None:
 
 def test_status_and_messages_name_the_pods() -> None:
     names = [f"p{i:02}" for i in range(25)]
-    status = notinjected.slice_status(names)
+    status = notinjected.slice_status(names, [f"uid-{n}" for n in reversed(names)])
     assert status["podsNotInjected"] == 25 and status["podsNotInjectedNames"] == names[:20]
+    assert status["podsNotInjectedReported"] == [f"uid-{n}" for n in names]  # sorted: a stable status
     assert "25 Ray pod(s)" in notinjected.cluster_message(
         names
     ) and "and 5 more" in notinjected.cluster_message(names)
     assert "p00" in notinjected.pod_message("p00", "rc") and "failurePolicy" in notinjected.pod_message(
         "p00", "rc"
     )
+
+
+def test_what_the_status_says_was_reported_survives_the_operator() -> None:
+    names = ["a", "b"]
+    status = notinjected.slice_status(names, ["uid-a", "uid-b"])
+    assert notinjected.already_reported(status, names) == ({"uid-a", "uid-b"}, True)
+    # Another set of pods (one more, one fewer): the cluster's Event is due again; the uids still count.
+    assert notinjected.already_reported(status, ["a", "b", "c"]) == ({"uid-a", "uid-b"}, False)
+    assert notinjected.already_reported(status, ["a"])[1] is False
+    assert notinjected.already_reported({}, names) == (set(), False)  # a slice never reported on
+    assert notinjected.already_reported(status, []) == ({"uid-a", "uid-b"}, False)  # none: nothing to tell
+    bad = {"podsNotInjectedReported": [1, None, "uid-x"], "podsNotInjected": "2"}
+    assert notinjected.already_reported(bad, names) == ({"uid-x"}, False)  # edited status: what is valid
+    many = notinjected.slice_status(names, [f"u{i:05}" for i in range(notinjected.MAX_REPORTED + 5)])
+    assert len(many["podsNotInjectedReported"]) == notinjected.MAX_REPORTED  # bounded

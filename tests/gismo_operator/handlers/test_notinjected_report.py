@@ -1,36 +1,26 @@
 """A Ray pod created while the operator is down is reported once it is up (kmock): a GismoNotInjected
-Warning on the pod and on its RayCluster, the metric, and the GismoSlice status."""
+Warning on the pod and on its RayCluster, the metric, and the GismoSlice status; once, also across a
+restart of the operator (the slice's status remembers what was reported)."""
 
 from __future__ import annotations
 
-import sys
 import uuid
-from pathlib import Path
 
 import kmock
-import pytest
-from prometheus_client import REGISTRY
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
 from _ray_fixtures import (
     NS,
-    declare_resources,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
     running_operator,
 )
+from prometheus_client import REGISTRY
 
 from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.constants import REASON_NOT_INJECTED
+from gismo_operator.context import current
 from gismo_operator.handlers import notinjected
-
-
-@pytest.fixture()
-def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
 
 
 def reported() -> float:
@@ -73,6 +63,22 @@ async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.K
             str((e["involvedObject"], e["message"][:80])) for e in again
         )
         assert reported() == before + 1
+        status = body["status"]
+        assert status["podsNotInjectedReported"] == [missed["metadata"]["uid"]]  # type: ignore[index]
+    # The operator restarts: a fresh process (running_operator resets its caches), told by the slice.
+    async with running_operator(api) as op:
+        assert await op.kopf_thread.run_in_loop(notinjected.report_now()) == 1
+        after = await op.events(REASON_NOT_INJECTED)
+        assert len(after) == len(found), "\n".join(
+            str((e["involvedObject"], e["message"][:80])) for e in after
+        )
+        assert reported() == before + 1
+        # Not this process's own memory: it never posted for that pod.
+        assert missed["metadata"]["uid"] not in await op.kopf_thread.run_in_loop(_posted_by_this_process())
+
+
+async def _posted_by_this_process() -> set[str]:
+    return set(current().reported_not_injected)
 
 
 async def _slice_with_status(op: object, name: str) -> dict[str, object] | None:

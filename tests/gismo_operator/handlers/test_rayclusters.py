@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import kmock
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
 from _ray_fixtures import (
     GI,
     NS,
-    declare_resources,
     pool_body,
     raycluster_from_sample,
     running_operator,
@@ -21,12 +16,6 @@ from _ray_fixtures import (
 
 from gismo.testing import wait_until_async
 from gismo_operator import kube
-
-
-@pytest.fixture()
-def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
 
 
 async def test_sample_cluster_gets_a_slice_sized_for_its_largest_shape(api: kmock.KubernetesEmulator) -> None:

@@ -4,16 +4,11 @@ distinct regions under concurrency, a full slice, restart, binding and release."
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
+import itertools
 from typing import Any
 
 import kmock
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
-import itertools
-
 from _ray_fixtures import (
     NS,
     SAMPLES,
@@ -21,7 +16,6 @@ from _ray_fixtures import (
     admission_review,
     advertising_node,
     apply_response,
-    declare_resources,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
@@ -34,12 +28,6 @@ from gismo_operator.context import current
 from gismo_operator.testing import kuberay_sim
 
 MI = 1 << 20
-
-
-@pytest.fixture()
-def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
 
 
 async def opted_in_cluster(

@@ -3,18 +3,12 @@ agent's delivery step, and the Ray container's PYTHONPATH; a pod annotated off g
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import kmock
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # _ray_fixtures.py
 from _ray_fixtures import (
     NS,
     apply_response,
-    declare_resources,
     kuberay_pod,
     pool_body,
     raycluster_from_sample,
@@ -24,12 +18,6 @@ from _ray_fixtures import (
 from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.constants import ANN_DELIVER_CLIENT, CLIENT_DIR, CLIENT_VOLUME, ENV_USER_PYTHONPATH
-
-
-@pytest.fixture()
-def api(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    declare_resources(kmock)
-    return kmock
 
 
 def _env(container: dict[str, Any]) -> dict[str, Any]:
