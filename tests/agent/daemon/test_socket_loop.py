@@ -73,7 +73,7 @@ def replies(s: socket.socket) -> list[tuple[int, bytes]]:
 
 def test_a_pipelining_client_is_served_in_shares_and_a_healthy_one_in_every_turn(agent: Agent) -> None:
     pipelined = 40 * FRAMES_PER_TURN  # one read: the agent holds them all after its first turn
-    hog = connect(agent, protocol.frame(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid()))
+    hog = connect(agent, protocol.frame(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid(), 1))
                   + HEALTH_NOREPLY * pipelined)  # fmt: skip
     healthy = connect(agent, HEALTH)
     try:
