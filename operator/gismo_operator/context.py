@@ -34,6 +34,7 @@ from gismo_operator import kube
 from gismo_operator.constants import LABEL_POD_SECURITY_ENFORCE
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.core.models import GismoPool
+from gismo_operator.core.poolindex import PoolIndex
 from gismo_operator.core.status import SliceViewCache
 from gismo_operator.ledger.regions import RegionLedger
 from gismo_operator.ledger.sliceapi import KubeSliceApi
@@ -91,6 +92,8 @@ class OperatorContext:
     event_tasks: set[asyncio.Task[None]] = dataclasses.field(default_factory=set)
     #: The last view of each slice (the pool status validates a changed slice only).
     slice_views: SliceViewCache = dataclasses.field(default_factory=SliceViewCache)
+    #: Every slice's view by pool, kept by the slice watch: a pool refresh reads its figures here.
+    pool_index: PoolIndex = dataclasses.field(default_factory=PoolIndex)
     #: Per pool: one status refresh at a time (an older view is never written last).
     status_locks: defaultdict[str, asyncio.Lock] = dataclasses.field(
         default_factory=lambda: defaultdict(asyncio.Lock)

@@ -181,6 +181,25 @@ def _condition(
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What a pool's slice extents make of its space: usage and faults. It changes only when a
+    slice is added, removed or moves, never when its region count does (every admission), so a
+    caller may keep it until the slice set changes (:class:`~gismo_operator.core.poolindex.PoolIndex`)."""
+
+    use: allocator.Usage
+    faults: tuple[str, ...]
+
+
+def layout(spec: GismoPoolSpec, slices: Sequence[SliceView]) -> Layout:
+    """The usage and faults of ``slices`` in a pool of ``spec`` (O(n log n) in the slices)."""
+    named = [(s.key, s.extent) for s in slices]
+    use = allocator.usage(spec.capacity, [e for _, e in named])
+    faults = allocator.problems(spec.capacity, named, align=spec.region_size)
+    faults += [f"{s.key} is invalid: {s.error}" for s in slices if s.error]
+    return Layout(use, tuple(faults))
+
+
 def pool_status(
     spec: GismoPoolSpec,
     slices: Sequence[SliceView],
@@ -190,18 +209,37 @@ def pool_status(
     previous: GismoPoolStatus | None = None,
 ) -> GismoPoolStatus:
     """The status of a valid pool given the slices that reference it."""
-    prev_conditions = previous.conditions if previous else []
-    named = [(s.key, s.extent) for s in slices]
-    use = allocator.usage(spec.capacity, [e for _, e in named])
-    faults = allocator.problems(spec.capacity, named, align=spec.region_size)
-    faults += [f"{s.key} is invalid: {s.error}" for s in slices if s.error]
+    return pool_status_of(
+        spec,
+        layout(spec, slices),
+        slices=len(slices),
+        regions=sum(s.regions for s in slices),
+        generation=generation,
+        now=now,
+        previous=previous,
+    )
 
+
+def pool_status_of(
+    spec: GismoPoolSpec,
+    shape: Layout,
+    *,
+    slices: int,
+    regions: int,
+    generation: int | None,
+    now: dt.datetime,
+    previous: GismoPoolStatus | None = None,
+) -> GismoPoolStatus:
+    """The status of a valid pool from its layout and its slice and region counts (O(1) in the
+    number of slices but for the faults message)."""
+    prev_conditions = previous.conditions if previous else []
+    use, faults = shape.use, list(shape.faults)
     if use.largest_free_extent >= spec.region_size:
         ready = _condition(
             READY,
             "True",
             REASON_AVAILABLE,
-            f"{format_bytes(use.free)} of {format_bytes(spec.capacity)} free in {len(slices)} slice(s); "
+            f"{format_bytes(use.free)} of {format_bytes(spec.capacity)} free in {slices} slice(s); "
             f"largest free extent {format_bytes(use.largest_free_extent)}",
             generation,
             now,
@@ -243,30 +281,32 @@ def pool_status(
         allocated_bytes=use.allocated,
         free_bytes=use.free,
         largest_free_extent_bytes=use.largest_free_extent,
-        slices=len(slices),
-        regions=sum(s.regions for s in slices),
+        slices=slices,
+        regions=regions,
         ready=ready.status,
     )
 
 
 def invalid_pool_status(
     message: str,
-    slices: Sequence[SliceView],
+    slices: Sequence[SliceView] | tuple[int, int],
     *,
     generation: int | None,
     now: dt.datetime,
     previous: GismoPoolStatus | None = None,
 ) -> GismoPoolStatus:
     """The status of a pool whose spec does not validate (it slipped past the webhook, e.g. while
-    the operator was down): not Ready, with the validation message; figures are left out."""
+    the operator was down): not Ready, with the validation message; figures are left out.
+    ``slices``: the slices, or their (slice count, regions in use)."""
+    count, regions = slices if isinstance(slices, tuple) else (len(slices), sum(s.regions for s in slices))
     prev_conditions = previous.conditions if previous else []
     ready = _condition(READY, "False", REASON_INVALID_SPEC, message, generation, now, prev_conditions)
     degraded = _condition(DEGRADED, "True", REASON_INVALID_SPEC, message, generation, now, prev_conditions)
     return GismoPoolStatus(
         observed_generation=generation,
         conditions=[ready, degraded],
-        slices=len(slices),
-        regions=sum(s.regions for s in slices),
+        slices=count,
+        regions=regions,
         ready=ready.status,
     )
 

@@ -1,9 +1,12 @@
 """GismoPool handlers: status from slices, deletion guard, validating webhook ``validate-gismopool``.
 
 - ``create``/``update``/``resume`` and every GismoSlice event recompute the pool's status from the
-  API (the pool and all slices naming it) and write it to the status subresource. The status is a
-  pure function of that state (:mod:`gismo_operator.core.status`), so a lost event or a restart costs
-  nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
+  pool (GET) and its slices and write it to the status subresource. The slices are read from the
+  index the slice watch keeps (:class:`~gismo_operator.core.poolindex.PoolIndex`: running totals per
+  pool, rebuilt by every full listing of the watch), so a refresh costs O(1) in the number of slices
+  and never lists them; before the watch's first listing a refresh lists them instead. The status
+  is a pure function of that state (:mod:`gismo_operator.core.status`), so a lost event or a restart
+  costs nothing but a recompute; a per-pool lock keeps one process from writing an older view last.
   GismoSlices are watched by :func:`watch_slices` (a plain list + watch, not a kopf handler: kopf's
   per-event machinery cost as much as an admission). Slice events do not recompute inline: they
   request a coalesced refresh
@@ -17,10 +20,10 @@
   multiple of regionSize, regionSize above capacity, capacity below the end of the last slice,
   a backend change while slices exist. Messages name the field.
 
-Cost: each refresh lists GismoSlices in all namespaces (one API call); fine for the number of
-RayClusters a cluster runs. A slice is validated again only when its resourceVersion changed
-(:func:`list_pool_slices` keeps the last view of each). An informer cache would replace the LIST
-if that ever matters.
+Cost: a refresh is a GET and (when a figure changed) a PATCH of the pool. The pool's validating
+webhook and its deletion guard still list the slices (rare, and they must see the API's state, not
+a watch that may lag); a listed slice is validated again only when its resourceVersion changed
+(:func:`list_pool_slices` keeps the last view of each).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -49,6 +51,7 @@ from gismo_operator.core.models import (
     GismoPoolStatus,
     describe_validation_error,
 )
+from gismo_operator.core.poolindex import PoolIndex
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +62,8 @@ IN_USE_RETRY_MAX = 60.0
 
 #: Debounce of a pool refresh requested by a slice event (seconds): the events of this interval
 #: merge into one refresh. The status is informational (the webhook and the reconciler never read
-#: it), so a second of lag is invisible, and it saves a GET + LIST + PATCH per event. A refresh
-#: lists every slice, and with 1,000 slices each admission changes one (its status counts): at 0.2 s
-#: those LISTs cost more than the admissions (bench/webhook.py --scale), at 1 s one per second.
+#: it), so a second of lag is invisible, and it saves a GET + PATCH per event (each admission
+#: changes its slice's status counts).
 REFRESH_DELAY = 1.0
 
 
@@ -112,22 +114,35 @@ async def refresh_pool(name: str) -> GismoPoolStatus | None:
             previous = GismoPoolStatus.model_validate(body.get("status") or {})
         except ValidationError:
             previous = None
-        slices = await list_pool_slices(name)
+        index = ctx.pool_index
+        if not index.synced:  # the watch has not listed yet: list here (start-up only)
+            index = PoolIndex(view=ctx.slice_views.view)
+            index.replace(await ctx.client().list(kube.SLICES))
         try:
             spec = GismoPoolSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             message = describe_validation_error(exc, prefix="spec")
+            counts = index.counts(name)
             new = status.invalid_pool_status(
-                message, slices, generation=generation, now=_now(), previous=previous
+                message, counts, generation=generation, now=_now(), previous=previous
             )
         else:
-            new = status.pool_status(spec, slices, generation=generation, now=_now(), previous=previous)
+            figures = index.figures(name, spec)
+            new = status.pool_status_of(
+                spec,
+                figures.layout,
+                slices=figures.slices,
+                regions=figures.regions,
+                generation=generation,
+                now=_now(),
+                previous=previous,
+            )
             metrics.set_pool(
                 name,
                 capacity=new.capacity_bytes or 0,
                 allocated=new.allocated_bytes or 0,
                 free=new.free_bytes or 0,
-                slices=len(slices),
+                slices=figures.slices,
             )
         if previous is None or _status_patch(previous) != _status_patch(new):
             try:
@@ -150,19 +165,6 @@ async def reconcile_pool(name: str, logger: kopf.Logger, **_: Any) -> None:
         )
 
 
-def pools_touched(known: dict[tuple[str, str], str], type_: str | None, body: Mapping[str, Any]) -> list[str]:
-    """The pools whose figures a slice event changes (its pool, and the one it left), updating
-    ``known`` (slice -> last pool seen). Pure but for ``known``."""
-    meta = body.get("metadata") or {}
-    key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-    pool = (body.get("spec") or {}).get("pool")
-    pool = pool if isinstance(pool, str) and pool else None
-    before = known.pop(key, None) if type_ == "DELETED" else known.get(key)
-    if pool is not None and type_ != "DELETED":
-        known[key] = pool
-    return list(dict.fromkeys(p for p in (pool, before) if p is not None))
-
-
 #: Seconds between two watch connections when the previous one ended at once or failed (doubling
 #: up to :data:`WATCH_BACKOFF_MAX` while it keeps failing).
 WATCH_BACKOFF = 0.5
@@ -177,10 +179,12 @@ async def watch_slices() -> None:
     selection and outcomes), and a slice changes at every admission; that cost competed with the
     admissions themselves. Here an event costs its JSON decoding and a dictionary update.
 
-    Nothing is missed: a relist (at start, after an error, after 410 Gone) compares with the
-    slices known so far, so the pool of a slice deleted meanwhile is refreshed too.
+    Each event updates the context's :class:`PoolIndex` before it requests the refresh, so the
+    refresh (which starts later) reads figures that include it. Nothing is missed: a relist (at
+    start, after an error, after 410 Gone) rebuilds the index from scratch and refreshes the pools
+    known before and after, so the pool of a slice deleted meanwhile is refreshed too.
     """
-    known: dict[tuple[str, str], str] = {}
+    index = current().pool_index
     version: str | None = None  # None: list first
     backoff = WATCH_BACKOFF
     loop = asyncio.get_running_loop()
@@ -190,12 +194,8 @@ async def watch_slices() -> None:
             client = current().client()
             if version is None:
                 items, version = await client.list_with_version(kube.SLICES)
-                listed: dict[tuple[str, str], str] = {}
-                for body in items:
-                    pools_touched(listed, "ADDED", body)
-                for pool in dict.fromkeys([*known.values(), *listed.values()]):
+                for pool in index.replace(items):
                     request_refresh(pool)
-                known = listed
             async for event in client.watch(kube.SLICES, resource_version=version):
                 type_, body = event.get("type"), event.get("object") or {}
                 if type_ == "ERROR":
@@ -212,7 +212,7 @@ async def watch_slices() -> None:
                 version = str((body.get("metadata") or {}).get("resourceVersion") or version or "")
                 if type_ == "BOOKMARK":
                     continue
-                for pool in pools_touched(known, type_, body):
+                for pool in index.apply(type_, body):
                     request_refresh(pool)
             else:
                 backoff = WATCH_BACKOFF  # the server ended the stream normally
@@ -222,6 +222,7 @@ async def watch_slices() -> None:
             logger.debug("GismoSlice watch waits: %s", exc)
         except Exception as exc:
             logger.warning("GismoSlice watch failed (listing again): %s", exc)
+            index.synced = False  # refreshes list until the relist rebuilds the index
             version = None
             backoff = min(WATCH_BACKOFF_MAX, backoff * 2)
         if loop.time() - started < WATCH_BACKOFF:  # ended at once (or failed): do not spin
@@ -246,6 +247,7 @@ async def stop_refreshes(**_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    ctx.pool_index.synced = False  # no watch keeps it current any more
     found, ctx.refresher = ctx.refresher, None
     if found is not None:
         await found.close()

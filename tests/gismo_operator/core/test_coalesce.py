@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from gismo_operator import kube
-from gismo_operator.context import OperatorContext, install
+from gismo_operator.context import OperatorContext, current, install
 from gismo_operator.core.coalesce import Coalescer
 from gismo_operator.handlers import pools
 from gismo_operator.settings import Settings
@@ -215,12 +215,20 @@ def slice_body(name: str, pool: str, rv: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "namespace": "ray", "resourceVersion": rv}, "spec": {"pool": pool}}
 
 
-def test_pools_touched_follows_moves_and_deletions() -> None:
-    known: dict[tuple[str, str], str] = {}
-    assert pools.pools_touched(known, "ADDED", slice_body("a", "p0", "1")) == ["p0"]
-    assert pools.pools_touched(known, "MODIFIED", slice_body("a", "p1", "2")) == ["p1", "p0"]
-    assert pools.pools_touched(known, "DELETED", slice_body("a", "p1", "3")) == ["p1"]
-    assert known == {}
+async def test_a_refresh_reads_the_watch_index_and_never_lists(fake_api: FakeApi) -> None:
+    fake_api.put_slice("a", 0, 4 * GI)
+    index = current().pool_index
+    index.replace(list(fake_api.slices.values()))  # what the watch's first listing does
+    fake_api.put_slice("b", 4 * GI, 8 * GI)
+    index.apply("ADDED", fake_api.slices["b"])  # and its event
+    await pools.refresh_pool("p")
+    assert fake_api.lists == 0
+    assert (fake_api.pool["status"]["slices"], fake_api.pool["status"]["allocatedBytes"]) == (2, 12 * GI)
+    index.synced = False  # the watch failed: refreshes list until it has listed again
+    fake_api.put_slice("c", 12 * GI, GI)
+    await pools.refresh_pool("p")
+    assert fake_api.lists == 1
+    assert fake_api.pool["status"]["slices"] == 3
 
 
 class WatchApi:
