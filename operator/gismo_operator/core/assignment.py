@@ -247,6 +247,70 @@ class SweepResult:
     conflicts: tuple[PodClaim, ...]
 
 
+class Sweep:
+    """:func:`sweep` one step at a time, so a caller can yield to its event loop between steps (a
+    10,000-region slice is 10,000 steps): :meth:`keep` each entry, then :meth:`bind` each pod, then
+    :meth:`result`. Pure, like :func:`sweep`; the same rules and the same listing order apply."""
+
+    def __init__(
+        self,
+        region_count: int,
+        live_pods: Iterable[PodClaim],
+        now: dt.datetime,
+        ttl: dt.timedelta,
+        geometry: Geometry | None = None,
+    ) -> None:
+        self.claims = list(live_pods)
+        self._region_count, self._now, self._ttl, self._geometry = region_count, now, ttl, geometry
+        self._live_uids = {c.uid for c in self.claims}
+        self._claims_by_index: dict[int, list[PodClaim]] = {}
+        for c in self.claims:
+            self._claims_by_index.setdefault(c.index, []).append(c)
+        self._kept: dict[int, RegionAssignment] = {}
+        self._released: list[int] = []
+        self._bound: list[int] = []
+        self._conflicts: list[PodClaim] = []
+
+    def keep(self, entry: RegionAssignment) -> None:
+        """Keep or release one listed entry (every entry before the first :meth:`bind`)."""
+        if entry.pod_uid:
+            if entry.pod_uid in self._live_uids:
+                self._kept[entry.index] = entry
+            else:
+                self._released.append(entry.index)
+            return
+        claimed = any(
+            _same_instant(c.reservation, entry.reserved_at)
+            for c in self._claims_by_index.get(entry.index, ())
+        )
+        reserved_at = entry.reserved_at
+        if reserved_at is not None and reserved_at.tzinfo is None:
+            reserved_at = reserved_at.replace(tzinfo=dt.UTC)
+        # An entry without a timestamp (hand-written) cannot age: unless claimed, it is expired.
+        fresh = reserved_at is not None and self._now - reserved_at <= self._ttl
+        if claimed or fresh:
+            self._kept[entry.index] = entry
+        else:
+            self._released.append(entry.index)
+
+    def bind(self, claim: PodClaim) -> None:
+        """Bind or adopt one listed pod's entry (after every :meth:`keep`)."""
+        outcome = _bind_into(self._kept, self._region_count, claim, self._geometry)
+        if outcome in (Outcome.BOUND, Outcome.ADOPTED):
+            self._bound.append(claim.index)
+        elif outcome is Outcome.CONFLICT:
+            self._conflicts.append(claim)
+
+    def kept(self) -> dict[int, RegionAssignment]:
+        """The entries as they stand, by index (not sorted: :meth:`result` sorts)."""
+        return self._kept
+
+    def result(self) -> SweepResult:
+        return SweepResult(
+            _sorted(self._kept.values()), tuple(self._released), tuple(self._bound), tuple(self._conflicts)
+        )
+
+
 def sweep(
     regions: Sequence[RegionAssignment],
     region_count: int,
@@ -261,44 +325,14 @@ def sweep(
     that already existed at listing time, so a Bound entry whose uid is not listed belongs to a
     deleted pod and is released. A Reserved entry claimed by a listed pod is bound; one older than
     ``ttl`` that no pod claims never became a pod and is released. Listed pods whose entry is
-    missing are adopted (see :func:`bind`).
+    missing are adopted (see :func:`bind`). (:class:`Sweep` does the same step by step.)
     """
-    claims = list(live_pods)
-    live_uids = {c.uid for c in claims}
-    claims_by_index: dict[int, list[PodClaim]] = {}
-    for c in claims:
-        claims_by_index.setdefault(c.index, []).append(c)
-    kept: Regions = []
-    released: list[int] = []
+    steps = Sweep(region_count, live_pods, now, ttl, geometry)
     for entry in regions:
-        if entry.pod_uid:
-            if entry.pod_uid in live_uids:
-                kept.append(entry)
-            else:
-                released.append(entry.index)
-            continue
-        claimed = any(
-            _same_instant(c.reservation, entry.reserved_at) for c in claims_by_index.get(entry.index, ())
-        )
-        reserved_at = entry.reserved_at
-        if reserved_at is not None and reserved_at.tzinfo is None:
-            reserved_at = reserved_at.replace(tzinfo=dt.UTC)
-        # An entry without a timestamp (hand-written) cannot age: unless claimed, it is expired.
-        fresh = reserved_at is not None and now - reserved_at <= ttl
-        if claimed or fresh:
-            kept.append(entry)
-        else:
-            released.append(entry.index)
-    bound: list[int] = []
-    conflicts: list[PodClaim] = []
-    current = _by_index(kept)
-    for claim in claims:
-        outcome = _bind_into(current, region_count, claim, geometry)
-        if outcome in (Outcome.BOUND, Outcome.ADOPTED):
-            bound.append(claim.index)
-        elif outcome is Outcome.CONFLICT:
-            conflicts.append(claim)
-    return SweepResult(_sorted(current.values()), tuple(released), tuple(bound), tuple(conflicts))
+        steps.keep(entry)
+    for claim in steps.claims:
+        steps.bind(claim)
+    return steps.result()
 
 
 #: A memo for :func:`to_api`: entry id -> (the entry, its serialization). Each region ledger keeps

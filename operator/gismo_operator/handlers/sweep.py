@@ -42,6 +42,7 @@ from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, REASON_REGION_CONFLICT
 from gismo_operator.context import current, raycluster_ref
+from gismo_operator.cooperative import chunked
 from gismo_operator.core.slices import owned_by
 from gismo_operator.handlers import notinjected, rayclusters
 from gismo_operator.ledger.regions import Listing, SliceGone, TooManyConflicts
@@ -76,17 +77,19 @@ async def sweep_once() -> SweepReport:
     rayclusters_listed = await client.list(kube.RAYCLUSTERS, page_size=LIST_PAGE)
     # Then every slice's regions and every Ray pod, each in one paged LIST (regions before pods:
     # see RegionLedger.sweep), rather than a GET and two LISTs per slice: a round costs a few
-    # requests whatever the number of slices, and decoding happens a page at a time.
+    # requests whatever the number of slices, and decoding happens a page at a time. Every loop
+    # over regions or pods yields to the event loop every CHUNK items (:mod:`cooperative`):
+    # admissions interleave with a round over 10,000 regions instead of waiting for it.
     ledger = current().ledger
     mark = ledger.sequence()
     regions_by_slice: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for region in await client.list(kube.REGIONS, page_size=LIST_PAGE):
+    async for region in chunked(await client.list(kube.REGIONS, page_size=LIST_PAGE)):
         slice_name = str((region.get("spec") or {}).get("slice") or "")
         region_ns = str((region.get("metadata") or {}).get("namespace") or "")
         regions_by_slice.setdefault((region_ns, slice_name), []).append(region)
     ray_pods = await client.list(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE)
     pods_by_cluster: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for pod in ray_pods:
+    async for pod in chunked(ray_pods):
         pod_meta = pod.get("metadata") or {}
         cluster_of = str((pod_meta.get("labels") or {}).get(LABEL_CLUSTER) or "")
         pods_by_cluster.setdefault((str(pod_meta.get("namespace") or ""), cluster_of), []).append(pod)

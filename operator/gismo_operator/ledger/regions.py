@@ -55,6 +55,7 @@ from gismo_operator.constants import (
     LABEL_SLICE,
     SLICE_FINALIZER,
 )
+from gismo_operator.cooperative import chunked
 from gismo_operator.core import assignment
 from gismo_operator.core.assignment import Outcome, PodClaim, SweepResult
 from gismo_operator.core.freeindex import FreeIndexes
@@ -423,7 +424,7 @@ class RegionLedger:
         state = self._states.get(key)
         cache = state.held if state is not None else {}
         held: dict[int, Held] = {}
-        for body in await self.api.list_regions(*key) if bodies is None else bodies:
+        async for body in chunked(await self.api.list_regions(*key) if bodies is None else bodies):
             spec, meta = body.get("spec") or {}, body.get("metadata") or {}
             if spec.get("slice") != key[1]:
                 continue  # emulators ignore label selectors
@@ -795,11 +796,25 @@ class RegionLedger:
                 if ((p.get("metadata") or {}).get("labels") or {}).get(LABEL_CLUSTER) == cluster
                 and (p.get("metadata") or {}).get("namespace") == namespace
             ]
-        claims = [c for c in (PodClaim.from_pod(p) for p in pods) if c is not None]
-        entries = [h.entry for h in listed.values()]
-        result = assignment.sweep(
-            entries, current.spec.region_count, claims, self.clock(), ttl, geometry(current)
-        )
+        # Every loop over the slice's entries or pods yields every CHUNK items (admissions of this
+        # and other slices are served meanwhile); the cache is only replaced after the last yield.
+        claims = [c async for c in chunked(PodClaim.from_pod(p) for p in pods) if c is not None]
+        steps = assignment.Sweep(current.spec.region_count, claims, self.clock(), ttl, geometry(current))
+        async for held_ in chunked(list(listed.values())):
+            steps.keep(held_.entry)
+        async for claim in chunked(claims):
+            steps.bind(claim)
+        result = steps.result()
+        # The entries a listed pod changes (bound, adopted), found before the deletes below so
+        # that the merge of entries created meanwhile happens after the last yield of this sweep.
+        pods_by_index = {c.index: c for c in claims}
+        to_bind: list[tuple[int, RegionAssignment]] = []
+        async for wanted in chunked(result.regions):
+            if wanted.index not in pods_by_index:
+                continue
+            before = listed.get(wanted.index)
+            if before is None or before.entry != wanted:
+                to_bind.append((wanted.index, wanted))
         state = self._states.get(key)
         if state is None or state.uid != current.metadata.uid:
             state = _SliceState(body=current, held={}, free=FreeIndexes(current.spec.region_count))
@@ -820,15 +835,11 @@ class RegionLedger:
                 if index not in listed and state.created_seq.get(index, 0) > mark:
                     listed[index] = held
         state.created_seq = {i: q for i, q in state.created_seq.items() if q > mark}
-        by_index = {e.index: e for e in result.regions}
-        pods_by_index = {c.index: c for c in claims}
-        for index, wanted in by_index.items():
+        for index, wanted in to_bind:
             before = listed.get(index)
             if before is not None and before.entry == wanted:
                 continue
-            pod = pods_by_index.get(index)
-            if pod is None:
-                continue
+            pod = pods_by_index[index]
             state.held = listed  # bind() works on the cache: make it the fresh listing
             state.body = current
             self._states[key] = state

@@ -32,9 +32,10 @@ from ledger_fakes import (
 
 from gismo import poolrules
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
+from gismo_operator.cooperative import CHUNK
 from gismo_operator.core.assignment import Outcome, reservation_token
 from gismo_operator.core.models import name_label, region_name
-from gismo_operator.ledger.regions import RegionLedger, Reservation, SliceGone, TooManyConflicts
+from gismo_operator.ledger.regions import Listing, RegionLedger, Reservation, SliceGone, TooManyConflicts
 
 GRACE = dt.timedelta(seconds=5)
 
@@ -338,6 +339,38 @@ async def test_the_periodic_sweep_releases_vanished_pods_without_a_garbage_colle
     result = await ledger.sweep(NS, NAME, NAME)
     assert result.released == (0,)
     assert {i: e.pod_uid for i, e in api.holders().items()} == {1: "u2"}
+
+
+async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_chunks() -> None:
+    """Admissions are served during a sweep: it yields every CHUNK entries, not only at API calls
+    (here it makes none: the listing is given and nothing is to be released)."""
+    api, _, ledger = one_slice(2 * CHUNK * 3)
+    api.write_delay = 0
+    for _ in range(CHUNK * 3):
+        assert await ledger.reserve(NS, NAME) is not None
+    listing = Listing(
+        slice=api.slices[NS, NAME], regions=await api.list_regions(NS, NAME), pods=[], mark=ledger.sequence()
+    )
+    turns = 0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal turns
+        while not done:
+            await asyncio.sleep(0)
+            turns += 1
+
+    task = asyncio.create_task(ticker())
+    await asyncio.sleep(0)
+    start = turns
+    result = await ledger.sweep(NS, NAME, NAME, listing=listing)
+    during = turns - start
+    done = True
+    await task
+    assert result.released == () and len(result.regions) == CHUNK * 3
+    assert during >= 2 * 3  # three chunks of entries, listed and then kept: at least six yields
+    again = await ledger.reserve(NS, NAME)  # the cache survives the chunked sweep
+    assert again is not None and again.index == CHUNK * 3
 
 
 async def test_a_sweep_never_deletes_a_region_bound_between_its_list_and_its_delete() -> None:
