@@ -145,6 +145,23 @@ def test_the_autoscaler_head_gets_the_autoscaler_container_ray_logs_and_its_serv
     assert shape("autoscaler/head")["spec"]["restartPolicy"] == "Always"  # the API server's default
 
 
+def test_a_long_cluster_name_is_cut_in_ray_io_identifier_only_never_in_ray_io_cluster() -> None:
+    """KubeRay's CheckLabel (keep the last 63 characters, a leading punctuation mark becomes "r")
+    applies to ``ray.io/identifier``; ``ray.io/cluster`` is the RayCluster's name as is, which is
+    what the webhook reads to find the slice. (A name over 63 characters gets no pods at all: the
+    API server refuses the label value; KubeRay >= 1.4 refuses RayCluster names over 53.)"""
+    rc = _cluster("sample")
+    name = "cccc-" + "x" * 55  # 60 characters: "<name>-worker" is 67, cut where the "-" is
+    rc["metadata"]["name"] = name
+    pod = kuberay_sim.pod_for(rc, "worker", rc["spec"]["workerGroupSpecs"][0])
+    labels = pod["metadata"]["labels"]
+    assert labels["ray.io/cluster"] == name
+    assert labels["ray.io/identifier"] == "r" + "x" * 55 + "-worker"  # kept the end, "-" -> "r"
+    assert len(labels["ray.io/identifier"]) == 63
+    (owner,) = pod["metadata"]["ownerReferences"]
+    assert owner["name"] == name
+
+
 def test_labels_annotations_and_owner() -> None:
     head, worker = shape("sample/head"), shape("sample/workergroup")
     name = _cluster("sample")["metadata"]["name"]
