@@ -115,9 +115,11 @@ async def refresh_pool(name: str) -> GismoPoolStatus | None:
         except ValidationError:
             previous = None
         index = ctx.pool_index
-        if not index.synced:  # the watch has not listed yet: list here (start-up only)
+        if not index.synced:  # the watch has not listed (yet, or since it failed): list here
+            bodies = await ctx.client().list(kube.SLICES)
+            ctx.slice_views.trim(bodies)
             index = PoolIndex(view=ctx.slice_views.view)
-            index.replace(await ctx.client().list(kube.SLICES))
+            index.replace(bodies)
         try:
             spec = GismoPoolSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
