@@ -24,7 +24,7 @@ import datetime as dt
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -44,12 +44,35 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between a region change and the slice status write that counts it (coalesced).
 SLICE_STATUS_DELAY = 1.0
+#: Slice status writes per second, at most, for all slices together: with many slices each
+#: changed once every few seconds the per-slice debounce merges nothing, and a write per admission
+#: (plus the watch event it causes) competes with admissions; waiting for a turn merges instead.
+SLICE_STATUS_RATE = 20.0
 #: Seconds a namespace's Pod Security level is taken as read (a relabel takes effect after this).
 POD_SECURITY_TTL = 30.0
 #: Seconds the nodes' advertised Gismo resources are taken as read; and, for a resource no node
 #: advertises, how soon they are listed again.
 ADVERTISED_TTL = 30.0
 ADVERTISED_RETRY = 5.0
+
+
+def slice_status_writer(
+    ledger: RegionLedger,
+    *,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    clock: Callable[[], float] | None = None,
+) -> Coalescer[tuple[str, str]]:
+    """The coalesced writer of each slice's region counts: a slice's status is written
+    :data:`SLICE_STATUS_DELAY` after a change, at most :data:`SLICE_STATUS_RATE` writes per second
+    in all, with the ledger's counts at the time of the write (``sleep``/``clock``: tests)."""
+    return Coalescer(
+        lambda k: ledger.write_status(*k),
+        delay=SLICE_STATUS_DELAY,
+        min_interval=1.0 / SLICE_STATUS_RATE,
+        what="GismoSlice status",
+        sleep=sleep,
+        clock=clock,
+    )
 
 
 @dataclasses.dataclass(eq=False)
@@ -163,12 +186,12 @@ class OperatorContext:
 
     def _regions_changed(self, key: tuple[str, str]) -> None:
         """A slice's regions changed: its status counts follow, coalesced (at most one write per
-        slice per :data:`SLICE_STATUS_DELAY`, however many admissions)."""
+        slice per :data:`SLICE_STATUS_DELAY`, however many admissions, and at most
+        :data:`SLICE_STATUS_RATE` writes per second in all). Each write carries the counts at the
+        time it runs, and a change always gets a write that starts after it (the last figures are
+        never lost)."""
         if self.slice_status is None:
-            ledger = self.ledger
-            self.slice_status = Coalescer(
-                lambda k: ledger.write_status(*k), delay=SLICE_STATUS_DELAY, what="GismoSlice status"
-            )
+            self.slice_status = slice_status_writer(self.ledger)
         self.slice_status.request(key)
 
     # --- GismoPools seen on the watch ----------------------------------------------------------------

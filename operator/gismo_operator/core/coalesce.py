@@ -11,6 +11,10 @@ the last request (so a run that reads the API state converges to the truth):
 - a request while the key's run is waiting to start merges into it (nothing more happens);
 - a request while the key's run is executing marks the key pending: exactly one more run follows
   (after ``delay``), however many requests arrived meanwhile;
+- with ``min_interval``, runs of *all* keys start at least that many seconds apart (a budget
+  for the whole process): a key waiting for its turn keeps merging requests, so the number of
+  runs per second stays bounded however many keys change (the GismoSlice status with 1,000
+  slices, each changed once every few seconds, would otherwise cost one write per admission);
 - a run that raises is logged and retried (pending again) after a backoff growing up to
   ``max_backoff``, so a transient API error does not leave the result stale.
 
@@ -39,10 +43,19 @@ class Coalescer(Generic[K]):
         *,
         delay: float = 0.2,
         max_backoff: float = 30.0,
+        min_interval: float = 0.0,
         what: str = "background refresh",
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
+        """``sleep`` and ``clock`` (default: the event loop's time) are the waits' time source
+        (tests drive them by hand instead of timing anything)."""
         self.fn = fn
         self.delay = delay
+        self.min_interval = min_interval
+        self._next_start = 0.0  # clock time before which no run may start (min_interval)
+        self._sleep = sleep
+        self._clock = clock
         self.max_backoff = max_backoff
         self.what = what
         self._tasks: dict[K, asyncio.Task[None]] = {}
@@ -82,13 +95,25 @@ class Coalescer(Generic[K]):
         self._pending.clear()
         self._running.clear()
 
+    async def _turn(self) -> None:
+        """Wait for this run's slot: slots are handed out in order, ``min_interval`` apart. Until
+        the run starts, requests for its key merge into it (the key is not running yet)."""
+        if self.min_interval <= 0:
+            return
+        now = self._clock() if self._clock is not None else asyncio.get_running_loop().time()
+        start = max(now, self._next_start)
+        self._next_start = start + self.min_interval
+        if start > now:
+            await self._sleep(start - now)
+
     async def _loop(self, key: K) -> None:
         failures = 0
         try:
             while True:
                 wait = self.delay if failures == 0 else min(self.max_backoff, self.delay * 2**failures)
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self._sleep(wait)
+                await self._turn()
                 self._pending.discard(key)
                 self._running.add(key)
                 try:
