@@ -24,6 +24,7 @@ import kopf
 import yaml
 
 from gismo.contract import ANN_POOL
+from gismo.testing import wait_until_async
 from gismo_operator import kube
 from gismo_operator.context import current
 from gismo_operator.testing import embedded, kuberay_sim
@@ -145,6 +146,23 @@ class RunningOperator:
         await self.kopf_thread.run_in_loop(current().drain_events())  # posted in kopf's own loop
         items = await self.client.list(kube.EVENTS)
         return [e for e in items if reason is None or e.get("reason") == reason]
+
+
+async def opted_in_cluster(
+    op: RunningOperator,
+    *,
+    max_replicas: int = 5,
+    capacity: str = "256Mi",
+    sample: str = "ray-cluster.sample.yaml",
+    **pool_spec: Any,
+) -> dict[str, Any]:
+    """A pool of 1Mi regions and the KubeRay sample opted in; the RayCluster, once its slice exists."""
+    await op.client.create(kube.POOLS, pool_body(capacity=capacity, region_size="1Mi", **pool_spec))
+    rc = raycluster_from_sample(sample)
+    rc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
+    await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
+    await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the slice of the opted-in RayCluster")
+    return rc
 
 
 def _test_kopf(settings: kopf.OperatorSettings) -> None:

@@ -7,7 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import kmock
-from _ray_fixtures import NS, kuberay_pod, pool_body, raycluster_from_sample, running_operator
+from _ray_fixtures import (
+    NS,
+    kuberay_pod,
+    opted_in_cluster,
+    running_operator,
+)
 
 from gismo.contract import AGENT_EXIT_REFUSED, AGENT_TERMINATION_LOG
 from gismo.testing import wait_until_async
@@ -30,10 +35,7 @@ async def test_a_refusing_agent_shows_as_a_warning_on_the_pod_and_its_cluster(
     api: kmock.KubernetesEmulator,
 ) -> None:
     async with running_operator(api) as op:
-        await op.client.create(kube.POOLS, pool_body(capacity="256Mi", region_size="1Mi"))
-        rc = raycluster_from_sample()
-        await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the cluster's GismoSlice")
+        rc = await opted_in_cluster(op)
         pod = await op.create_pod(kuberay_pod(rc, "head"), node="node-1")  # through the webhook
         agent = next(c for c in pod["spec"]["initContainers"] if c["name"] == AGENT_CONTAINER)
         # Where the degraded agent writes, so the kubelet can report it.

@@ -10,8 +10,7 @@ import kmock
 from _ray_fixtures import (
     NS,
     kuberay_pod,
-    pool_body,
-    raycluster_from_sample,
+    opted_in_cluster,
     running_operator,
 )
 from prometheus_client import REGISTRY
@@ -29,10 +28,7 @@ def reported() -> float:
 
 async def test_a_pod_created_while_the_operator_is_down_is_reported(api: kmock.KubernetesEmulator) -> None:
     async with running_operator(api) as op:
-        await op.client.create(kube.POOLS, pool_body(capacity="256Mi", region_size="1Mi"))
-        rc = raycluster_from_sample()
-        await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the cluster's GismoSlice")
+        rc = await opted_in_cluster(op)
         admitted = await op.create_pod(kuberay_pod(rc, "head"), node="node-1")  # through the webhook
     # The operator is down: KubeRay creates a worker, failurePolicy Ignore lets it through unchanged.
     missed = kuberay_pod(rc)

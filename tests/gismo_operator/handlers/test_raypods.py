@@ -17,6 +17,7 @@ from _ray_fixtures import (
     advertising_node,
     apply_response,
     kuberay_pod,
+    opted_in_cluster,
     pool_body,
     raycluster_from_sample,
     running_operator,
@@ -28,23 +29,6 @@ from gismo_operator.context import current
 from gismo_operator.testing import kuberay_sim
 
 MI = 1 << 20
-
-
-async def opted_in_cluster(
-    op: RunningOperator,
-    *,
-    max_replicas: int = 5,
-    capacity: str = "256Mi",
-    sample: str = "ray-cluster.sample.yaml",
-    **pool_spec: Any,
-) -> dict[str, Any]:
-    """A pool of 1Mi regions and the KubeRay sample opted in; the RayCluster, once its slice exists."""
-    await op.client.create(kube.POOLS, pool_body(capacity=capacity, region_size="1Mi", **pool_spec))
-    rc = raycluster_from_sample(sample)
-    rc["spec"]["workerGroupSpecs"][0]["maxReplicas"] = max_replicas
-    await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-    await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the slice of the opted-in RayCluster")
-    return rc
 
 
 async def regions_of(op: RunningOperator, name: str = "raycluster-kuberay") -> list[dict[str, Any]]:

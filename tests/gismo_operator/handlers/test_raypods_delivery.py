@@ -7,16 +7,12 @@ from typing import Any
 
 import kmock
 from _ray_fixtures import (
-    NS,
     apply_response,
     kuberay_pod,
-    pool_body,
-    raycluster_from_sample,
+    opted_in_cluster,
     running_operator,
 )
 
-from gismo.testing import wait_until_async
-from gismo_operator import kube
 from gismo_operator.constants import ANN_DELIVER_CLIENT, CLIENT_DIR, CLIENT_VOLUME, ENV_USER_PYTHONPATH
 
 
@@ -26,10 +22,7 @@ def _env(container: dict[str, Any]) -> dict[str, Any]:
 
 async def test_kuberay_sample_pods_get_the_delivered_client(api: kmock.KubernetesEmulator) -> None:
     async with running_operator(api) as op:
-        await op.client.create(kube.POOLS, pool_body(capacity="64Mi", region_size="1Mi"))
-        rc = raycluster_from_sample()
-        await op.client.create(kube.RAYCLUSTERS, rc, namespace=NS)
-        await wait_until_async(lambda: op.slice(rc["metadata"]["name"]), "the RayCluster's slice")
+        rc = await opted_in_cluster(op, capacity="64Mi")
 
         head = kuberay_pod(rc, "head")
         head["spec"]["containers"][0]["env"].append({"name": "PYTHONPATH", "value": "/home/ray/app"})
