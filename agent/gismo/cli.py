@@ -216,15 +216,9 @@ def _ask(path: str, cmd: str) -> Any:
             s.settimeout(5)
             s.connect(path)
             s.sendall(protocol.frame(op))
-            buf = b""
-            while len(buf) < 4 or len(buf) < 4 + protocol.LEN.unpack_from(buf)[0]:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise AgentUnavailable("agent closed the connection")
-                buf += chunk
+            rep = protocol.recv_frame(s)
     except OSError as exc:
         raise AgentUnavailable(f"no agent at {path}: {exc}") from exc
-    rep = buf[4:]
     if rep[0]:
         raise error_from_code(rep[0], rep[1:].decode(errors="replace"))
     return json.loads(rep[1:])

@@ -268,16 +268,10 @@ class Client:
                 raise AgentUnavailable(f"no Gismo agent at {self.cfg.socket}: {exc.strerror or exc}") from exc
         try:
             s.sendall(protocol.frame(protocol.HELLO, protocol.HELLO_REQ.pack(os.getpid(), self._token)))
-            buf = b""
-            while len(buf) < 4 or len(buf) < 4 + protocol.LEN.unpack_from(buf)[0]:
-                chunk = s.recv(65536)
-                if not chunk:
-                    raise ConnectionResetError("agent closed the connection")
-                buf += chunk
+            rep = protocol.recv_frame(s)
         except OSError as exc:
             s.close()
             raise AgentUnavailable(f"agent connection lost: {exc}") from exc
-        rep = buf[4 : 4 + protocol.LEN.unpack_from(buf)[0]]
         if rep[0] != protocol.OK:
             s.close()
             raise error_from_code(rep[0], rep[1:].decode(errors="replace"))

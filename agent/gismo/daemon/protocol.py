@@ -12,6 +12,7 @@ above ``MAX_FRAME`` (which leaves no way to resynchronise) closes that one conne
 from __future__ import annotations
 
 import json
+import socket
 import struct
 from typing import Any
 
@@ -63,6 +64,21 @@ def reply(status: int, body: bytes = b"") -> bytes:
 
 def json_body(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def recv_frame(sock: socket.socket) -> bytes:
+    """Block until one whole frame has arrived on ``sock``; its payload (status byte + body).
+
+    For the one-request exchanges (a client's HELLO, the CLI's health and stats); a pipelined
+    stream uses :class:`FrameReader`. Raises ConnectionResetError when the agent closes first.
+    """
+    buf = b""
+    while len(buf) < LEN.size or len(buf) < LEN.size + LEN.unpack_from(buf)[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("agent closed the connection")
+        buf += chunk
+    return buf[LEN.size : LEN.size + LEN.unpack_from(buf)[0]]
 
 
 class FrameReader:
