@@ -32,6 +32,8 @@ from typing import Any
 import jsonpatch
 from aiohttp import web
 
+from gismo_operator.testing.mergepatch import merge_patch
+
 #: (group, version, plural) -> (kind, namespaced)
 RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("", "v1", "pods"): ("Pod", True),
@@ -44,19 +46,6 @@ RESOURCES: dict[tuple[str, str, str], tuple[str, bool]] = {
     ("ray.io", "v1", "rayclusters"): ("RayCluster", True),
 }
 WITH_STATUS = {"gismopools", "gismoslices", "rayclusters"}
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 class Store:

@@ -32,6 +32,7 @@ from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE, SLICE_FINALIZER
 from gismo_operator.core.assignment import PodClaim
 from gismo_operator.core.models import GismoRegion, GismoSlice, RegionAssignment, name_label
 from gismo_operator.ledger.regions import AlreadyExists, Conflict, SliceGone
+from gismo_operator.testing.mergepatch import merge_patch
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TTL = dt.timedelta(seconds=60)
@@ -41,19 +42,6 @@ REGION = 1 << 20
 
 class Crash(BaseException):
     """The operator process dies at this point (nothing after it runs, no cleanup)."""
-
-
-def merge(target: Any, patch: Any) -> Any:
-    """RFC 7386 merge patch."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge(result.get(key), value)
-    return result
 
 
 class FakeApi:
@@ -158,7 +146,7 @@ class FakeApi:
         if rv is not None and rv != body["metadata"]["resourceVersion"]:
             self.conflicts += 1
             raise Conflict(name)
-        new = merge(body, patch)
+        new = merge_patch(body, patch)
         GismoSlice.model_validate(new)  # what the CRD schema would refuse
         new["metadata"]["resourceVersion"] = str(next(self.rv))
         self.slices[namespace, name] = new
@@ -187,7 +175,7 @@ class FakeApi:
         body = self.slices.get((namespace, name))
         if body is None:
             raise SliceGone(name)
-        body["status"] = merge(body.get("status") or {}, status)
+        body["status"] = merge_patch(body.get("status") or {}, status)
 
     async def list_cluster_pods(self, namespace: str, cluster: str) -> list[dict[str, Any]]:
         await asyncio.sleep(0)
@@ -249,7 +237,7 @@ class FakeApi:
         if resource_version is not None and resource_version != body["metadata"]["resourceVersion"]:
             self.conflicts += 1
             raise Conflict(name)
-        new = merge(body, patch)
+        new = merge_patch(body, patch)
         new["metadata"]["resourceVersion"] = str(next(self.rv))
         GismoRegion.model_validate(new)
         self.regions_by_name[namespace, name] = new
