@@ -159,6 +159,38 @@ async def _resize_slice(raycluster: Mapping[str, Any], existing: GismoSlice, wan
     return result
 
 
+def settlement(meta: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a settled reconcile of the cluster depended on: its generation (the shape), its gismo.io
+    annotations and the generation of the pool they name, as cached from the pool watch (the
+    generation, not the resourceVersion: the pool's status changes with every slice, its spec
+    rarely)."""
+    annotations = meta.get("annotations") or {}
+    pool = current().pools.get(str(annotations.get(ANN_POOL) or "")) or {}
+    return (
+        meta.get("generation"),
+        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX))),
+        (pool.get("metadata") or {}).get("generation"),
+    )
+
+
+def settled_with(raycluster: Mapping[str, Any], slices: Mapping[tuple[Any, Any], Mapping[str, Any]]) -> bool:
+    """Whether a forced reconcile of the cluster would find nothing to do: it settled at what it is
+    now (:func:`settlement`) and ``slices`` (listed by the caller after it settled) hold its slice,
+    owned by it and not being deleted. The sweep skips such clusters: with 1,000 of them, the GET
+    and shape check each were most of a round. A slice deleted or replaced meanwhile shows in the
+    listing, so the cluster is reconciled then."""
+    meta = raycluster.get("metadata") or {}
+    uid = meta.get("uid")
+    if not uid or current().settled.get(uid) != settlement(meta):
+        return False
+    body = slices.get((meta.get("namespace"), meta.get("name")))
+    if body is None or not owned_by(body, uid):
+        return False
+    slice_meta, spec = body.get("metadata") or {}, body.get("spec") or {}
+    pool = (meta.get("annotations") or {}).get(ANN_POOL)
+    return not slice_meta.get("deletionTimestamp") and spec.get("pool") == pool
+
+
 async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> None:
     """Bring the cluster's slice in line with its annotation and shape. Idempotent.
 
@@ -170,11 +202,7 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
         return
     annotations = meta.get("annotations") or {}
     pool_name = annotations.get(ANN_POOL)
-    memo = (
-        meta.get("generation"),
-        tuple(sorted((k, v) for k, v in annotations.items() if k.startswith(ANNOTATION_PREFIX))),
-    )
-    if not force and uid and current().settled.get(uid) == memo:
+    if not force and uid and current().settled.get(uid) == settlement(meta):
         return
     current().settled.pop(uid or "", None)
     involved = raycluster_ref(namespace, name, uid)
@@ -191,9 +219,10 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
         if existing_body is not None:
             await release_slice(namespace, name, uid, why="the gismo.io/pool annotation was removed")
         if uid:
-            current().settled[uid] = memo
+            current().settled[uid] = settlement(meta)
         return
 
+    settled = True
     try:
         if existing_body is not None:
             existing = GismoSlice.model_validate(existing_body)
@@ -212,6 +241,8 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
                 )
             if wanted.size != existing.spec.size:
                 resized = await _resize_slice(raycluster, existing, wanted)
+                if resized.spec.size != wanted.size:
+                    settled = False  # a shrink waits for regions past the new end: a later round
                 if resized.spec.size != existing.spec.size:
                     current().post_event(
                         involved,
@@ -244,8 +275,8 @@ async def reconcile(raycluster: Mapping[str, Any], *, force: bool = False) -> No
     except SliceGone:
         return
     current().clear_warnings(namespace, name)
-    if uid:
-        current().settled[uid] = memo
+    if uid and settled:
+        current().settled[uid] = settlement(meta)
 
 
 async def release_slice(namespace: str, name: str, uid: str | None, *, why: str) -> bool:

@@ -12,7 +12,8 @@ then, not an interval later; retried every second until it succeeds) and then ev
    entry is Reserved get bound;
 3. reports Ray pods of opted-in clusters that run without the agent
    (:mod:`gismo_operator.handlers.notinjected`; also once at start-up);
-4. re-reconciles every opted-in RayCluster (a pool that was full may have room now).
+4. re-reconciles every opted-in RayCluster (a pool that was full may have room now) but those
+   settled at their present generation, annotations and pool version whose slice is listed.
 
 It runs as a plain asyncio task started by a startup handler rather than a kopf timer, because
 kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
@@ -20,7 +21,7 @@ conditional (resourceVersion), so running it next to the event handlers, or in t
 replicas, is safe. Cost per round: one LIST of slices, then one of RayClusters (used both to
 find each slice's cluster and to re-reconcile), then one of every GismoRegion and one of every Ray
 pod (all paged), and a write only where something changed: a few requests per round whatever the
-number of slices (plus the re-reconcile's read per RayCluster). The first round also migrates
+number of slices (plus the re-reconcile's reads, for clusters not settled). The first round also migrates
 slices of earlier operators (``spec.regions``) into GismoRegions.
 
 API calls: LIST gismoslices, rayclusters, gismoregions and pods (all namespaces), GET/PATCH/DELETE
@@ -42,17 +43,20 @@ from gismo.contract import ANN_POOL
 from gismo_operator import kube, metrics
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_IS_RAY_NODE, REASON_REGION_CONFLICT
 from gismo_operator.context import current, raycluster_ref
-from gismo_operator.cooperative import chunked
+from gismo_operator.cooperative import chunked, pause
 from gismo_operator.core.slices import owned_by
 from gismo_operator.handlers import notinjected, rayclusters
-from gismo_operator.ledger.regions import Listing, SliceGone, TooManyConflicts
+from gismo_operator.ledger.regions import Held, Listing, SliceGone, TooManyConflicts
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between attempts of the start-up round while it fails (before the first login, say).
 FIRST_ROUND_RETRY = 1.0
-#: Objects per page of the round's LISTs (a page of GismoRegions is ~300 KiB of JSON).
-LIST_PAGE = 500
+#: What a round keeps of a listed RayCluster's metadata (matching slices, Events, settlement).
+RAYCLUSTER_METADATA = ("namespace", "name", "uid", "generation", "annotations")
+#: Objects per page of the round's LISTs: a page of 100 GismoRegions (~70-150 KiB of JSON) decodes in
+#: about a millisecond, one step an admission may wait behind; 10,000 regions are 100 requests.
+LIST_PAGE = 100
 
 
 @dataclass
@@ -74,25 +78,47 @@ async def sweep_once() -> SweepReport:
     # it is in the later list unless it was deleted meanwhile (then releasing is right). The other
     # order could miss a cluster made between the two lists and release its brand-new slice.
     slices = await client.list(kube.SLICES, page_size=LIST_PAGE)
-    rayclusters_listed = await client.list(kube.RAYCLUSTERS, page_size=LIST_PAGE)
+    listed_slices = {
+        ((b.get("metadata") or {}).get("namespace"), (b.get("metadata") or {}).get("name")): b for b in slices
+    }
+    # Of each RayCluster only its metadata is kept, and the whole body only of a cluster the round
+    # reconciles (step 4): a RayCluster is ~5 KiB of JSON, and 1,000 of them held for a round were
+    # the bulk of what the garbage collector scanned while the round ran.
+    rayclusters_listed: list[dict[str, Any]] = []
+    to_reconcile: list[dict[str, Any]] = []
+    async for page in client.pages(kube.RAYCLUSTERS, page_size=LIST_PAGE):
+        async for rc in chunked(page):
+            rc_meta = rc.get("metadata") or {}
+            rayclusters_listed.append({"metadata": {k: rc_meta.get(k) for k in RAYCLUSTER_METADATA}})
+            if (rc_meta.get("annotations") or {}).get(ANN_POOL) and not rayclusters.settled_with(rc, listed_slices):
+                to_reconcile.append(rc)
     # Then every slice's regions and every Ray pod, each in one paged LIST (regions before pods:
     # see RegionLedger.sweep), rather than a GET and two LISTs per slice: a round costs a few
     # requests whatever the number of slices, and decoding happens a page at a time. Every loop
-    # over regions or pods yields to the event loop every CHUNK items (:mod:`cooperative`):
-    # admissions interleave with a round over 10,000 regions instead of waiting for it.
+    # over regions or pods gives way to admissions about every millisecond (:mod:`cooperative`):
+    # they are served in between instead of waiting for a round over 10,000 regions.
     ledger = current().ledger
     mark = ledger.sequence()
-    regions_by_slice: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    async for region in chunked(await client.list(kube.REGIONS, page_size=LIST_PAGE)):
-        slice_name = str((region.get("spec") or {}).get("slice") or "")
-        region_ns = str((region.get("metadata") or {}).get("namespace") or "")
-        regions_by_slice.setdefault((region_ns, slice_name), []).append(region)
-    ray_pods = await client.list(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE)
+    # Each page is reduced to what the round uses before the next is read (a parsed Held per region,
+    # reused from the ledger's cache when unchanged; a pod's metadata, node and phase): the round
+    # never holds 10,000 full objects, which the garbage collector would scan again and again.
+    regions_by_slice: dict[tuple[str, str], list[Held]] = {}
+    async for page in client.pages(kube.REGIONS, page_size=LIST_PAGE):
+        async for region in chunked(page):
+            slice_name = str((region.get("spec") or {}).get("slice") or "")
+            key = (str((region.get("metadata") or {}).get("namespace") or ""), slice_name)
+            held = ledger.parse_listed(key, region)
+            if held is not None:
+                regions_by_slice.setdefault(key, []).append(held)
+    ray_pods: list[dict[str, Any]] = []
     pods_by_cluster: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    async for pod in chunked(ray_pods):
-        pod_meta = pod.get("metadata") or {}
-        cluster_of = str((pod_meta.get("labels") or {}).get(LABEL_CLUSTER) or "")
-        pods_by_cluster.setdefault((str(pod_meta.get("namespace") or ""), cluster_of), []).append(pod)
+    async for page in client.pages(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE):
+        async for full in chunked(page):
+            pod = pod_essentials(full)
+            ray_pods.append(pod)
+            pod_meta = pod["metadata"]
+            cluster_of = str((pod_meta.get("labels") or {}).get(LABEL_CLUSTER) or "")
+            pods_by_cluster.setdefault((str(pod_meta.get("namespace") or ""), cluster_of), []).append(pod)
     by_name = {
         ((rc.get("metadata") or {}).get("namespace"), (rc.get("metadata") or {}).get("name")): rc
         for rc in rayclusters_listed
@@ -138,18 +164,32 @@ async def sweep_once() -> SweepReport:
         except (SliceGone, TooManyConflicts, kube.ApiError, ValueError) as exc:
             report.errors.append(f"{namespace}/{name}: {exc}")
             logger.warning("sweep of GismoSlice %s/%s: %s", namespace, name, exc)
-        await asyncio.sleep(0)  # admissions are served between two slices, not after all of them
+        await pause()  # admissions are served between two slices, not after all of them
     try:  # what failurePolicy Ignore let through: Ray pods the webhook never handled
         report.pods_not_injected = await notinjected.report_round(slices, rayclusters_listed, ray_pods)
     except kube.ApiError as exc:
         report.errors.append(f"pods without Gismo: {exc}")
-    for rc in rayclusters_listed:
-        if ((rc.get("metadata") or {}).get("annotations") or {}).get(ANN_POOL):
-            try:
-                await rayclusters.reconcile(rc, force=True)
-            except kube.ApiError as exc:
-                report.errors.append(str(exc))
+    # Clusters that settled at what they are now, with their slice in the listing, are skipped
+    # (:func:`rayclusters.settled_with`): a GET and a shape check saved per cluster.
+    for rc in to_reconcile:
+        try:
+            await rayclusters.reconcile(rc, force=True)
+        except kube.ApiError as exc:
+            report.errors.append(str(exc))
+        await pause()
     return report
+
+
+def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    """What a round reads of a listed pod: its metadata (without managedFields), ``spec.nodeName``
+    and ``status.phase`` (:meth:`PodClaim.from_pod`, :mod:`gismo_operator.core.notinjected`, the
+    Events' involvedObject). A Ray pod is ~5-10 KiB of JSON, mostly its containers."""
+    meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k != "managedFields"}
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {"phase": (pod.get("status") or {}).get("phase")},
+    }
 
 
 async def _loop(interval: float) -> None:

@@ -211,11 +211,29 @@ class Client:
         Selectors are passed to the API server; callers must not rely on them for correctness when
         testing against kmock (which ignores them), so filter again in Python where it matters.
 
-        ``page_size``: read in pages of that many objects (``limit``/``continue``), so a list of
-        thousands is decoded in small pieces and the event loop serves admissions in between (a
-        server that ignores ``limit`` answers in one page; a continue token that expired mid-list
-        fails the call with 410, and the caller lists again later).
+        ``page_size``: read in pages of that many objects (see :meth:`pages`).
         """
+        found: list[Body] = []
+        async for page in self.pages(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector, page_size=page_size
+        ):
+            found.extend(page)
+        return found
+
+    async def pages(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int | None = None,
+    ) -> AsyncIterator[builtins.list[Body]]:
+        """The objects of a LIST, a page (``limit``/``continue``) at a time: a caller that keeps only
+        what it needs of each page never holds thousands of full objects, and each page is decoded
+        in one short step, so the event loop serves admissions in between (a server that ignores
+        ``limit`` answers in one page; a continue token that expired mid-list fails the call with
+        410, and the caller lists again later). No ``page_size``: one page, the whole list."""
         params: dict[str, str] = {}
         if label_selector:
             params["labelSelector"] = label_selector
@@ -223,15 +241,14 @@ class Client:
             params["fieldSelector"] = field_selector
         if page_size:
             params["limit"] = str(page_size)
-        found: list[Body] = []
         while True:
             payload = await self.request("GET", resource.path(namespace), params=params or None)
             if not isinstance(payload, Mapping):
-                return found
-            found.extend(dict(item) for item in payload.get("items") or [] if isinstance(item, Mapping))
+                return
+            yield [dict(item) for item in payload.get("items") or [] if isinstance(item, Mapping)]
             token = (payload.get("metadata") or {}).get("continue") if page_size else None
             if not token:
-                return found
+                return
             params["continue"] = str(token)
 
     async def list_with_version(self, resource: Resource) -> tuple[builtins.list[Body], str]:

@@ -163,11 +163,12 @@ class Held:
 @dataclasses.dataclass(frozen=True)
 class Listing:
     """One slice as the periodic sweep listed it: its body, its GismoRegions (listed after the
-    slice), and pods listed after those (at least its cluster's; others are ignored). ``mark``:
-    :meth:`RegionLedger.sequence` taken before the regions were listed."""
+    slice; parsed by :meth:`RegionLedger.parse_listed`), and pods listed after those (at least its
+    cluster's; others are ignored). ``mark``: :meth:`RegionLedger.sequence` taken before the
+    regions were listed."""
 
     slice: Mapping[str, Any]
-    regions: list[dict[str, Any]]
+    regions: list[Held]
     pods: list[dict[str, Any]]
     mark: int
 
@@ -411,38 +412,47 @@ class RegionLedger:
             current = await self.migrate(key, current)
         return current
 
-    async def _list_held(
-        self, key: SliceKey, current: GismoSlice, bodies: list[dict[str, Any]] | None = None
-    ) -> dict[int, Held]:
-        """The slice's regions from one LIST (or from ``bodies``, listed by the caller). Regions of
-        an earlier slice of the same name (another sliceUID: their slice is gone, so are its pods'
-        claims) are deleted, conditionally.
+    def parse_listed(self, key: SliceKey, body: Mapping[str, Any]) -> Held | None:
+        """A listed GismoRegion of slice ``key`` as a :class:`Held`; None when it is another slice's
+        (emulators ignore label selectors) or unreadable (logged).
 
         An object whose name and resourceVersion are those of the cached one is that object
         unchanged (the API server gives every write a new resourceVersion): its cached parse is
-        reused, so re-listing 10,000 regions validates only those that changed."""
+        returned, so re-listing 10,000 regions validates only those that changed, and a caller that
+        keeps only the result lets the listed body go at once."""
+        spec, meta = body.get("spec") or {}, body.get("metadata") or {}
+        if spec.get("slice") != key[1]:
+            return None
         state = self._states.get(key)
-        cache = state.held if state is not None else {}
+        index = spec.get("index")
+        known = state.held.get(index) if state is not None and isinstance(index, int) else None
+        if (
+            known is not None
+            and known.resource_version is not None
+            and known.resource_version == meta.get("resourceVersion")
+            and known.name == meta.get("name")
+        ):
+            return known
+        try:
+            return Held.from_body(body)
+        except ValidationError as exc:
+            logger.warning("GismoRegion %s/%s ignored: %s", key[0], meta.get("name"), exc)
+            return None
+
+    async def _list_held(
+        self, key: SliceKey, current: GismoSlice, listed: list[Held] | None = None
+    ) -> dict[int, Held]:
+        """The slice's regions from one LIST (or ``listed``: parsed by :meth:`parse_listed` from the
+        caller's LIST). Regions of an earlier slice of the same name (another sliceUID: their slice
+        is gone, so are its pods' claims) are deleted, conditionally."""
+        if listed is None:
+            listed = []
+            async for body in chunked(await self.api.list_regions(*key)):
+                item = self.parse_listed(key, body)
+                if item is not None:
+                    listed.append(item)
         held: dict[int, Held] = {}
-        async for body in chunked(await self.api.list_regions(*key) if bodies is None else bodies):
-            spec, meta = body.get("spec") or {}, body.get("metadata") or {}
-            if spec.get("slice") != key[1]:
-                continue  # emulators ignore label selectors
-            index = spec.get("index")
-            known = cache.get(index) if isinstance(index, int) else None
-            if (
-                known is not None
-                and known.resource_version is not None
-                and known.resource_version == meta.get("resourceVersion")
-                and known.name == meta.get("name")
-            ):
-                held[known.entry.index] = known
-                continue
-            try:
-                item = Held.from_body(body)
-            except ValidationError as exc:
-                logger.warning("GismoRegion %s/%s ignored: %s", key[0], meta.get("name"), exc)
-                continue
+        async for item in chunked(listed):
             if item.slice_uid and current.metadata.uid and item.slice_uid != current.metadata.uid:
                 with contextlib.suppress(Conflict):
                     await self.api.delete_region(key[0], item.name, item.uid, item.resource_version)

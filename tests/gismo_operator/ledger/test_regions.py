@@ -32,7 +32,7 @@ from ledger_fakes import (
 
 from gismo import poolrules
 from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
-from gismo_operator.cooperative import CHUNK
+from gismo_operator import cooperative
 from gismo_operator.core.assignment import Outcome, reservation_token
 from gismo_operator.core.models import name_label, region_name
 from gismo_operator.ledger.regions import Listing, RegionLedger, Reservation, SliceGone, TooManyConflicts
@@ -341,16 +341,22 @@ async def test_the_periodic_sweep_releases_vanished_pods_without_a_garbage_colle
     assert {i: e.pod_uid for i, e in api.holders().items()} == {1: "u2"}
 
 
-async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_chunks() -> None:
-    """Admissions are served during a sweep: it yields every CHUNK entries, not only at API calls
-    (here it makes none: the listing is given and nothing is to be released)."""
-    api, _, ledger = one_slice(2 * CHUNK * 3)
+async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_slices_of_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Admissions are served during a sweep: it gives way after every slice of work, not only at
+    API calls (here it makes none: the listing is given and nothing is to be released). A zero
+    budget makes every clock reading the end of a slice, so the count of yields is exact."""
+    count = 1500
+    api, _, ledger = one_slice(2 * count)
     api.write_delay = 0
-    for _ in range(CHUNK * 3):
+    for _ in range(count):
         assert await ledger.reserve(NS, NAME) is not None
+    regions = [ledger.parse_listed((NS, NAME), body) for body in await api.list_regions(NS, NAME)]
     listing = Listing(
-        slice=api.slices[NS, NAME], regions=await api.list_regions(NS, NAME), pods=[], mark=ledger.sequence()
+        slice=api.slices[NS, NAME], regions=[h for h in regions if h is not None], pods=[], mark=ledger.sequence()
     )
+    monkeypatch.setattr(cooperative, "SLICE_SECONDS", 0.0)
     turns = 0
     done = False
 
@@ -367,10 +373,11 @@ async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_chunks(
     during = turns - start
     done = True
     await task
-    assert result.released == () and len(result.regions) == CHUNK * 3
-    assert during >= 2 * 3  # three chunks of entries, listed and then kept: at least six yields
-    again = await ledger.reserve(NS, NAME)  # the cache survives the chunked sweep
-    assert again is not None and again.index == CHUNK * 3
+    assert result.released == () and len(result.regions) == count
+    # The entries are walked twice (listed, then kept): a yield per CLOCK_EVERY entries each time.
+    assert during >= 2 * count // cooperative.CLOCK_EVERY
+    again = await ledger.reserve(NS, NAME)  # the cache survives the sliced sweep
+    assert again is not None and again.index == count
 
 
 async def test_a_sweep_never_deletes_a_region_bound_between_its_list_and_its_delete() -> None:
