@@ -54,9 +54,11 @@ logger = logging.getLogger(__name__)
 FIRST_ROUND_RETRY = 1.0
 #: What a round keeps of a listed RayCluster's metadata (matching slices, Events, settlement).
 RAYCLUSTER_METADATA = ("namespace", "name", "uid", "generation", "annotations")
-#: Objects per page of the round's LISTs: a page of 100 GismoRegions (~70-150 KiB of JSON) decodes in
-#: about a millisecond, one step an admission may wait behind; 10,000 regions are 100 requests.
+#: Objects per page of the round's LISTs, ~100 KiB of JSON each: a page decodes in about a
+#: millisecond, one step an admission may wait behind. GismoSlices and GismoRegions are ~1 KiB
+#: (10,000 regions: 100 requests a round), RayClusters and Ray pods ~5-10 KiB.
 LIST_PAGE = 100
+LIST_PAGE_LARGE = 20
 
 
 @dataclass
@@ -86,7 +88,7 @@ async def sweep_once() -> SweepReport:
     # the bulk of what the garbage collector scanned while the round ran.
     rayclusters_listed: list[dict[str, Any]] = []
     to_reconcile: list[dict[str, Any]] = []
-    async for page in client.pages(kube.RAYCLUSTERS, page_size=LIST_PAGE):
+    async for page in client.pages(kube.RAYCLUSTERS, page_size=LIST_PAGE_LARGE):
         async for rc in chunked(page):
             rc_meta = rc.get("metadata") or {}
             rayclusters_listed.append({"metadata": {k: rc_meta.get(k) for k in RAYCLUSTER_METADATA}})
@@ -112,7 +114,7 @@ async def sweep_once() -> SweepReport:
                 regions_by_slice.setdefault(key, []).append(held)
     ray_pods: list[dict[str, Any]] = []
     pods_by_cluster: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    async for page in client.pages(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE):
+    async for page in client.pages(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE_LARGE):
         async for full in chunked(page):
             pod = pod_essentials(full)
             ray_pods.append(pod)
