@@ -89,11 +89,13 @@ async def sweep_once() -> SweepReport:
     rayclusters_listed: list[dict[str, Any]] = []
     to_reconcile: list[dict[str, Any]] = []
     async for page in client.pages(kube.RAYCLUSTERS, page_size=LIST_PAGE_LARGE):
-        async for rc in chunked(page):
-            rc_meta = rc.get("metadata") or {}
+        async for listed_rc in chunked(page):
+            rc_meta = listed_rc.get("metadata") or {}
             rayclusters_listed.append({"metadata": {k: rc_meta.get(k) for k in RAYCLUSTER_METADATA}})
-            if (rc_meta.get("annotations") or {}).get(ANN_POOL) and not rayclusters.settled_with(rc, listed_slices):
-                to_reconcile.append(rc)
+            if (rc_meta.get("annotations") or {}).get(ANN_POOL) and not rayclusters.settled_with(
+                listed_rc, listed_slices
+            ):
+                to_reconcile.append(listed_rc)
     # Then every slice's regions and every Ray pod, each in one paged LIST (regions before pods:
     # see RegionLedger.sweep), rather than a GET and two LISTs per slice: a round costs a few
     # requests whatever the number of slices, and decoding happens a page at a time. Every loop
@@ -114,7 +116,9 @@ async def sweep_once() -> SweepReport:
                 regions_by_slice.setdefault(key, []).append(held)
     ray_pods: list[dict[str, Any]] = []
     pods_by_cluster: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    async for page in client.pages(kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE_LARGE):
+    async for page in client.pages(
+        kube.PODS, label_selector=f"{LABEL_IS_RAY_NODE}=yes", page_size=LIST_PAGE_LARGE
+    ):
         async for full in chunked(page):
             pod = pod_essentials(full)
             ray_pods.append(pod)
@@ -183,13 +187,19 @@ async def sweep_once() -> SweepReport:
 
 
 def pod_essentials(pod: dict[str, Any]) -> dict[str, Any]:
-    """What a round reads of a listed pod: its metadata (without managedFields), ``spec.nodeName``
-    and ``status.phase`` (:meth:`PodClaim.from_pod`, :mod:`gismo_operator.core.notinjected`, the
-    Events' involvedObject). A Ray pod is ~5-10 KiB of JSON, mostly its containers."""
+    """What a round reads of a listed pod: its metadata (without managedFields), ``spec.nodeName``,
+    the names of its containers and init containers (``is_injected`` looks for the agent's) and
+    ``status.phase`` (:meth:`PodClaim.from_pod`, :mod:`gismo_operator.core.notinjected`, the Events'
+    involvedObject). A Ray pod is ~5-10 KiB of JSON, mostly its containers."""
     meta = {k: v for k, v in (pod.get("metadata") or {}).items() if k != "managedFields"}
+    spec = pod.get("spec") or {}
     return {
         "metadata": meta,
-        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "spec": {
+            "nodeName": spec.get("nodeName"),
+            "containers": [{"name": c.get("name")} for c in spec.get("containers") or []],
+            "initContainers": [{"name": c.get("name")} for c in spec.get("initContainers") or []],
+        },
         "status": {"phase": (pod.get("status") or {}).get("phase")},
     }
 

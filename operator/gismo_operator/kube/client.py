@@ -215,7 +215,11 @@ class Client:
         """
         found: list[Body] = []
         async for page in self.pages(
-            resource, namespace, label_selector=label_selector, field_selector=field_selector, page_size=page_size
+            resource,
+            namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            page_size=page_size,
         ):
             found.extend(page)
         return found

@@ -156,3 +156,41 @@ async def test_rejected_credentials_trigger_one_fresh_login(unused_tcp_port: int
         await api.close()
         await stale.close()
         await runner.cleanup()
+
+
+async def test_pages_follow_the_continue_token_and_send_the_selectors(unused_tcp_port: int) -> None:
+    """A LIST read a page at a time: ``limit`` and every ``continue`` token sent back, the selectors
+    kept on every page, and the pages handed out one by one (the sweep drops each before the next)."""
+    from aiohttp import web
+
+    items = [{"metadata": {"name": f"r{i}"}} for i in range(7)]
+    queries: list[dict[str, str]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        queries.append(dict(request.query))
+        start = int(request.query.get("continue") or 0)
+        limit = int(request.query["limit"])
+        meta = {"continue": str(start + limit)} if start + limit < len(items) else {}
+        return web.json_response(
+            {"kind": "GismoRegionList", "metadata": meta, "items": items[start : start + limit]}
+        )
+
+    app = web.Application()
+    app.router.add_get("/apis/gismo.io/v1alpha1/gismoregions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    api = kube.Client(kopf.ConnectionInfo(server=f"http://127.0.0.1:{unused_tcp_port}"))
+    try:
+        pages = [
+            [i["metadata"]["name"] for i in page]
+            async for page in api.pages(kube.REGIONS, label_selector="gismo.io/slice=s", page_size=3)
+        ]
+        assert pages == [["r0", "r1", "r2"], ["r3", "r4", "r5"], ["r6"]]
+        assert [q.get("continue") for q in queries] == [None, "3", "6"]
+        assert all(q["limit"] == "3" and q["labelSelector"] == "gismo.io/slice=s" for q in queries)
+        queries.clear()
+        assert len(await api.list(kube.REGIONS, page_size=3)) == 7 and len(queries) == 3
+    finally:
+        await api.close()
+        await runner.cleanup()

@@ -31,8 +31,8 @@ from ledger_fakes import (
 )
 
 from gismo import poolrules
-from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
 from gismo_operator import cooperative
+from gismo_operator.constants import LABEL_CLUSTER, LABEL_SLICE
 from gismo_operator.core.assignment import Outcome, reservation_token
 from gismo_operator.core.models import name_label, region_name
 from gismo_operator.ledger.regions import Listing, RegionLedger, Reservation, SliceGone, TooManyConflicts
@@ -354,7 +354,10 @@ async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_slices_
         assert await ledger.reserve(NS, NAME) is not None
     regions = [ledger.parse_listed((NS, NAME), body) for body in await api.list_regions(NS, NAME)]
     listing = Listing(
-        slice=api.slices[NS, NAME], regions=[h for h in regions if h is not None], pods=[], mark=ledger.sequence()
+        slice=api.slices[NS, NAME],
+        regions=[h for h in regions if h is not None],
+        pods=[],
+        mark=ledger.sequence(),
     )
     monkeypatch.setattr(cooperative, "SLICE_SECONDS", 0.0)
     turns = 0
