@@ -8,75 +8,36 @@ quiet threshold; a quiet one returns at once).
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
+from loop_neighbour import neighbour
 
 from gismo_operator import cooperative
 
-
-def _spin(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
+#: A busy turn spins ten times the quiet threshold.
+BUSY = cooperative.QUIET_SECONDS * 10
 
 
 async def test_pause_on_a_quiet_loop_takes_one_turn() -> None:
-    turns = 0
-    stop = False
-
-    async def idle_neighbour() -> None:
-        nonlocal turns
-        while not stop:
-            await asyncio.sleep(0)
-            turns += 1
-
-    task = asyncio.create_task(idle_neighbour())
-    await asyncio.sleep(0)
-    before = turns
-    await cooperative.pause(max_defer=60)
-    during = turns - before
-    stop = True
-    await task
+    async with neighbour() as other:
+        before = other.turns
+        await cooperative.pause(max_defer=60)
+        during = other.turns - before
     assert during <= 50  # after the first quiet turn (a few more if the machine preempts us), not 60 s
 
 
 async def test_pause_defers_until_the_busy_neighbour_goes_quiet() -> None:
-    busy_turns = 20
-    done_busy = 0
-    stop = False
-
-    async def busy_neighbour() -> None:
-        nonlocal done_busy
-        while not stop:
-            if done_busy < busy_turns:
-                _spin(cooperative.QUIET_SECONDS * 10)
-                done_busy += 1
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(busy_neighbour())
-    await asyncio.sleep(0)
-    await cooperative.pause(max_defer=60)
-    seen = done_busy
-    stop = True
-    await task
-    assert seen == busy_turns  # every busy turn ran before the background work went on
+    async with neighbour(busy_turns=20, busy_for=BUSY) as other:
+        await cooperative.pause(max_defer=60)
+        seen = other.busy
+    assert seen == 20  # every busy turn ran before the background work went on
 
 
 async def test_pause_goes_on_after_max_defer_when_the_loop_never_goes_quiet() -> None:
-    stop = False
-
-    async def always_busy() -> None:
-        while not stop:
-            _spin(cooperative.QUIET_SECONDS * 10)
-            await asyncio.sleep(0)
-
-    task = asyncio.create_task(always_busy())
-    await asyncio.sleep(0)
-    async with asyncio.timeout(30):  # liveness: the deferral is bounded (0.01 s asked)
-        await cooperative.pause(max_defer=0.01)
-    stop = True
-    await task
+    async with neighbour(busy_turns=None, busy_for=BUSY) as other:
+        async with asyncio.timeout(30):  # liveness: the deferral is bounded (0.01 s asked)
+            await cooperative.pause(max_defer=0.01)
+        assert other.busy >= 1
 
 
 async def test_chunked_yields_after_each_budget_of_work(monkeypatch: pytest.MonkeyPatch) -> None:

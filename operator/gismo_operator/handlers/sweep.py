@@ -13,7 +13,7 @@ then, not an interval later; retried every second until it succeeds) and then ev
 3. reports Ray pods of opted-in clusters that run without the agent
    (:mod:`gismo_operator.handlers.notinjected`; also once at start-up);
 4. re-reconciles every opted-in RayCluster (a pool that was full may have room now) but those
-   settled at their present generation, annotations and pool version whose slice is listed.
+   settled at their present generation, annotations and pool generation whose slice is listed.
 
 It runs as a plain asyncio task started by a startup handler rather than a kopf timer, because
 kopf timers put a finalizer on the objects they run for. Everything it does is idempotent and
@@ -104,8 +104,9 @@ async def sweep_once() -> SweepReport:
     ledger = current().ledger
     mark = ledger.sequence()
     # Each page is reduced to what the round uses before the next is read (a parsed Held per region,
-    # reused from the ledger's cache when unchanged; a pod's metadata, node and phase): the round
-    # never holds 10,000 full objects, which the garbage collector would scan again and again.
+    # reused from the ledger's cache when unchanged; a pod's metadata, node, phase and container
+    # names, :func:`pod_essentials`): the round never holds 10,000 full objects, which the garbage
+    # collector would scan again and again.
     regions_by_slice: dict[tuple[str, str], list[Held]] = {}
     async for page in client.pages(kube.REGIONS, page_size=LIST_PAGE):
         async for region in chunked(page):

@@ -29,6 +29,7 @@ from ledger_fakes import (
     pod_for,
     refuse_invalid_metadata,
 )
+from loop_neighbour import neighbour
 
 from gismo import poolrules
 from gismo_operator import cooperative
@@ -360,22 +361,10 @@ async def test_a_sweep_of_a_large_slice_yields_to_the_event_loop_between_slices_
         mark=ledger.sequence(),
     )
     monkeypatch.setattr(cooperative, "SLICE_SECONDS", 0.0)
-    turns = 0
-    done = False
-
-    async def ticker() -> None:
-        nonlocal turns
-        while not done:
-            await asyncio.sleep(0)
-            turns += 1
-
-    task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    start = turns
-    result = await ledger.sweep(NS, NAME, NAME, listing=listing)
-    during = turns - start
-    done = True
-    await task
+    async with neighbour() as other:
+        start = other.turns
+        result = await ledger.sweep(NS, NAME, NAME, listing=listing)
+        during = other.turns - start
     assert result.released == () and len(result.regions) == count
     # The entries are walked twice (listed, then kept): a yield per CLOCK_EVERY entries each time.
     assert during >= 2 * count // cooperative.CLOCK_EVERY
